@@ -1,0 +1,8 @@
+"""Lightning callbacks that add a sparsification method to any LightningModule
+(import: ``sparsify.callbacks``)."""
+
+from sparsify.callbacks.prune_at_end import PruneAtEnd
+from sparsify.callbacks.reparametrize import Reparametrize
+from sparsify.callbacks.weight_decay import WeightDecaySchedule, WeightDecaySwitchOff
+
+__all__ = ["PruneAtEnd", "Reparametrize", "WeightDecaySchedule", "WeightDecaySwitchOff"]

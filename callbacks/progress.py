@@ -1,0 +1,25 @@
+"""Training progress in the unit a callback is configured with."""
+
+from __future__ import annotations
+
+import lightning as L
+
+from sparsify.errors import ConfigError
+
+UNITS = ("fraction", "epoch", "step")
+
+
+def check_unit(unit: str) -> str:
+    if unit not in UNITS:
+        raise ConfigError(f"unit={unit!r} is invalid: choose one of {', '.join(UNITS)}")
+    return unit
+
+
+def progress(trainer: L.Trainer, unit: str) -> float:
+    """Optimizer steps taken (``step``), the index of the current epoch (``epoch``), or steps
+    taken over the run's total steps (``fraction``)."""
+    if unit == "step":
+        return float(trainer.global_step)
+    if unit == "epoch":
+        return float(trainer.current_epoch)
+    return trainer.global_step / max(1, int(trainer.estimated_stepping_batches))

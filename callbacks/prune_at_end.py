@@ -1,0 +1,97 @@
+"""One-shot magnitude pruning at the end of training, optionally followed by fine-tuning."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from sparsify.errors import ConfigError
+from sparsify.masks import check_scope, check_sparsity, magnitude_prune, sparsity_report
+from sparsify.reparam import add_masks
+
+
+class PruneAtEnd(L.Callback):
+    """Mask the smallest effective weights |θ| to reach ``sparsity`` (``scope`` ``"global"``: one
+    threshold over all prunable weights, ``"layer"``: the same sparsity in every layer).
+
+    With ``finetune_epochs = 0`` it prunes when training ends; otherwise at the start of epoch
+    ``max_epochs − finetune_epochs``, so the last ``finetune_epochs`` epochs train under the
+    fixed mask. The validation metric ``monitor`` just before pruning and at the end is kept in
+    ``before`` / ``after`` and printed; ``unpruned_state_dict`` holds the model (on the CPU) as
+    it was before pruning, for evaluating it again. Masks are model buffers: a checkpoint written
+    after pruning resumes with them.
+    """
+
+    def __init__(
+        self,
+        sparsity: float,
+        scope: str = "global",
+        finetune_epochs: int = 0,
+        include: list | None = None,
+        exclude: list | None = None,
+        monitor: str = "val/acc",
+    ):
+        self.sparsity = check_sparsity(sparsity)
+        self.scope = check_scope(scope)
+        if finetune_epochs < 0:
+            raise ConfigError(f"finetune_epochs={finetune_epochs!r} is invalid: must be >= 0")
+        self.finetune_epochs = int(finetune_epochs)
+        self.include, self.exclude, self.monitor = include, exclude, monitor
+        self.pruned = False
+        self.before: float | None = None
+        self.after: float | None = None
+        self.unpruned_state_dict: dict | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.check_trainer(trainer)
+        add_masks(pl_module, self.include, self.exclude)
+
+    def check_trainer(self, trainer: L.Trainer) -> None:
+        """Fail before anything is written if fine-tuning would take the whole run."""
+        max_epochs = trainer.max_epochs
+        if self.finetune_epochs and (max_epochs is None or max_epochs <= self.finetune_epochs):
+            raise ConfigError(
+                f"finetune_epochs={self.finetune_epochs} leaves no training before pruning with "
+                f"max_epochs={max_epochs}: it must be smaller than max_epochs"
+            )
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        start = trainer.max_epochs - self.finetune_epochs
+        if self.finetune_epochs and trainer.current_epoch >= start:
+            self.prune(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.pruned:
+            self.prune(trainer, pl_module)
+        elif self.finetune_epochs:
+            self.after = self._metric(trainer)
+        rank_zero_info(
+            f"PruneAtEnd: {self.monitor} {self.before} before pruning to sparsity "
+            f"{self.sparsity:.4g}, {self.after} after"
+            + (f" {self.finetune_epochs} epoch(s) of fine-tuning" if self.finetune_epochs else "")
+        )
+
+    def prune(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.pruned:
+            return
+        self.before = self._metric(trainer)
+        state = pl_module.state_dict()
+        self.unpruned_state_dict = {k: v.detach().cpu().clone() for k, v in state.items()}
+        magnitude_prune(pl_module, self.sparsity, self.scope, self.include, self.exclude)
+        self.pruned = True
+        report = sparsity_report(pl_module, self.include, self.exclude)
+        for logger in trainer.loggers:
+            logger.log_metrics({"prune/sparsity": report["global"]}, step=trainer.global_step)
+
+    def _metric(self, trainer: L.Trainer) -> float | None:
+        value = trainer.callback_metrics.get(self.monitor)
+        return float(value) if isinstance(value, torch.Tensor) else value
+
+    def state_dict(self) -> dict:
+        return {"pruned": self.pruned, "before": self.before}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.pruned = state_dict["pruned"]
+        self.before = state_dict["before"]

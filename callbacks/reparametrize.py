@@ -1,0 +1,25 @@
+"""Reparametrize every prunable weight as θ = m ⊙ w before the optimizers are built."""
+
+from __future__ import annotations
+
+import lightning as L
+
+from sparsify.reparam import check_beta, reparametrize
+
+
+class Reparametrize(L.Callback):
+    """Apply ``sparsify.reparametrize(pl_module, beta, include, exclude)`` in ``setup``.
+
+    ``setup`` runs before ``configure_optimizers``, so the trainable ``m, w`` are what the
+    optimizer sees. β = 1 is the PILoT / Sign-In initialization, β = 0 the balanced spred split.
+    Idempotent, so it may run in every stage (fit, validate, test) and before a checkpoint loads.
+    """
+
+    def __init__(self, beta: float = 1.0, include: list | None = None, exclude: list | None = None):
+        check_beta(beta)
+        self.beta = beta
+        self.include = include
+        self.exclude = exclude
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        reparametrize(pl_module, self.beta, self.include, self.exclude)

@@ -1,0 +1,82 @@
+"""scikit-learn's bundled 8×8 handwritten digits: 1,797 real images, 10 classes, no download."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, TensorDataset
+
+from sparsify.errors import ConfigError
+
+
+class DigitsDataModule(L.LightningDataModule):
+    """Stratified train/val/test split of the digits set, drawn from ``seed``.
+
+    Pixels (0–16) are scaled to [0, 1] and standardized with the training set's mean and
+    standard deviation; images are ``1 × 8 × 8``.
+    """
+
+    num_classes = 10
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 < value < 1:
+                raise ConfigError(f"{name}={value!r} is invalid: must be in (0, 1)")
+        if val_fraction + test_fraction >= 1:
+            raise ConfigError(
+                f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves no "
+                "training data: their sum must be < 1"
+            )
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size!r} is invalid: must be >= 1")
+        self.save_hyperparameters()
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "train_set"):
+            return
+        hp = self.hparams
+        digits = load_digits()
+        x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+        y = torch.tensor(digits.target, dtype=torch.long)
+        index = torch.arange(len(y))
+        rest, test = train_test_split(
+            index, test_size=hp.test_fraction, stratify=y, random_state=hp.seed
+        )
+        train, val = train_test_split(
+            rest,
+            test_size=hp.val_fraction / (1 - hp.test_fraction),
+            stratify=y[rest],
+            random_state=hp.seed,
+        )
+        mean, std = x[train].mean(), x[train].std()
+        x = (x - mean) / std
+        self.train_set = TensorDataset(x[train], y[train])
+        self.val_set = TensorDataset(x[val], y[val])
+        self.test_set = TensorDataset(x[test], y[test])
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

@@ -1,0 +1,28 @@
+"""sparsify: train sparse neural networks through implicit bias, with PyTorch Lightning."""
+
+from sparsify.errors import ConfigError
+from sparsify.masks import magnitude_prune, sparsity_report
+from sparsify.reparam import (
+    Mask,
+    PointwiseProduct,
+    collapse,
+    masks,
+    pointwise_factors,
+    reparametrize,
+    rescale_,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "Mask",
+    "PointwiseProduct",
+    "collapse",
+    "magnitude_prune",
+    "masks",
+    "pointwise_factors",
+    "reparametrize",
+    "rescale_",
+    "sparsity_report",
+]

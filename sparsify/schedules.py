@@ -1,0 +1,94 @@
+"""Schedules: pure functions of training progress ``t`` (in steps, epochs or a fraction of
+training, whichever unit the caller measures) returning a multiplier or a target.
+
+``1/k`` and ``1/k²`` count from k = t + 1, so the factor is 1 at the start.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from sparsify.errors import ConfigError
+
+
+def constant(t: float) -> float:
+    return 1.0
+
+
+def switch_off(t: float, at: float) -> float:
+    """1 before ``at``, 0 from ``at`` on (Mirror, Mirror of the Flow: switch weight decay off)."""
+    return 1.0 if t < at else 0.0
+
+
+def linear(t: float, end: float) -> float:
+    """1 at t = 0, falling linearly to 0 at ``end``."""
+    return max(0.0, 1.0 - t / end)
+
+
+def cosine(t: float, end: float) -> float:
+    """(1 + cos(π t / end)) / 2 until ``end``, then 0."""
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, t / end)))
+
+
+def exponential(t: float, rate: float) -> float:
+    """rate^t, e.g. 0.95^k."""
+    return rate**t
+
+
+def inverse(t: float) -> float:
+    """1/k with k = t + 1."""
+    return 1.0 / (t + 1)
+
+
+def inverse_square(t: float) -> float:
+    """1/k² with k = t + 1."""
+    return 1.0 / (t + 1) ** 2
+
+
+def cubic_sparsity(t: float, start: float, end: float, s_init: float, s_final: float) -> float:
+    """Zhu & Gupta (2017): s_t = s_f + (s_i − s_f)(1 − (t − t₀)/(t₁ − t₀))³ for t₀ ≤ t ≤ t₁."""
+    progress = min(1.0, max(0.0, (t - start) / (end - start)))
+    return s_final + (s_init - s_final) * (1 - progress) ** 3
+
+
+SCHEDULES: dict[str, Callable[..., float]] = {
+    "constant": constant,
+    "switch_off": switch_off,
+    "linear": linear,
+    "cosine": cosine,
+    "exponential": exponential,
+    "inverse": inverse,
+    "inverse_square": inverse_square,
+}
+
+# The keyword arguments each named schedule takes from its caller.
+SCHEDULE_ARGS = {
+    "constant": (),
+    "switch_off": ("at",),
+    "linear": ("end",),
+    "cosine": ("end",),
+    "exponential": ("rate",),
+    "inverse": (),
+    "inverse_square": (),
+}
+
+
+def make_schedule(
+    schedule: str | Callable[[float], float], at: float = 0.5, end: float = 1.0, rate: float = 0.9
+) -> Callable[[float], float]:
+    """A one-argument function of progress: a named schedule with its arguments, or a callable."""
+    if callable(schedule):
+        return schedule
+    if schedule not in SCHEDULES:
+        raise ConfigError(
+            f"schedule={schedule!r} is invalid: choose one of {', '.join(SCHEDULES)} or a callable"
+        )
+    if schedule in ("linear", "cosine") and not end > 0:
+        raise ConfigError(f"end={end!r} is invalid: must be > 0")
+    if schedule == "exponential" and not rate > 0:
+        raise ConfigError(f"rate={rate!r} is invalid: must be > 0")
+    given = {"at": at, "end": end, "rate": rate}
+    kwargs = {name: given[name] for name in SCHEDULE_ARGS[schedule]}
+    fn = SCHEDULES[schedule]
+    return lambda t: fn(t, **kwargs)

@@ -1,0 +1,72 @@
+"""A LightningModule that has never heard of sparsify, and data for it."""
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class UserModule(L.LightningModule):
+    """The user's own module: its own network, its own single-group optimizer."""
+
+    def __init__(self, lr=0.1, weight_decay=1e-3):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+        self.lr, self.weight_decay = lr, weight_decay
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train/loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val/acc", (self(x).argmax(1) == y).float().mean())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(
+            self.parameters(), lr=self.lr, momentum=0.9, weight_decay=self.weight_decay
+        )
+
+
+def blobs(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 8, generator=g) * 0.5 + F.one_hot(y, 8).float() * 2
+    return x, y
+
+
+def loaders(batch_size=16):
+    x, y = blobs()
+    train = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
+    val = DataLoader(TensorDataset(*blobs(48, seed=1)), batch_size=batch_size)
+    return train, val
+
+
+def trainer(tmp_path, callbacks, max_epochs=4, **kwargs):
+    return L.Trainer(
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+        **kwargs,
+    )
+
+
+class RecordWeightDecay(L.Callback):
+    """Records each group's weight decay as the optimizer step sees it."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.seen.append([g["weight_decay"] for g in optimizer.param_groups])

@@ -1,0 +1,182 @@
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from sparsify.cli import compose, main, prepare_argv
+
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def sparsify_cmd(*args, cwd):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "sparsify", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_default_recipe_end_to_end(tmp_path):
+    """`sparsify fit` with no arguments: digits, CNN, m ⊙ w, switch-off, prune to 90 %."""
+    result = sparsify_cmd("fit", f"--trainer.default_root_dir={tmp_path}", *QUIET, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sparsify summary" in result.stdout
+    (summary_file,) = tmp_path.glob("lightning_logs/version_*/summary.json")
+    summary = json.loads(summary_file.read_text())
+    assert summary["sparsity"] >= 0.9
+    assert summary["test_acc"] >= 0.95
+    assert summary["test_acc_before_pruning"] >= 0.95
+    assert os.path.isfile(summary["checkpoint"])
+    assert set(summary["layer_density"]) == {
+        "model.0",
+        "model.3",
+        "model.7",
+        "model.12",
+        "model.14",
+    }
+
+
+def test_configs_compose_and_callbacks_add_up(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"init_args": {"lr": 0.01}},
+                "trainer": {
+                    "callbacks": [
+                        {
+                            "class_path": "sparsify.callbacks.PruneAtEnd",
+                            "init_args": {"sparsity": 0.5},
+                        }
+                    ]
+                },
+            }
+        )
+    )
+    argv = prepare_argv(
+        [
+            "fit",
+            "--config",
+            "method/wd_switch_off",
+            "--config",
+            str(extra),
+            "--trainer.max_epochs=2",
+        ]
+    )
+    assert argv[0] == "fit" and argv[-1] == "--trainer.max_epochs=2"
+    config = yaml.safe_load(argv[2])
+    names = [c["class_path"].rsplit(".", 1)[1] for c in config["trainer"]["callbacks"]]
+    assert names == ["Reparametrize", "WeightDecaySwitchOff", "PruneAtEnd", "PruneAtEnd"]
+    assert config["model"]["init_args"]["lr"] == 0.01  # later file wins
+    assert config["model"]["init_args"]["pointwise_weight_decay"] == 0.02  # earlier kept
+    assert config["data"]["class_path"] == "sparsify.datamodules.DigitsDataModule"  # defaults
+
+
+def test_a_method_recipe_replaces_the_default_method():
+    dense = yaml.safe_load(prepare_argv(["fit", "--config", "method/dense"])[2])
+    assert dense["trainer"]["callbacks"] == []
+    default = yaml.safe_load(prepare_argv(["fit"])[2])
+    assert len(default["trainer"]["callbacks"]) == 3
+
+
+def test_compose_merges_deeply():
+    merged = compose([{"a": {"b": 1, "c": 2}}, {"a": {"c": 3}, "d": 4}])
+    assert merged == {"a": {"b": 1, "c": 3}, "d": 4}
+
+
+def test_overrides_and_dense_recipe_run(tmp_path):
+    result = sparsify_cmd(
+        "fit",
+        "--config",
+        "method/dense",
+        "--trainer.max_epochs=2",
+        "--model.lr=0.02",
+        f"--trainer.default_root_dir={tmp_path}",
+        *QUIET,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (config_file,) = tmp_path.glob("lightning_logs/version_*/config.yaml")
+    config = yaml.safe_load(config_file.read_text())
+    assert config["model"]["init_args"]["lr"] == 0.02
+    assert config["trainer"]["max_epochs"] == 2
+    summary = json.loads(next(tmp_path.glob("lightning_logs/version_*/summary.json")).read_text())
+    assert summary["sparsity"] < 0.01 and "test_acc_before_pruning" not in summary
+
+
+def write(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(content))
+    return str(path)
+
+
+def callback_config(tmp_path, cls, **init_args):
+    return write(
+        tmp_path,
+        "cb.yaml",
+        {
+            "trainer": {
+                "callbacks": [{"class_path": f"sparsify.callbacks.{cls}", "init_args": init_args}]
+            }
+        },
+    )
+
+
+BAD_INPUT = {
+    "unknown model": (
+        lambda t: ["--model.backbone=resnet9000"],
+        r"unknown model 'resnet9000': choose one of .*resnet20",
+    ),
+    "unknown datamodule": (
+        lambda t: ["--data=ImageNot"],
+        r"unknown datamodule 'ImageNot': choose one of DigitsDataModule",
+    ),
+    "sparsity out of range": (
+        lambda t: ["--config", callback_config(t, "PruneAtEnd", sparsity=1.2)],
+        r"sparsity=1.2 is invalid: must be in \[0, 1\)",
+    ),
+    "negative beta": (
+        lambda t: ["--config", callback_config(t, "Reparametrize", beta=-1.0)],
+        r"beta=-1.0 is invalid: the inner scale must be >= 0",
+    ),
+    "missing config file": (
+        lambda t: ["--config", str(t / "nope.yaml")],
+        r"config '.*nope.yaml' not found.*method/dense",
+    ),
+    "unknown key on the command line": (lambda t: ["--trainer.max_epoch=3"], r"trainer.max_epoch"),
+    "unknown key in a config file": (
+        lambda t: ["--config", write(t, "bad.yaml", {"model": {"init_args": {"lrr": 0.1}}})],
+        r"Option 'lrr' is not accepted",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_is_one_clear_line_and_exit_2(case, tmp_path, capsys):
+    make_args, message = BAD_INPUT[case]
+    root = tmp_path / "root"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *make_args(tmp_path), f"--trainer.default_root_dir={root}", *QUIET])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("sparsify: error:")]
+    assert len(lines) == 1, err
+    assert re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in err
+    assert not root.exists()  # nothing written
+
+
+def test_bad_input_exit_code_from_the_real_command(tmp_path):
+    result = sparsify_cmd("fit", "--model.backbone=nope", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("sparsify: error: unknown model")
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
