@@ -31,4 +31,12 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     return _REGISTRY[name](num_classes=num_classes, **kwargs)
 
 
-from sparsify.models import cnn, resnet_cifar  # noqa: E402,F401  (registers the models)
+from sparsify.models import (  # noqa: E402,F401  (registers the models)
+    cnn,
+    gpt,
+    resnet,
+    resnet_cifar,
+    synthetic,
+    vgg,
+    vit,
+)
