@@ -11,9 +11,12 @@ from collections.abc import Callable
 
 import lightning as L
 
+from sparsify.callbacks.param_groups import isolate_pointwise, pointwise_parameters
 from sparsify.callbacks.progress import check_unit, progress
 from sparsify.errors import ConfigError
 from sparsify.schedules import make_schedule
+
+TARGETS = (None, "pointwise")
 
 
 class WeightDecaySchedule(L.Callback):
@@ -28,6 +31,12 @@ class WeightDecaySchedule(L.Callback):
             optimizer ``step`` s.
         groups: names of the param groups to schedule (the ``name`` key of a group, e.g.
             ``["pointwise"]`` for the m, w of ``ImageClassifier``); ``None`` schedules all.
+        target: ``"pointwise"`` schedules exactly the reparametrized m, w, whatever groups the
+            module's optimizer puts them in: at ``on_fit_start`` they are moved into a group of
+            their own (``sparsify.callbacks.param_groups``), the other parameters keep their
+            weight decay. Excludes ``groups``.
+        weight_decay: the base weight decay of the scheduled groups; ``None`` keeps the one the
+            optimizer was built with.
 
     The base values are in the callback's ``state_dict``, so a resumed run continues the schedule.
     """
@@ -40,24 +49,49 @@ class WeightDecaySchedule(L.Callback):
         end: float = 1.0,
         rate: float = 0.9,
         groups: list[str] | None = None,
+        target: str | None = None,
+        weight_decay: float | None = None,
     ):
         self.unit = check_unit(unit)
+        if target not in TARGETS:
+            raise ConfigError(f"target={target!r} is invalid: choose None or 'pointwise'")
+        if target is not None and groups is not None:
+            raise ConfigError(
+                f"target={target!r} is invalid together with groups={groups!r}: give one of them"
+            )
+        if weight_decay is not None and not weight_decay >= 0:
+            raise ConfigError(f"weight_decay={weight_decay!r} is invalid: must be >= 0")
         if unit == "fraction" and schedule == "switch_off" and not 0 <= at <= 1:
             raise ConfigError(f"at={at!r} is invalid with unit='fraction': must be in [0, 1]")
         if at < 0:
             raise ConfigError(f"at={at!r} is invalid: must be >= 0")
         self.schedule = make_schedule(schedule, at=at, end=end, rate=rate)
         self.groups = None if groups is None else list(groups)
+        self.target = target
+        self.weight_decay = weight_decay
         self.base: list[list[float]] | None = None
         self.factor = 1.0
+        self._pointwise_ids: set[int] = set()
 
     def _selected(self, group: dict) -> bool:
+        if self.target == "pointwise":
+            return bool(group["params"]) and all(
+                id(p) in self._pointwise_ids for p in group["params"]
+            )
         return self.groups is None or group.get("name") in self.groups
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.target == "pointwise":
+            if not isolate_pointwise(trainer, pl_module):
+                raise ConfigError(
+                    "target='pointwise' is invalid: the module has no reparametrized m, w in its "
+                    "optimizer (add the Reparametrize callback)"
+                )
+            self._pointwise_ids = {id(p) for p in pointwise_parameters(pl_module)}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.base is None:
-            optimizers = trainer.optimizers
-            self.base = [[g["weight_decay"] for g in opt.param_groups] for opt in optimizers]
+            self.base = [[self._base(g) for g in opt.param_groups] for opt in trainer.optimizers]
         if self.groups is not None:
             present = {g.get("name") for opt in trainer.optimizers for g in opt.param_groups}
             missing = sorted(set(self.groups) - present)
@@ -66,6 +100,11 @@ class WeightDecaySchedule(L.Callback):
                     f"groups={missing} matched no optimizer param group; named groups present: "
                     f"{sorted(str(n) for n in present if n is not None)}"
                 )
+
+    def _base(self, group: dict) -> float:
+        if self.weight_decay is not None and self._selected(group):
+            return self.weight_decay
+        return group["weight_decay"]
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.factor = float(self.schedule(progress(trainer, self.unit)))
@@ -87,5 +126,14 @@ class WeightDecaySwitchOff(WeightDecaySchedule):
     """Weight decay as configured until ``at`` (a fraction of all steps by default, or an
     epoch or step with ``unit``), then 0 for the rest of training."""
 
-    def __init__(self, at: float = 0.5, unit: str = "fraction", groups: list[str] | None = None):
-        super().__init__("switch_off", unit=unit, at=at, groups=groups)
+    def __init__(
+        self,
+        at: float = 0.5,
+        unit: str = "fraction",
+        groups: list[str] | None = None,
+        target: str | None = None,
+        weight_decay: float | None = None,
+    ):
+        super().__init__(
+            "switch_off", unit=unit, at=at, groups=groups, target=target, weight_decay=weight_decay
+        )

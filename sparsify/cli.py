@@ -12,25 +12,24 @@ callback pruned it) and summarized in a table and in ``summary.json`` in the run
 from __future__ import annotations
 
 import importlib
-import json
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 
 import lightning as L
 import yaml
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, Namespace
 from lightning.pytorch.cli import LightningCLI
 
 import sparsify.datamodules
-from sparsify.callbacks import PruneAtEnd
 from sparsify.errors import ConfigError
-from sparsify.masks import sparsity_report
 from sparsify.module import ImageClassifier
+from sparsify.summary import format_summary, summarize
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULTS = "defaults.yaml"
-MODULE_CLASSES = ["ImageClassifier"]
+MODULE_CLASSES = ["ImageClassifier", "LanguageModel", "Regressor"]
 DEFAULT_METHOD = "method/wd_switch_off.yaml"
 
 
@@ -70,7 +69,8 @@ def read_config(name: str) -> dict:
 
 
 def compose(configs: list[dict]) -> dict:
-    """Merge configs in order: mappings deeply, later values win; ``trainer.callbacks`` add up."""
+    """Merge configs in order: mappings deeply, later values win; ``trainer.callbacks`` add up;
+    a later ``class_path`` that differs replaces the whole node (its ``init_args`` too)."""
     merged: dict = {}
     for config in configs:
         callbacks = merged.get("trainer", {}).get("callbacks") or []
@@ -82,6 +82,9 @@ def compose(configs: list[dict]) -> dict:
 
 
 def _deep_merge(base: dict, update: dict) -> dict:
+    """Merge ``update`` into ``base``; a new ``class_path`` drops the old class's ``init_args``."""
+    if "class_path" in update and update["class_path"] != base.get("class_path"):
+        base = {}
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -157,76 +160,75 @@ def check_class_path(class_path: str | None, kind: str) -> None:
 
 
 class SparsifyCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--wandb",
+            type=bool,
+            default=True,
+            help="Track the run in Weights & Biases (offline without credentials); false "
+            "replaces the W&B logger by a CSVLogger.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand, self.config)
+        trainer = config.trainer
+        refuse_sharded_strategy(trainer.strategy)
+        loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+        for i, logger in enumerate(loggers):
+            if not _is_wandb(logger):
+                continue
+            if not config.wandb:
+                loggers[i] = Namespace(
+                    class_path="lightning.pytorch.loggers.CSVLogger",
+                    init_args=Namespace(save_dir=trainer.default_root_dir or "."),
+                )
+            elif logger.init_args.get("save_dir") is None:
+                logger.init_args.save_dir = trainer.default_root_dir or "."
+        trainer.logger = loggers if isinstance(trainer.logger, list) else loggers[0]
+
     def before_fit(self) -> None:
         for callback in self.trainer.callbacks:
             if hasattr(callback, "check_trainer"):
                 callback.check_trainer(self.trainer)
+        config = self.config.get(self.subcommand, self.config).clone()
+        config.pop("config", None)
+        for logger in self.trainer.loggers:
+            logger.log_hyperparams(config.as_dict())
 
     def after_fit(self) -> None:
         summary = summarize(self.trainer, self.model, self.datamodule)
-        print(format_summary(summary))
+        if self.trainer.is_global_zero:
+            print(format_summary(summary))
+            for logger in self.trainer.loggers:
+                hint = getattr(logger, "offline_hint", lambda: None)()
+                if hint:
+                    print(hint)
 
 
-def summarize(trainer: L.Trainer, model: L.LightningModule, datamodule) -> dict:
-    """Save the final model, test it (and its unpruned state), write ``summary.json``."""
-    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
-    checkpoint = log_dir / "checkpoints" / "final.ckpt"
-    trainer.save_checkpoint(checkpoint)
-    summary: dict = {"checkpoint": str(checkpoint)}
-    if _has_test_data(datamodule):
-        summary["test_acc"] = _test_acc(trainer, model, datamodule)
-        pruner = next((c for c in trainer.callbacks if isinstance(c, PruneAtEnd)), None)
-        if pruner is not None and pruner.unpruned_state_dict is not None:
-            final = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            model.load_state_dict(pruner.unpruned_state_dict)
-            summary["test_acc_before_pruning"] = _test_acc(trainer, model, datamodule)
-            model.load_state_dict(final)
-    report = sparsity_report(model)
-    summary["sparsity"] = report["global"]
-    summary["layer_density"] = {name: 1 - s for name, s in report["layers"].items()}
-    if trainer.is_global_zero:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        (log_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    summary["summary_file"] = str(log_dir / "summary.json")
-    return summary
+def _is_wandb(logger) -> bool:
+    return isinstance(logger, Namespace) and "WandbLogger" in str(logger.get("class_path", ""))
 
 
-def _has_test_data(datamodule) -> bool:
-    base = L.LightningDataModule.test_dataloader
-    return datamodule is not None and type(datamodule).test_dataloader is not base
+SHARDED = ("fsdp", "deepspeed", "model_parallel", "xla")
 
 
-def _test_acc(trainer: L.Trainer, model: L.LightningModule, datamodule) -> float | None:
-    results = trainer.test(model, datamodule=datamodule, verbose=False)
-    value = results[0].get("test/acc") if results else None
-    return None if value is None else float(value)
-
-
-def format_summary(summary: dict) -> str:
-    """The summary as a plain-text table."""
-
-    def fmt(value):
-        return "n/a" if value is None else f"{value:.4f}"
-
-    rows = []
-    if "test_acc_before_pruning" in summary:
-        rows.append(("test accuracy before pruning", fmt(summary["test_acc_before_pruning"])))
-    if "test_acc" in summary:
-        rows.append(("test accuracy", fmt(summary["test_acc"])))
-    rows.append(("global sparsity", fmt(summary["sparsity"])))
-    rows += [(f"  density {name}", fmt(d)) for name, d in summary["layer_density"].items()]
-    rows += [("checkpoint", summary["checkpoint"]), ("summary", summary["summary_file"])]
-    width = max(len(key) for key, _ in rows)
-    line = "-" * (width + 2 + max(len(v) for _, v in rows))
-    body = "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
-    return f"{line}\nsparsify summary\n{line}\n{body}\n{line}"
+def refuse_sharded_strategy(strategy) -> None:
+    """Sharded strategies split weight tensors across ranks; masks and m ⊙ w need whole ones."""
+    name = strategy if isinstance(strategy, str) else getattr(strategy, "class_path", "")
+    name = name or type(strategy).__name__
+    if any(s in str(name).lower() for s in SHARDED):
+        raise ConfigError(
+            f"strategy={name!r} is not supported: sparsify's masks and m ⊙ w parametrizations "
+            "need whole weight tensors on every process; use ddp (or ddp_spawn, auto)"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        # LightningCLI reads sys.argv; give it the composed arguments there.
-        sys.argv = [sys.argv[0], *prepare_argv(argv)]
+        args = prepare_argv(argv)
+        # DDP's launcher re-runs sys.argv, which stays the user's own command line.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         SparsifyCLI(
             L.LightningModule,
             L.LightningDataModule,
@@ -239,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
             },
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
+            args=args,
         )
     except Exception as err:
         message = user_error(err)

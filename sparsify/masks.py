@@ -7,6 +7,8 @@ the forward pass uses (m ⊙ w ⊙ mask for reparametrized layers).
 
 from __future__ import annotations
 
+import fnmatch
+import math
 from collections.abc import Iterable
 
 import torch
@@ -99,3 +101,131 @@ def magnitude_prune(
     new_masks = keep_largest(scores, sparsity, scope)
     set_masks(module, new_masks)
     return new_masks
+
+
+# Layer densities: how a global sparsity target is shared among layers (METHODS.md §5).
+
+DISTRIBUTIONS = ("uniform", "global", "erk")
+
+
+def check_distribution(distribution: str) -> str:
+    if distribution not in DISTRIBUTIONS:
+        raise ConfigError(
+            f"distribution={distribution!r} is invalid: choose one of {', '.join(DISTRIBUTIONS)}"
+        )
+    return distribution
+
+
+def layer_densities(
+    module: nn.Module,
+    sparsity: float,
+    distribution: str = "erk",
+    dense_layers: Iterable | None = None,
+    include: Iterable | None = None,
+    exclude: Iterable | None = None,
+    scores: dict[str, torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """The fraction of weights each selected layer keeps, so that the kept weights of all
+    selected layers number ``round((1 − sparsity) · n)`` (to one weight per layer).
+
+    - ``uniform``: the same density in every layer that is not dense.
+    - ``erk`` (Erdős–Rényi–Kernel, Evci et al. 2020): density ∝ (sum of the weight shape's
+      dims) / (product of its dims), times one factor ε solved so the total is the target; a
+      layer whose density would exceed 1 is made dense and ε solved again for the rest.
+    - ``global``: one threshold on ``scores`` (by layer name; default |θ|) over every layer
+      that is not dense; the densities are the fractions each layer keeps above it.
+
+    ``dense_layers`` are kept whole and count towards the target: fnmatch patterns of layer
+    names, module types, or ``"first"`` / ``"last"`` (the first / last selected layer in
+    registration order). A target the dense layers alone exceed is a ``ConfigError``.
+    """
+    check_sparsity(sparsity)
+    check_distribution(distribution)
+    layers = dict(prunable_layers(module, include, exclude))
+    if not layers:
+        raise ConfigError("layer_densities found no prunable layers (conv or linear)")
+    shapes = {name: tuple(layer.weight.shape) for name, layer in layers.items()}
+    sizes = {name: math.prod(shape) for name, shape in shapes.items()}
+    dense = dense_layer_names(layers, dense_layers)
+    allowed = round((1 - sparsity) * sum(sizes.values()))
+    dense_count = sum(sizes[name] for name in dense)
+    if dense_count > allowed:
+        raise ConfigError(
+            f"dense_layers={list(dense_layers)!r} is invalid with sparsity={sparsity}: the dense "
+            f"layers hold {dense_count} weights, more than the {allowed} the target allows"
+        )
+    if distribution == "erk":
+        densities = _erk(shapes, sizes, dense, allowed)
+    else:
+        rest = [name for name in layers if name not in dense]
+        budget = allowed - dense_count
+        if distribution == "uniform":
+            rest_size = sum(sizes[name] for name in rest)
+            densities = {name: budget / rest_size for name in rest}
+        else:
+            if scores is None:
+                scores = {name: layer.weight.detach().abs() for name, layer in layers.items()}
+            densities = _global_densities(scores, rest, sizes, budget)
+    return {name: 1.0 if name in dense else min(1.0, densities[name]) for name in layers}
+
+
+def dense_layer_names(layers: dict[str, nn.Module], dense_layers: Iterable | None) -> set[str]:
+    """The names among ``layers`` that ``dense_layers`` selects (see ``layer_densities``)."""
+    names = list(layers)
+    chosen: set[str] = set()
+    for selector in dense_layers or []:
+        if selector in ("first", "last"):
+            matched = [names[0] if selector == "first" else names[-1]]
+        elif isinstance(selector, type):
+            matched = [name for name in names if isinstance(layers[name], selector)]
+        else:
+            matched = [name for name in names if fnmatch.fnmatchcase(name, str(selector))]
+        if not matched:
+            raise ConfigError(
+                f"dense_layers entry {selector!r} is invalid: it matches no prunable layer; "
+                f"layers: {', '.join(names)} (fnmatch patterns, module types, 'first', 'last')"
+            )
+        chosen.update(matched)
+    return chosen
+
+
+def _erk(shapes: dict, sizes: dict, dense: set[str], allowed: int) -> dict[str, float]:
+    raw = {name: sum(shape) / sizes[name] for name, shape in shapes.items()}
+    dense = set(dense)
+    while True:
+        rest = [name for name in shapes if name not in dense]
+        budget = allowed - sum(sizes[name] for name in dense)
+        epsilon = budget / sum(raw[name] * sizes[name] for name in rest) if rest else 0.0
+        # ε only grows as layers turn dense, so every layer over 1 now stays over 1.
+        over = {name for name in rest if epsilon * raw[name] > 1}
+        if not over:
+            return {name: 1.0 if name in dense else epsilon * raw[name] for name in shapes}
+        dense |= over
+
+
+def _global_densities(scores: dict, rest: list[str], sizes: dict, budget: int) -> dict:
+    missing = [name for name in rest if name not in scores]
+    if missing:
+        raise ConfigError(f"scores are missing for layers {missing}: give one tensor per layer")
+    if not rest:
+        return {}
+    flat = torch.cat([scores[name].detach().flatten().double().cpu() for name in rest])
+    owner = torch.repeat_interleave(torch.arange(len(rest)), torch.tensor([sizes[n] for n in rest]))
+    kept = torch.topk(flat, budget, sorted=False).indices if budget > 0 else owner[:0]
+    counts = torch.bincount(owner[kept], minlength=len(rest))
+    return {name: int(count) / sizes[name] for name, count in zip(rest, counts)}
+
+
+def keep_largest_per_layer(
+    scores: dict[str, torch.Tensor], densities: dict[str, float]
+) -> dict[str, torch.Tensor]:
+    """0/1 masks keeping the ``round(density · n)`` largest scores of each layer."""
+    out = {}
+    for name, s in scores.items():
+        flat = s.detach().flatten()
+        n_keep = min(flat.numel(), round(densities[name] * flat.numel()))
+        keep = torch.zeros_like(flat)
+        if n_keep > 0:
+            keep[torch.topk(flat, n_keep, sorted=False).indices] = 1
+        out[name] = keep.view_as(s)
+    return out

@@ -92,3 +92,18 @@ def make_schedule(
     kwargs = {name: given[name] for name in SCHEDULE_ARGS[schedule]}
     fn = SCHEDULES[schedule]
     return lambda t: fn(t, **kwargs)
+
+
+def pilot_update(
+    alpha: float,
+    delta: float,
+    improved: bool,
+    l1_norm: float,
+    K: float,
+    epoch: int,
+    total_epochs: int,
+) -> float:
+    """PILoT's adaptive regularization strength (Mask in the Mirror, ICLR 2025), once per epoch:
+    α·δ while the train accuracy improved, ‖m ⊙ w‖₁ > K and epoch < T/2; otherwise α/δ."""
+    grows = improved and l1_norm > K and epoch < total_epochs / 2
+    return alpha * delta if grows else alpha / delta

@@ -10,6 +10,8 @@ import yaml
 from sparsify.cli import compose, main, prepare_argv
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+NO_WANDB = [*QUIET, "--wandb=false"]
+ALWAYS = ["ModelCheckpoint", "SparsityMonitor", "RandomStateCheckpoint"]  # from defaults.yaml
 
 
 def sparsify_cmd(*args, cwd):
@@ -25,11 +27,13 @@ def sparsify_cmd(*args, cwd):
 
 
 def test_default_recipe_end_to_end(tmp_path):
-    """`sparsify fit` with no arguments: digits, CNN, m ⊙ w, switch-off, prune to 90 %."""
+    """`sparsify fit` with no arguments: digits, CNN, m ⊙ w, switch-off, prune to 90 %, tracked
+    in W&B (offline here: no credentials)."""
     result = sparsify_cmd("fit", f"--trainer.default_root_dir={tmp_path}", *QUIET, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sparsify summary" in result.stdout
-    (summary_file,) = tmp_path.glob("lightning_logs/version_*/summary.json")
+    assert re.search(r"upload it with: wandb sync \S+offline-run-", result.stdout)
+    (summary_file,) = tmp_path.glob("sparsify/*/summary.json")
     summary = json.loads(summary_file.read_text())
     assert summary["sparsity"] >= 0.9
     assert summary["test_acc"] >= 0.95
@@ -74,7 +78,7 @@ def test_configs_compose_and_callbacks_add_up(tmp_path):
     assert argv[0] == "fit" and argv[-1] == "--trainer.max_epochs=2"
     config = yaml.safe_load(argv[2])
     names = [c["class_path"].rsplit(".", 1)[1] for c in config["trainer"]["callbacks"]]
-    assert names == ["Reparametrize", "WeightDecaySwitchOff", "PruneAtEnd", "PruneAtEnd"]
+    assert names == [*ALWAYS, "Reparametrize", "WeightDecaySwitchOff", "PruneAtEnd", "PruneAtEnd"]
     assert config["model"]["init_args"]["lr"] == 0.01  # later file wins
     assert config["model"]["init_args"]["pointwise_weight_decay"] == 0.02  # earlier kept
     assert config["data"]["class_path"] == "sparsify.datamodules.DigitsDataModule"  # defaults
@@ -82,9 +86,10 @@ def test_configs_compose_and_callbacks_add_up(tmp_path):
 
 def test_a_method_recipe_replaces_the_default_method():
     dense = yaml.safe_load(prepare_argv(["fit", "--config", "method/dense"])[2])
-    assert dense["trainer"]["callbacks"] == []
+    names = [c["class_path"].rsplit(".", 1)[1] for c in dense["trainer"]["callbacks"]]
+    assert names == ALWAYS
     default = yaml.safe_load(prepare_argv(["fit"])[2])
-    assert len(default["trainer"]["callbacks"]) == 3
+    assert len(default["trainer"]["callbacks"]) == len(ALWAYS) + 3
 
 
 def test_compose_merges_deeply():
@@ -100,7 +105,7 @@ def test_overrides_and_dense_recipe_run(tmp_path):
         "--trainer.max_epochs=2",
         "--model.lr=0.02",
         f"--trainer.default_root_dir={tmp_path}",
-        *QUIET,
+        *NO_WANDB,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -110,6 +115,7 @@ def test_overrides_and_dense_recipe_run(tmp_path):
     assert config["trainer"]["max_epochs"] == 2
     summary = json.loads(next(tmp_path.glob("lightning_logs/version_*/summary.json")).read_text())
     assert summary["sparsity"] < 0.01 and "test_acc_before_pruning" not in summary
+    assert not (tmp_path / "wandb").exists() and not (tmp_path / "sparsify").exists()
 
 
 def write(tmp_path, name, content):
@@ -164,7 +170,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(case, tmp_path, capsys):
     make_args, message = BAD_INPUT[case]
     root = tmp_path / "root"
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *make_args(tmp_path), f"--trainer.default_root_dir={root}", *QUIET])
+        main(["fit", *make_args(tmp_path), f"--trainer.default_root_dir={root}", *NO_WANDB])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("sparsify: error:")]

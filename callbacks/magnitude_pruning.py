@@ -1,0 +1,129 @@
+"""Gradual magnitude pruning (GMP) with the cubic schedule of Zhu & Gupta (2017).
+
+"To prune, or not to prune: exploring the efficacy of pruning for model compression": between
+``start`` = t₀ and ``end`` = t₁ the target sparsity is
+
+    s_t = s_f + (s_i − s_f) · (1 − (t − t₀) / (t₁ − t₀))³
+
+and every ``frequency`` the smallest effective weights |θ| are masked to reach it: fast at
+first, while many weights are redundant, and slowly towards the end. After t₁ training goes on
+under the final mask (fine-tuning).
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+
+from sparsify.callbacks.progress import check_unit, progress
+from sparsify.errors import ConfigError
+from sparsify.masks import check_scope, check_sparsity, magnitude_prune
+from sparsify.reparam import add_masks
+from sparsify.schedules import cubic_sparsity
+
+
+class MagnitudePruning(L.Callback):
+    """Prune the smallest |θ| to the cubic target ``s_t`` at ``start``, every ``frequency``
+    after it, and at ``end``, where the sparsity is exactly ``final_sparsity``.
+
+    Args:
+        final_sparsity: s_f, reached at ``end`` and kept to the end of training.
+        initial_sparsity: s_i, the target at ``start``.
+        start, end, frequency: t₀, t₁ and Δt in ``unit``: a ``fraction`` of all optimizer steps
+            (default: prune from 10 % to 75 % of training, every 1 %), ``epoch`` s (pruning at
+            the first step of an epoch) or optimizer ``step`` s.
+        scope: ``"global"`` (one magnitude threshold over all selected weights) or ``"layer"``
+            (every layer pruned to s_t).
+        include, exclude: layer selection, as in ``sparsify.reparam.prunable_layers``.
+
+    Pruning happens before the forward pass of the first step at or after each scheduled time;
+    the target of that scheduled time is used, so the value at t₁ is exactly s_f. Works on plain
+    and reparametrized (m ⊙ w) models; masks are model buffers. The target is logged as
+    ``gmp/sparsity``; the last pruning time is in the ``state_dict``, so a resumed run prunes at
+    the same times as an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        final_sparsity: float = 0.9,
+        initial_sparsity: float = 0.0,
+        start: float = 0.1,
+        end: float = 0.75,
+        frequency: float = 0.01,
+        unit: str = "fraction",
+        scope: str = "global",
+        include: list | None = None,
+        exclude: list | None = None,
+    ):
+        self.final_sparsity = check_sparsity(final_sparsity)
+        self.initial_sparsity = check_sparsity(initial_sparsity)
+        if initial_sparsity > final_sparsity:
+            raise ConfigError(
+                f"initial_sparsity={initial_sparsity!r} is invalid: must be <= final_sparsity "
+                f"({final_sparsity!r})"
+            )
+        self.unit = check_unit(unit)
+        if not 0 <= start < end:
+            raise ConfigError(f"start={start!r}, end={end!r} is invalid: need 0 <= start < end")
+        if unit == "fraction" and end > 1:
+            raise ConfigError(f"end={end!r} is invalid with unit='fraction': must be <= 1")
+        if not frequency > 0:
+            raise ConfigError(f"frequency={frequency!r} is invalid: must be > 0")
+        self.start, self.end, self.frequency = float(start), float(end), float(frequency)
+        self.scope = check_scope(scope)
+        self.include, self.exclude = include, exclude
+        self.last_pruned: float | None = None
+        self.sparsity = 0.0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.check_trainer(trainer)
+        add_masks(pl_module, self.include, self.exclude)
+
+    def check_trainer(self, trainer: L.Trainer) -> None:
+        """Fail before training if the final sparsity would be reached after the last epoch."""
+        if self.unit == "epoch" and trainer.max_epochs is not None and trainer.max_epochs > 0:
+            if self.end >= trainer.max_epochs:
+                raise ConfigError(
+                    f"end={self.end:g} is invalid with unit='epoch' and max_epochs="
+                    f"{trainer.max_epochs}: final_sparsity is reached at the start of epoch "
+                    "`end`, which must be < max_epochs"
+                )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.unit == "step" and self.end >= trainer.estimated_stepping_batches:
+            raise ConfigError(
+                f"end={self.end:g} is invalid with unit='step': training has only "
+                f"{trainer.estimated_stepping_batches} steps, end must be smaller"
+            )
+
+    def scheduled_time(self, t: float) -> float | None:
+        """The latest pruning time ≤ t: start + k · frequency, or end; None before start."""
+        if t < self.start:
+            return None
+        if t >= self.end:
+            return self.end
+        # The tolerance counts 0.3 / 0.1 as 3 whole periods, not 2.999….
+        periods = math.floor((t - self.start) / self.frequency + 1e-9)
+        return min(self.end, self.start + periods * self.frequency)
+
+    def target(self, t: float) -> float:
+        """The cubic target sparsity s_t at progress t."""
+        return cubic_sparsity(t, self.start, self.end, self.initial_sparsity, self.final_sparsity)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        due = self.scheduled_time(progress(trainer, self.unit))
+        if due is not None and (self.last_pruned is None or due > self.last_pruned):
+            self.sparsity = self.target(due)
+            if self.sparsity > 0:
+                magnitude_prune(pl_module, self.sparsity, self.scope, self.include, self.exclude)
+            self.last_pruned = due
+        pl_module.log("gmp/sparsity", self.sparsity, on_step=True, on_epoch=False)
+
+    def state_dict(self) -> dict:
+        return {"last_pruned": self.last_pruned, "sparsity": self.sparsity}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.last_pruned = state_dict["last_pruned"]
+        self.sparsity = state_dict["sparsity"]

@@ -1,0 +1,175 @@
+"""PILoT: a time-dependent regularization strength α_t on ‖m‖² + ‖w‖² (Mask in the Mirror:
+Implicit Sparsification, ICLR 2025).
+
+With θ = m ⊙ w, weight decay on m, w moves the implicit bias of training from L2 towards L1
+(a time-dependent Bregman potential), and the move lasts after the regularization stops. PILoT
+grows α while the network is still learning and far from sparse, then lets it decay, so the
+second half of training is nearly unregularized: sparse bias without Lasso shrinkage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import nn
+
+from sparsify.callbacks.param_groups import isolate_pointwise, pointwise_parameters
+from sparsify.errors import ConfigError
+from sparsify.reparam import masks, pointwise_factors
+from sparsify.schedules import make_schedule, pilot_update
+
+FIXED_SCHEDULES = ("constant", "inverse", "inverse_square", "exponential")
+MODES = ("max", "min")
+
+
+class PILoT(L.Callback):
+    """Weight decay α_t on exactly the reparametrized m, w (the penalty (α_t/2)(‖m‖² + ‖w‖²)
+    with SGD, decoupled with AdamW), updated once per epoch k of T = ``max_epochs``:
+
+        α ← α·δ  if the train accuracy improved, ‖m ⊙ w‖₁ > K and k < T/2,
+        α ← α/δ  otherwise.
+
+    Args:
+        alpha_init: α during the first epoch (the paper's grid: 1e-4, 3e-4, 1e-3).
+        delta: the factor δ > 1 of each update.
+        K: the L1 norm below which α stops growing; with ``K_relative`` a fraction of
+            ‖m ⊙ w‖₁ when training starts, otherwise an absolute value.
+        K_relative: whether ``K`` is relative to the initial ‖m ⊙ w‖₁.
+        schedule: ``"adaptive"`` (the rule above) or a fixed schedule of the epoch k from the
+            paper's synthetic study, α_k = alpha_init · f(k): ``constant``, ``inverse`` (1/k),
+            ``inverse_square`` (1/k²), ``exponential`` (``rate``^k), or a callable f.
+        rate: the base of the ``exponential`` schedule (0.95 in the paper).
+        monitor: the logged train-accuracy metric, read from ``trainer.callback_metrics`` at the
+            end of each epoch; it must be reduced over processes (torchmetrics, or
+            ``self.log(..., on_epoch=True, sync_dist=True)``).
+        mode: ``"max"`` (improved = higher, an accuracy) or ``"min"`` (a loss).
+
+    m, w are moved into a param group of their own at ``on_fit_start`` if the module's
+    optimizer mixes them with other parameters (``sparsify.callbacks.param_groups``); the other
+    parameters keep their weight decay. Logs ``pilot/alpha`` (the α of the epoch) and
+    ``pilot/l1_norm``. α, the last accuracy and the reference norm are in ``state_dict``.
+    """
+
+    def __init__(
+        self,
+        alpha_init: float = 1e-3,
+        delta: float = 1.2,
+        K: float = 0.5,
+        K_relative: bool = True,
+        schedule: str | Callable[[float], float] = "adaptive",
+        rate: float = 0.95,
+        monitor: str = "train/acc",
+        mode: str = "max",
+    ):
+        if not alpha_init > 0:
+            raise ConfigError(f"alpha_init={alpha_init!r} is invalid: must be > 0")
+        if not delta > 1:
+            raise ConfigError(f"delta={delta!r} is invalid: must be > 1")
+        if not K >= 0:
+            raise ConfigError(f"K={K!r} is invalid: must be >= 0")
+        if mode not in MODES:
+            raise ConfigError(f"mode={mode!r} is invalid: choose one of {', '.join(MODES)}")
+        if not (callable(schedule) or schedule in ("adaptive", *FIXED_SCHEDULES)):
+            raise ConfigError(
+                f"schedule={schedule!r} is invalid: choose adaptive, "
+                f"{', '.join(FIXED_SCHEDULES)} or a callable of the epoch"
+            )
+        self.alpha_init, self.delta, self.K, self.K_relative = alpha_init, delta, K, K_relative
+        self.adaptive = schedule == "adaptive"
+        self.schedule = None if self.adaptive else make_schedule(schedule, rate=rate)
+        self.monitor, self.mode = monitor, mode
+        self.alpha = float(alpha_init)
+        self.last: float | None = None
+        self.reference_norm: float | None = None
+        self._pointwise_ids: set[int] = set()
+
+    def check_trainer(self, trainer: L.Trainer) -> None:
+        if self.adaptive and not (trainer.max_epochs or 0) > 0:
+            raise ConfigError(
+                f"max_epochs={trainer.max_epochs!r} is invalid with PILoT(schedule='adaptive'): "
+                "the rule needs the number of epochs T"
+            )
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check_trainer(trainer)
+        if not isolate_pointwise(trainer, pl_module):
+            raise ConfigError(
+                "PILoT found no reparametrized m, w in the optimizer: add the Reparametrize "
+                "callback (before PILoT)"
+            )
+        self._pointwise_ids = {id(p) for p in pointwise_parameters(pl_module)}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.reference_norm is None:
+            self.reference_norm = pointwise_l1_norm(pl_module)
+
+    @property
+    def threshold(self) -> float:
+        """K as an absolute L1 norm."""
+        return self.K * self.reference_norm if self.K_relative else self.K
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.adaptive:
+            self.alpha = self.alpha_init * float(self.schedule(trainer.current_epoch))
+        pl_module.log("pilot/alpha", self.alpha)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                params = group["params"]
+                if params and all(id(p) in self._pointwise_ids for p in params):
+                    group["weight_decay"] = self.alpha
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        norm = pointwise_l1_norm(pl_module)
+        pl_module.log("pilot/l1_norm", norm)
+        if not self.adaptive:
+            return
+        self.update(self.read_metric(trainer), norm, trainer.current_epoch, trainer.max_epochs)
+        # Every rank computes the same values from reduced metrics and identical parameters;
+        # rank 0's are broadcast so that a metric the user forgot to reduce cannot split them.
+        self.alpha, self.last = trainer.strategy.broadcast((self.alpha, self.last), src=0)
+
+    def update(self, metric: float, l1_norm: float, epoch: int, total_epochs: int) -> float:
+        """Apply the adaptive rule after epoch ``epoch`` (0-based) of ``total_epochs`` given its
+        train accuracy and ‖m ⊙ w‖₁; the first epoch counts as an improvement. Returns α."""
+        if self.last is None:
+            improved = True
+        else:
+            improved = metric > self.last if self.mode == "max" else metric < self.last
+        self.alpha = pilot_update(
+            self.alpha, self.delta, improved, l1_norm, self.threshold, epoch, total_epochs
+        )
+        self.last = metric
+        return self.alpha
+
+    def read_metric(self, trainer: L.Trainer) -> float:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
+            raise ConfigError(
+                f"monitor={self.monitor!r} is invalid: no such metric at the end of the training "
+                f"epoch (logged: {logged}); log the train accuracy with on_epoch=True"
+            )
+        return float(value)
+
+    def state_dict(self) -> dict:
+        return {"alpha": self.alpha, "last": self.last, "reference_norm": self.reference_norm}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.alpha = state_dict["alpha"]
+        self.last = state_dict["last"]
+        self.reference_norm = state_dict["reference_norm"]
+
+
+@torch.no_grad()
+def pointwise_l1_norm(module: nn.Module) -> float:
+    """‖m ⊙ w ⊙ mask‖₁ over all reparametrized weights of ``module``."""
+    live = masks(module)
+    total = 0.0
+    for name, m, w in pointwise_factors(module):
+        mask = live[name[: -len("weight")].rstrip(".")]
+        total += float((m * w * mask).abs().sum())
+    return total

@@ -1,0 +1,136 @@
+"""Pruning at initialization: a mask chosen once, before the first optimizer step, then fixed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from sparsify.errors import ConfigError
+from sparsify.masks import check_distribution, check_sparsity, set_masks, sparsity_report
+from sparsify.pai import (
+    DATA_SCORES,
+    GRASP_TEMPERATURE,
+    SYNFLOW_ROUNDS,
+    check_pai_options,
+    check_score,
+    pai_masks,
+)
+from sparsify.reparam import add_masks
+
+
+class PruneAtInit(L.Callback):
+    """Mask the model to ``sparsity`` by a pruning-at-initialization ``score`` when training
+    starts, once: ``random``, ``magnitude`` (|θ|), ``snip`` (|∂L/∂θ ⊙ θ|, Lee et al. 2019),
+    ``grasp`` (θ ⊙ Hg, logits / ``temperature``, Wang et al. 2020) or ``synflow`` (data-free,
+    ``rounds`` rounds, Tanaka et al. 2020); see ``sparsify.pai``.
+
+    Args:
+        distribution: ``global`` (one threshold on the scores), ``uniform`` or ``erk`` layer
+            densities (``sparsify.masks.layer_densities``).
+        dense_layers: layers kept whole, counted in the target (patterns, ``"first"``,
+            ``"last"``); ``include`` / ``exclude`` choose the layers that take part at all.
+        num_batches: batches of the trainer's training data that ``snip`` / ``grasp`` score
+            on (``synflow`` reads only the input shape from the first).
+        loss_fn: ``loss_fn(output, target)``; cross-entropy by default.
+
+    The mask is computed in ``on_train_start`` (after the model is on its device and a
+    checkpoint has been restored, before any optimizer step) on rank 0 only, from rank 0's
+    batches, and broadcast, so every DDP process trains the same mask. ``setup`` gives the
+    selected weights all-ones masks first, so a checkpoint written after pruning loads; ``done``
+    is in the callback's ``state_dict``, so a resumed run keeps the checkpoint's mask instead of
+    scoring again. Torch's random state is forked while scoring: the run draws the same data
+    order and dropout whatever the score.
+    """
+
+    def __init__(
+        self,
+        sparsity: float = 0.9,
+        score: str = "random",
+        distribution: str = "global",
+        dense_layers: list | None = None,
+        num_batches: int = 1,
+        temperature: float = GRASP_TEMPERATURE,
+        rounds: int = SYNFLOW_ROUNDS,
+        include: list | None = None,
+        exclude: list | None = None,
+        loss_fn: Callable | None = None,
+    ):
+        self.sparsity = check_sparsity(sparsity)
+        self.score = check_score(score)
+        self.distribution = check_distribution(distribution)
+        check_pai_options(num_batches, temperature, rounds)
+        self.dense_layers = dense_layers
+        self.num_batches, self.temperature, self.rounds = num_batches, temperature, rounds
+        self.include, self.exclude, self.loss_fn = include, exclude, loss_fn
+        self.done = False
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            score=self.score, sparsity=self.sparsity, distribution=self.distribution
+        )
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        add_masks(pl_module, self.include, self.exclude)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.done:
+            return
+        new_masks = None
+        if trainer.is_global_zero:
+            new_masks = {k: v.bool().cpu() for k, v in self.compute(trainer, pl_module).items()}
+        new_masks = trainer.strategy.broadcast(new_masks, src=0)
+        set_masks(pl_module, new_masks)
+        self.done = True
+        report = sparsity_report(pl_module, self.include, self.exclude)
+        for logger in trainer.loggers:
+            logger.log_metrics({"pai/sparsity": report["global"]}, step=trainer.global_step)
+        rank_zero_info(
+            f"PruneAtInit: {self.score} scores, {self.distribution} densities, sparsity "
+            f"{report['global']:.4f}"
+        )
+
+    def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        """The masks, from this process's model and training batches."""
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            batches = self.batches(trainer) if self.score in DATA_SCORES + ("synflow",) else []
+            return pai_masks(
+                pl_module,
+                self.sparsity,
+                self.score,
+                self.distribution,
+                batches,
+                self.loss_fn,
+                self.num_batches,
+                self.dense_layers,
+                self.include,
+                self.exclude,
+                self.temperature,
+                self.rounds,
+            )
+
+    def batches(self, trainer: L.Trainer) -> list:
+        """The first ``num_batches`` training batches, moved to the device as in training."""
+        loader = trainer.train_dataloader
+        if isinstance(loader, Mapping):
+            loader = next(iter(loader.values()))
+        elif isinstance(loader, Sequence):
+            loader = loader[0]
+        if loader is None:
+            raise ConfigError(f"score={self.score!r} needs training data; the trainer has none")
+        batches = []
+        for batch in loader:
+            batches.append(trainer.strategy.batch_to_device(batch))
+            if len(batches) == self.num_batches:
+                break
+        return batches
+
+    def state_dict(self) -> dict:
+        return {"done": self.done}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.done = state_dict["done"]

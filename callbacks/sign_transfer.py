@@ -1,0 +1,117 @@
+"""Start a sparse run from another network's signs or magnitudes ("signs are sufficient")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+
+from sparsify.errors import ConfigError
+from sparsify.masks import (
+    check_scope,
+    check_sparsity,
+    keep_largest,
+    set_masks,
+    sparsity_report,
+)
+from sparsify.reparam import add_masks, prunable_layers
+from sparsify.transfer import check_keep, load_state_dict, stored_masks, stored_weights
+from sparsify.transfer import transfer_weights as transfer
+
+
+class SignTransfer(L.Callback):
+    """Before the first optimizer step, give the model a mask and the signs and/or magnitudes of
+    the weights θ_src in ``checkpoint`` (Sign-In to the Lottery, NeurIPS 2025, METHODS.md §4):
+
+    - ``keep="signs"``: sign(θ_src) with this run's random initial magnitudes;
+    - ``keep="magnitudes"``: |θ_src| with this run's random initial signs;
+    - ``keep="both"``: θ_src itself; ``keep="none"``: this run's initialization (the control).
+
+    Only prunable (conv / linear) weights are transferred; biases and norm parameters keep this
+    run's initialization. Use a seed other than the source run's, or the "random" half is the
+    source's own initialization.
+
+    The mask: ``mask_from="checkpoint"`` takes it from ``checkpoint``, any other path from that
+    checkpoint; with ``sparsity`` it is the checkpoint's largest |θ| at ``sparsity`` (``scope``
+    ``"global"`` or ``"layer"``), without it the masks stored there. ``mask_from="current"``
+    keeps the run's own masks (e.g. from a ``PruneAtInit`` listed before this callback).
+
+    Every rank reads the same files and its own initialization, which DDP has synchronized, so
+    every rank sets the same weights without a broadcast. ``done`` is in the ``state_dict``: a
+    resumed run does not transfer again.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str,
+        keep: str = "signs",
+        mask_from: str = "checkpoint",
+        sparsity: float | None = None,
+        scope: str = "global",
+        include: list | None = None,
+        exclude: list | None = None,
+    ):
+        self.keep = check_keep(keep)
+        self.checkpoint = _existing(checkpoint, "checkpoint")
+        self.mask_from = mask_from
+        if mask_from not in ("checkpoint", "current"):
+            self.mask_from = _existing(mask_from, "mask_from")
+        self.sparsity = None if sparsity is None else check_sparsity(sparsity)
+        self.scope = check_scope(scope)
+        self.include, self.exclude = include, exclude
+        self.done = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        add_masks(pl_module, self.include, self.exclude)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.done:
+            return
+        layers = [name for name, _ in prunable_layers(pl_module, self.include, self.exclude)]
+        source = _weights(load_state_dict(self.checkpoint), layers, "checkpoint")
+        if self.mask_from != "current":
+            set_masks(pl_module, self.masks(layers, source))
+        transfer(pl_module, source, self.keep, self.include, self.exclude)
+        self.done = True
+        sparsity = sparsity_report(pl_module, self.include, self.exclude)["global"]
+        rank_zero_info(
+            f"SignTransfer: {self.keep} of {self.checkpoint}, mask from {self.mask_from}, "
+            f"sparsity {sparsity:.4f}"
+        )
+
+    def masks(self, layers: list[str], source: dict) -> dict:
+        """The masks of ``layers`` named by ``mask_from`` and ``sparsity``."""
+        path = self.checkpoint if self.mask_from == "checkpoint" else self.mask_from
+        state = load_state_dict(path)
+        weights = source if path == self.checkpoint else _weights(state, layers, "mask_from")
+        if self.sparsity is not None:
+            scores = {name: weights[name].abs() for name in layers}
+            return keep_largest(scores, self.sparsity, self.scope)
+        masks = stored_masks(state)
+        if not masks:
+            raise ConfigError(
+                f"mask_from={self.mask_from!r} is invalid without sparsity: {path} holds no "
+                "masks; give sparsity= to take its largest weights"
+            )
+        return {name: masks[name] for name in layers if name in masks}
+
+    def state_dict(self) -> dict:
+        return {"done": self.done}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.done = state_dict["done"]
+
+
+def _weights(state_dict: dict, layers: list[str], name: str) -> dict:
+    weights = stored_weights(state_dict)
+    missing = [layer for layer in layers if layer not in weights]
+    if missing:
+        raise ConfigError(f"{name} is invalid: its checkpoint lacks the layers {missing}")
+    return {layer: weights[layer] for layer in layers}
+
+
+def _existing(path: str, name: str) -> str:
+    if not Path(path).is_file():
+        raise ConfigError(f"{name}={path!r} is invalid: no such file")
+    return str(path)

@@ -1,0 +1,379 @@
+"""Pruning at initialization (PaI): score every prunable weight once, before training, and keep
+the highest scores under a fixed mask (METHODS.md §5).
+
+Every score is of the effective weight θ the forward pass uses (m ⊙ w ⊙ mask for
+reparametrized layers), computed on a private copy of the model in which θ is a plain
+parameter: the model itself, its mode (train / eval), its BatchNorm statistics and its
+gradients are left as they were. Only its masks change.
+
+- ``random``: uniform noise (a random mask).
+- ``magnitude``: |θ|.
+- ``snip``: |∂L/∂θ ⊙ θ| on batches of data (Lee et al., SNIP, ICLR 2019).
+- ``grasp``: θ ⊙ (H g), with g = ∂L/∂θ and H the Hessian of L, the logits divided by a
+  temperature (200) in L; the lowest scores are pruned (Wang et al., GraSP, ICLR 2020).
+  Removing weight q changes the gradient norm ‖g‖² by about −2 θ_q (H g)_q, so pruning the
+  lowest θ ⊙ (H g) keeps the gradient flow.
+- ``synflow``: data-free. Weights (and every other parameter) replaced by their absolute value,
+  an all-ones input, R = sum(output), score |θ ⊙ ∂R/∂θ|, pruned iteratively over ``rounds``
+  rounds to densities ``density^(k/rounds)`` (Tanaka et al., SynFlow, NeurIPS 2020).
+  Computed in float64 (R grows like the product of the layers' gains: it overflows float32
+  in deep networks), with BatchNorm in eval mode with running mean 0 and variance 1, so it
+  is the positive per-channel scale |γ|/sqrt(1 + eps) plus |β| whatever statistics the model
+  has collected.
+
+``snip`` and ``grasp`` score in training mode (BatchNorm uses batch statistics, as in the first
+training step); batches are ``(input, target, ...)`` and the loss is
+``loss_fn(module(input), target)``, cross-entropy by default.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils import parametrize
+
+from sparsify.errors import ConfigError
+from sparsify.masks import (
+    check_distribution,
+    check_sparsity,
+    keep_largest_per_layer,
+    layer_densities,
+    set_masks,
+)
+from sparsify.reparam import prunable_layers
+
+SCORES = ("random", "magnitude", "snip", "grasp", "synflow")
+DATA_SCORES = ("snip", "grasp")
+GRASP_TEMPERATURE = 200.0
+SYNFLOW_ROUNDS = 100
+
+Scores = dict[str, torch.Tensor]
+
+
+def check_score(score: str) -> str:
+    if score not in SCORES:
+        raise ConfigError(f"score={score!r} is invalid: choose one of {', '.join(SCORES)}")
+    return score
+
+
+def prune_at_init(
+    module: nn.Module,
+    sparsity: float,
+    score: str = "random",
+    distribution: str = "global",
+    dataloader: Iterable | None = None,
+    loss_fn: Callable | None = None,
+    num_batches: int = 1,
+    dense_layers: Iterable | None = None,
+    include: Iterable | None = None,
+    exclude: Iterable | None = None,
+    temperature: float = GRASP_TEMPERATURE,
+    rounds: int = SYNFLOW_ROUNDS,
+    input_shape: tuple[int, ...] | None = None,
+) -> Scores:
+    """Mask ``module`` to ``sparsity`` by the highest ``score`` s, shared among layers by
+    ``distribution`` (``global``: one threshold on the scores; ``uniform``, ``erk``: fixed
+    layer densities, see ``sparsify.masks.layer_densities``). Returns the masks it set.
+
+    ``snip`` / ``grasp`` use the first ``num_batches`` batches of ``dataloader``; ``synflow``
+    needs the input shape without the batch dimension: ``input_shape``, else the module's
+    ``example_input_array``, else the shape of the first batch of ``dataloader``.
+    """
+    new_masks = pai_masks(
+        module,
+        sparsity,
+        score,
+        distribution,
+        dataloader,
+        loss_fn,
+        num_batches,
+        dense_layers,
+        include,
+        exclude,
+        temperature,
+        rounds,
+        input_shape,
+    )
+    set_masks(module, new_masks)
+    return new_masks
+
+
+def pai_masks(
+    module: nn.Module,
+    sparsity: float,
+    score: str = "random",
+    distribution: str = "global",
+    dataloader: Iterable | None = None,
+    loss_fn: Callable | None = None,
+    num_batches: int = 1,
+    dense_layers: Iterable | None = None,
+    include: Iterable | None = None,
+    exclude: Iterable | None = None,
+    temperature: float = GRASP_TEMPERATURE,
+    rounds: int = SYNFLOW_ROUNDS,
+    input_shape: tuple[int, ...] | None = None,
+) -> Scores:
+    """The masks ``prune_at_init`` would set, without setting them."""
+    check_sparsity(sparsity)
+    check_score(score)
+    check_distribution(distribution)
+    check_pai_options(num_batches, temperature, rounds)
+    if score in DATA_SCORES and dataloader is None:
+        raise ConfigError(f"score={score!r} needs data: give a dataloader")
+    batches = first_batches(dataloader, num_batches, device_of(module)) if dataloader else []
+    if score == "synflow":
+        shape = input_shape or synflow_input_shape(module, batches)
+        return _synflow_masks(
+            module, sparsity, distribution, dense_layers, include, exclude, shape, rounds
+        )
+    if score == "random":
+        scores = random_scores(module, include, exclude)
+    elif score == "magnitude":
+        scores = magnitude_scores(module, include, exclude)
+    elif score == "snip":
+        scores = snip_scores(module, batches, loss_fn, include, exclude)
+    else:
+        scores = grasp_scores(module, batches, loss_fn, temperature, include, exclude)
+    densities = layer_densities(
+        module, sparsity, distribution, dense_layers, include, exclude, scores=scores
+    )
+    return keep_largest_per_layer(scores, densities)
+
+
+def check_pai_options(num_batches: int, temperature: float, rounds: int) -> None:
+    if not (isinstance(num_batches, int) and num_batches >= 1):
+        raise ConfigError(f"num_batches={num_batches!r} is invalid: must be an integer >= 1")
+    if not temperature > 0:
+        raise ConfigError(f"temperature={temperature!r} is invalid: must be > 0")
+    if not (isinstance(rounds, int) and rounds >= 1):
+        raise ConfigError(f"rounds={rounds!r} is invalid: must be an integer >= 1")
+
+
+# The scores, each a {layer name: tensor shaped like the layer's weight}.
+
+
+@torch.no_grad()
+def random_scores(module: nn.Module, include=None, exclude=None) -> Scores:
+    """Uniform noise from torch's global generator."""
+    return {
+        name: torch.rand_like(layer.weight)
+        for name, layer in prunable_layers(module, include, exclude)
+    }
+
+
+@torch.no_grad()
+def magnitude_scores(module: nn.Module, include=None, exclude=None) -> Scores:
+    """|θ|."""
+    return {name: layer.weight.abs() for name, layer in prunable_layers(module, include, exclude)}
+
+
+def snip_scores(
+    module: nn.Module, batches: list, loss_fn=None, include=None, exclude=None
+) -> Scores:
+    """|g ⊙ θ|, g the gradient of the loss averaged over ``batches``."""
+    scorer, weights = scoring_copy(module, include, exclude)
+    scorer.train()
+    grads = _mean_gradient(scorer, weights, batches, loss_fn or F.cross_entropy, 1.0)
+    return {name: (grads[name] * theta).abs().detach() for name, theta in weights.items()}
+
+
+def grasp_scores(
+    module: nn.Module,
+    batches: list,
+    loss_fn=None,
+    temperature: float = GRASP_TEMPERATURE,
+    include=None,
+    exclude=None,
+) -> Scores:
+    """θ ⊙ (H g) for the loss of the logits divided by ``temperature``; keep the largest.
+
+    g is the gradient averaged over ``batches`` (held fixed), H g the gradient of g · ∇L.
+    """
+    if not batches:
+        raise ConfigError("score='grasp' needs data: give a dataloader with at least one batch")
+    loss_fn = loss_fn or F.cross_entropy
+    scorer, weights = scoring_copy(module, include, exclude)
+    scorer.train()
+    g = _mean_gradient(scorer, weights, batches, loss_fn, temperature)
+    params = list(weights.values())
+    hg = [torch.zeros_like(p) for p in params]
+    with torch.enable_grad():
+        for batch in batches:
+            grads = torch.autograd.grad(
+                _loss(scorer, batch, loss_fn, temperature), params, create_graph=True
+            )
+            dot = sum((gi * g[name]).sum() for gi, name in zip(grads, weights))
+            for acc, part in zip(hg, torch.autograd.grad(dot, params)):
+                acc += part / len(batches)
+    return {name: (theta * h).detach() for (name, theta), h in zip(weights.items(), hg)}
+
+
+def synflow_scores(
+    module: nn.Module, input_shape: tuple[int, ...], include=None, exclude=None
+) -> Scores:
+    """One round of SynFlow: |θ ⊙ ∂R/∂θ| with R = sum(f(1; |θ|)), in float64."""
+    scorer, weights = scoring_copy(module, include, exclude, dtype=torch.float64)
+    _linearize(scorer)
+    ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device_of(scorer))
+    return _synflow_round(scorer, weights, ones)
+
+
+def _synflow_masks(
+    module, sparsity, distribution, dense_layers, include, exclude, input_shape, rounds
+) -> Scores:
+    scorer, weights = scoring_copy(module, include, exclude, dtype=torch.float64)
+    _linearize(scorer)
+    ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device_of(scorer))
+    magnitudes = {name: theta.detach().clone() for name, theta in weights.items()}
+    final = layer_densities(module, sparsity, distribution, dense_layers, include, exclude)
+    current = {name: torch.ones_like(theta) for name, theta in magnitudes.items()}
+    for k in range(1, rounds + 1):
+        with torch.no_grad():
+            for name, theta in weights.items():
+                theta.copy_(magnitudes[name] * current[name])
+        scores = _synflow_round(scorer, weights, ones)
+        # A weight pruned in an earlier round stays pruned, even against live zero scores.
+        scores = {n: s.masked_fill(current[n] == 0, -torch.inf) for n, s in scores.items()}
+        if distribution == "global":
+            round_sparsity = 1 - (1 - sparsity) ** (k / rounds)
+            densities = layer_densities(
+                module, round_sparsity, "global", dense_layers, include, exclude, scores=scores
+            )
+        else:
+            densities = {name: d ** (k / rounds) for name, d in final.items()}
+        current = keep_largest_per_layer(scores, densities)
+    return {name: mask.float() for name, mask in current.items()}
+
+
+def _synflow_round(scorer: nn.Module, weights: dict, ones: torch.Tensor) -> Scores:
+    with torch.enable_grad():
+        r = scorer(ones).sum()
+        grads = torch.autograd.grad(r, list(weights.values()), allow_unused=True)
+    if not torch.isfinite(r):
+        raise ValueError(
+            f"SynFlow's R = {float(r)} is not finite even in float64: the network is too deep "
+            "or its weights too large for a data-free score; use another score"
+        )
+    return {
+        name: torch.zeros_like(theta) if g is None else (theta * g).abs().detach()
+        for (name, theta), g in zip(weights.items(), grads)
+    }
+
+
+@torch.no_grad()
+def _linearize(scorer: nn.Module) -> None:
+    """|every parameter|; BatchNorm a positive affine map (eval mode, mean 0, variance 1)."""
+    scorer.eval()
+    for p in scorer.parameters():
+        p.abs_()
+    for layer in scorer.modules():
+        if isinstance(layer, _BatchNorm) and layer.track_running_stats:
+            layer.running_mean.zero_()
+            layer.running_var.fill_(1.0)
+
+
+def _mean_gradient(scorer, weights: dict, batches: list, loss_fn, temperature: float) -> Scores:
+    if not batches:
+        raise ConfigError("this score needs data: give a dataloader with at least one batch")
+    params = list(weights.values())
+    total = [torch.zeros_like(p) for p in params]
+    with torch.enable_grad():
+        for batch in batches:
+            loss = _loss(scorer, batch, loss_fn, temperature)
+            for acc, g in zip(total, torch.autograd.grad(loss, params)):
+                acc += g / len(batches)
+    return dict(zip(weights, total))
+
+
+def _loss(scorer: nn.Module, batch, loss_fn, temperature: float) -> torch.Tensor:
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise TypeError("PaI scores need batches of the form (input, target, ...)")
+    return loss_fn(scorer(batch[0]) / temperature, batch[1])
+
+
+# The private copy the scores are computed on.
+
+
+def scoring_copy(
+    module: nn.Module, include=None, exclude=None, dtype: torch.dtype | None = None
+) -> tuple[nn.Module, dict[str, nn.Parameter]]:
+    """A deep copy of ``module`` whose weights are plain parameters equal to the effective θ,
+    with ``{layer name: θ}`` of the selected layers (the only tensors requiring grad).
+
+    ``SyncBatchNorm`` becomes a local BatchNorm, so scoring on one rank needs no other rank.
+    """
+    scorer = copy.deepcopy(module)
+    for layer in scorer.modules():
+        if parametrize.is_parametrized(layer):
+            _unparametrize(layer)
+        if isinstance(layer, nn.SyncBatchNorm):
+            layer.__class__ = _LocalBatchNorm
+    if dtype is not None:
+        scorer.to(dtype)
+    scorer.requires_grad_(False)
+    weights = {name: layer.weight for name, layer in prunable_layers(scorer, include, exclude)}
+    for theta in weights.values():
+        theta.requires_grad_(True)
+    return scorer, weights
+
+
+@torch.no_grad()
+def _unparametrize(layer: nn.Module) -> None:
+    """Replace each parametrized tensor by a plain parameter holding its current value.
+
+    ``parametrize.remove_parametrizations`` would delete the property from the injected
+    class, which a deep copy shares with the original: the original would lose its weight.
+    """
+    values = {name: getattr(layer, name).detach().clone() for name in layer.parametrizations}
+    del layer._modules["parametrizations"]
+    layer.__class__ = type(layer).__bases__[0]
+    for name, value in values.items():
+        layer.register_parameter(name, nn.Parameter(value))
+
+
+class _LocalBatchNorm(_BatchNorm):
+    """BatchNorm over any input rank, without synchronization."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        pass
+
+
+# Data.
+
+
+def device_of(module: nn.Module) -> torch.device:
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
+
+
+def first_batches(dataloader: Iterable, num_batches: int, device: torch.device) -> list:
+    """The first ``num_batches`` batches of ``dataloader``, moved to ``device``."""
+    return [to_device(batch, device) for batch in itertools.islice(dataloader, num_batches)]
+
+
+def to_device(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def synflow_input_shape(module: nn.Module, batches: list) -> tuple[int, ...]:
+    example = getattr(module, "example_input_array", None)
+    if isinstance(example, torch.Tensor):
+        return tuple(example.shape[1:])
+    if batches and isinstance(batches[0], (tuple, list)):
+        return tuple(batches[0][0].shape[1:])
+    raise ConfigError(
+        "score='synflow' needs the input shape: give input_shape, a dataloader, or set the "
+        "module's example_input_array"
+    )

@@ -1,0 +1,107 @@
+"""The end of a `sparsify fit` run: final checkpoint, test accuracy before and after pruning,
+sparsity, ``summary.json``, and the same in Weights & Biases with the sparse model as an
+artifact."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from sparsify.callbacks import PruneAtEnd
+from sparsify.masks import sparsity_report
+from sparsify.reparam import collapse, masks
+from sparsify.tracking import WandbLogger
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """The run's own folder: where its checkpoints go (``<root>/<name>/<version>``)."""
+    if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
+        return Path(trainer.checkpoint_callback.dirpath).parent
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def summarize(trainer: L.Trainer, model: L.LightningModule, datamodule) -> dict:
+    """Save the final model, test it (and its unpruned state), write ``summary.json``."""
+    folder = run_dir(trainer)
+    checkpoint = folder / "checkpoints" / "final.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    summary: dict = {"checkpoint": str(checkpoint)}
+    if _has_test_data(datamodule):
+        pruner = next((c for c in trainer.callbacks if isinstance(c, PruneAtEnd)), None)
+        if pruner is not None and pruner.unpruned_state_dict is not None:
+            final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(pruner.unpruned_state_dict)
+            summary["test_acc_before_pruning"] = _test_acc(trainer, model, datamodule)
+            model.load_state_dict(final)
+        summary["test_acc"] = _test_acc(trainer, model, datamodule)  # logged last: the final
+    report = sparsity_report(model)
+    summary["sparsity"] = report["global"]
+    summary["layer_density"] = {name: 1 - s for name, s in report["layers"].items()}
+    summary["summary_file"] = str(folder / "summary.json")
+    if trainer.is_global_zero:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                log_to_wandb(logger, model, summary, folder)
+    return summary
+
+
+def log_to_wandb(logger: WandbLogger, model: L.LightningModule, summary: dict, folder: Path):
+    """Summary values, a per-layer density table and the collapsed sparse model with its masks
+    (artifact ``sparse-model-<run id>``, type ``model``)."""
+    import wandb
+
+    run = logger.experiment
+    for key in ("test_acc", "test_acc_before_pruning", "sparsity"):
+        if summary.get(key) is not None:
+            run.summary[f"final/{key}"] = summary[key]
+    rows = [[name, density] for name, density in summary["layer_density"].items()]
+    run.log({"final/layer_density": wandb.Table(columns=["layer", "density"], data=rows)})
+    path = folder / "sparse_model.pt"
+    torch.save(sparse_export(model), path)
+    artifact = wandb.Artifact(f"sparse-model-{run.id}", type="model", metadata=summary)
+    artifact.add_file(str(path))
+    run.log_artifact(artifact)
+
+
+def sparse_export(model: torch.nn.Module) -> dict:
+    """``{"state_dict": plain weights m ⊙ w ⊙ mask, "masks": {layer: 0/1}}`` of a copy."""
+    plain = copy.deepcopy(model).cpu()
+    layer_masks = {name: mask.detach().clone() for name, mask in masks(plain).items()}
+    return {"state_dict": collapse(plain).state_dict(), "masks": layer_masks}
+
+
+def _has_test_data(datamodule) -> bool:
+    base = L.LightningDataModule.test_dataloader
+    return datamodule is not None and type(datamodule).test_dataloader is not base
+
+
+def _test_acc(trainer: L.Trainer, model: L.LightningModule, datamodule) -> float | None:
+    results = trainer.test(model, datamodule=datamodule, verbose=False)
+    value = results[0].get("test/acc") if results else None
+    return None if value is None else float(value)
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as a plain-text table."""
+
+    def fmt(value):
+        return "n/a" if value is None else f"{value:.4f}"
+
+    rows = []
+    if "test_acc_before_pruning" in summary:
+        rows.append(("test accuracy before pruning", fmt(summary["test_acc_before_pruning"])))
+    if "test_acc" in summary:
+        rows.append(("test accuracy", fmt(summary["test_acc"])))
+    rows.append(("global sparsity", fmt(summary["sparsity"])))
+    rows += [(f"  density {name}", fmt(d)) for name, d in summary["layer_density"].items()]
+    rows += [("checkpoint", summary["checkpoint"]), ("summary", summary["summary_file"])]
+    width = max(len(key) for key, _ in rows)
+    line = "-" * (width + 2 + max(len(v) for _, v in rows))
+    body = "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
+    return f"{line}\nsparsify summary\n{line}\n{body}\n{line}"

@@ -1,0 +1,116 @@
+"""Sign transfer, the "signs are sufficient" experiment of Sign-In to the Lottery (NeurIPS 2025):
+start a sparse run from a mask and the signs of another network with random magnitudes, or its
+magnitudes with random signs (METHODS.md §4).
+
+The other network comes as a ``state_dict`` (a Lightning checkpoint's ``"state_dict"`` or a
+plain one), with or without sparsify's masks and m ⊙ w parametrizations: its effective weights
+are read as the forward pass would compute them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sparsify.errors import ConfigError
+from sparsify.reparam import prunable_layers
+
+KEEPS = ("signs", "magnitudes", "both", "none")
+
+_PARAMETRIZED = ".parametrizations.weight."
+
+
+def check_keep(keep: str) -> str:
+    if keep not in KEEPS:
+        raise ConfigError(f"keep={keep!r} is invalid: choose one of {', '.join(KEEPS)}")
+    return keep
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model state of a Lightning checkpoint, or a file holding a plain ``state_dict``.
+    The file is unpickled in full: load only checkpoints you trust."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ConfigError(f"checkpoint={str(path)!r} is invalid: it holds no state_dict")
+    return state
+
+
+def stored_weights(state_dict: dict) -> dict[str, torch.Tensor]:
+    """``{layer name: effective weight}``: ``weight``, ``original ⊙ mask``, or ``m ⊙ w ⊙ mask``."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.endswith(".weight") and _PARAMETRIZED not in key:
+            out[key[: -len(".weight")]] = value
+        elif key.endswith(_PARAMETRIZED + "original"):
+            out[key[: -len(_PARAMETRIZED + "original")]] = value
+        elif key.endswith(_PARAMETRIZED + "original0"):
+            layer = key[: -len(_PARAMETRIZED + "original0")]
+            out[layer] = value * state_dict[layer + _PARAMETRIZED + "original1"]
+    masks = stored_masks(state_dict)
+    return {name: w * masks[name] if name in masks else w for name, w in out.items()}
+
+
+def stored_masks(state_dict: dict) -> dict[str, torch.Tensor]:
+    """``{layer name: mask}`` of the masked or reparametrized layers in ``state_dict``."""
+    suffix = _PARAMETRIZED + "0.mask"
+    return {k[: -len(suffix)]: v for k, v in state_dict.items() if k.endswith(suffix)}
+
+
+@torch.no_grad()
+def transfer_weights(
+    module: nn.Module,
+    source: dict[str, torch.Tensor],
+    keep: str = "signs",
+    include=None,
+    exclude=None,
+) -> list[str]:
+    """Set every selected weight θ of ``module`` from ``source`` (``{layer name: θ_src}``):
+
+    - ``signs``: sign(θ_src) ⊙ |θ|, the source's signs with this model's magnitudes;
+    - ``magnitudes``: |θ_src| ⊙ sign(θ), the source's magnitudes with this model's signs;
+    - ``both``: θ_src; ``none``: θ unchanged.
+
+    "This model's" is its current (freshly initialized, random) weight, so the random half
+    differs with the seed and is the same on every DDP rank. A zero of θ_src or θ counts as +.
+    Masks are untouched; reparametrized weights are re-split with their inner scale β.
+    Returns the names of the layers set.
+    """
+    check_keep(keep)
+    layers = dict(prunable_layers(module, include, exclude))
+    missing = sorted(set(layers) - set(source))
+    if missing:
+        raise ConfigError(f"the source weights lack layers {missing}: they must match the model")
+    if keep == "none":
+        return []
+    for name, layer in layers.items():
+        theta = layer.weight
+        src = source[name].to(theta.device, theta.dtype)
+        if src.shape != theta.shape:
+            raise ConfigError(
+                f"layer {name!r} has shape {tuple(theta.shape)} here and {tuple(src.shape)} in "
+                "the source: they must match"
+            )
+        if keep == "signs":
+            new = _sign(src) * theta.abs()
+        elif keep == "magnitudes":
+            new = src.abs() * _sign(theta)
+        else:
+            new = src.clone()
+        _assign(layer, new)
+    return list(layers)
+
+
+def _sign(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t < 0, -1.0, 1.0).to(t.dtype)
+
+
+def _assign(layer: nn.Module, theta: torch.Tensor) -> None:
+    """Set the effective weight: a plain weight is copied, a parametrized one goes through the
+    parametrization's ``right_inverse`` (the same parameter objects, so optimizers keep them)."""
+    if "weight" in layer._parameters:
+        layer.weight.copy_(theta)
+    else:
+        layer.weight = theta

@@ -1,0 +1,60 @@
+"""Run by tests/test_pai_ddp.py: `python ddp_pai_worker.py OUT_DIR`. Lightning's DDP launcher
+starts this script again for rank 1. Each rank has its own seed and its own data, so masks
+that were not broadcast from rank 0 would differ; each rank saves the masks of every score."""
+
+import os
+import sys
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from helpers import UserModule, blobs
+from sparsify.callbacks.prune_at_init import PruneAtInit
+from sparsify.pai import pai_masks
+from sparsify.reparam import masks
+
+SCORES = ("random", "snip", "grasp")
+
+
+class SaveMasks(L.Callback):
+    """Keeps this rank's masks when training starts, before any forward pass could sync them."""
+
+    def __init__(self, score, saved):
+        self.score, self.saved = score, saved
+
+    def on_train_start(self, trainer, pl_module):
+        self.saved[self.score] = {k: v.clone() for k, v in masks(pl_module).items()}
+
+
+def main(out_dir):
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    torch.set_num_threads(1)
+    L.seed_everything(100 + rank)
+    x, y = blobs(64, seed=rank)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+    # What each rank would choose on its own, without the broadcast.
+    saved = {f"local_{s}": pai_masks(UserModule(), 0.8, s, dataloader=loader) for s in SCORES}
+    callbacks = []
+    for score in SCORES:
+        callbacks += [PruneAtInit(0.8, score=score, num_batches=2), SaveMasks(score, saved)]
+    trainer = L.Trainer(
+        strategy="ddp",
+        accelerator="cpu",
+        devices=2,
+        max_steps=1,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(UserModule(), loader)
+    torch.save(saved, os.path.join(out_dir, f"masks_rank{trainer.global_rank}.pt"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

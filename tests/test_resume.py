@@ -1,0 +1,59 @@
+"""A run that crashes and is resumed with --ckpt_path ends exactly where the uninterrupted run
+ends: same weights, masks, optimizer state and callback states (deterministic CPU)."""
+
+import pytest
+import torch
+
+from sparsify.cli import main
+
+QUIET = [
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--wandb=false",
+    "--trainer.max_epochs=6",
+]
+RECIPES = ["method/wd_switch_off"]
+
+
+def fit(root, *args):
+    main(["fit", *args, f"--trainer.default_root_dir={root}", *QUIET])
+    (final,) = root.glob("lightning_logs/version_*/checkpoints/final.ckpt")
+    return torch.load(final, weights_only=False)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_resumed_run_equals_the_uninterrupted_run(recipe, tmp_path):
+    straight = fit(tmp_path / "straight", "--config", recipe)
+
+    crashed = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(
+            [
+                "fit",
+                "--config",
+                recipe,
+                f"--trainer.default_root_dir={crashed}",
+                *QUIET,
+                "--trainer.callbacks+=run_helpers.CrashInEpoch",
+                "--trainer.callbacks.epoch=2",
+            ]
+        )
+    (last,) = crashed.glob("lightning_logs/version_*/checkpoints/last.ckpt")
+    assert torch.load(last, weights_only=False)["epoch"] == 1
+
+    resumed = fit(tmp_path / "resumed", "--config", recipe, f"--ckpt_path={last}")
+
+    assert resumed["global_step"] == straight["global_step"]
+    assert straight["state_dict"].keys() == resumed["state_dict"].keys()
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert any(k.endswith(".mask") for k in straight["state_dict"])
+    for key, state in straight["callbacks"].items():
+        if "ModelCheckpoint" in key:
+            continue
+        assert repr(resumed["callbacks"][key]) == repr(state), key
+    for a, b in zip(
+        straight["optimizer_states"][0]["state"].values(),
+        resumed["optimizer_states"][0]["state"].values(),
+    ):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
