@@ -20,12 +20,13 @@ from pathlib import Path
 import lightning as L
 import yaml
 from jsonargparse import ArgumentError, Namespace
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 import sparsify.datamodules
 from sparsify.errors import ConfigError
 from sparsify.module import ImageClassifier
-from sparsify.summary import format_summary, summarize
+from sparsify.summary import format_summary, run_dir, summarize
+from sparsify.tracking import WandbLogger
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULTS = "defaults.yaml"
@@ -159,6 +160,27 @@ def check_class_path(class_path: str | None, kind: str) -> None:
     )
 
 
+class SaveRunConfig(SaveConfigCallback):
+    """Save the resolved ``config.yaml`` in the run's own folder, beside its checkpoints and
+    ``summary.json`` (Lightning's default puts a W&B run's config in the shared root)."""
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        if self.already_saved:
+            return
+        folder = trainer.strategy.broadcast(str(run_dir(trainer)))
+        if trainer.is_global_zero:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            self.parser.save(
+                self.config,
+                str(Path(folder) / self.config_filename),
+                skip_none=False,
+                overwrite=self.overwrite,
+                multifile=self.multifile,
+            )
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+
 class SparsifyCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
@@ -200,9 +222,11 @@ class SparsifyCLI(LightningCLI):
         if self.trainer.is_global_zero:
             print(format_summary(summary))
             for logger in self.trainer.loggers:
-                hint = getattr(logger, "offline_hint", lambda: None)()
-                if hint:
-                    print(hint)
+                if isinstance(logger, WandbLogger):
+                    hint = logger.offline_hint()
+                    logger.experiment.finish()  # the run's files complete before we return
+                    if hint:
+                        print(hint)
 
 
 def _is_wandb(logger) -> bool:
@@ -223,8 +247,13 @@ def refuse_sharded_strategy(strategy) -> None:
         )
 
 
+TOOLS = {"compare": "sparsify.compare", "export": "sparsify.export"}
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TOOLS:
+        return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
     try:
         args = prepare_argv(argv)
         # DDP's launcher re-runs sys.argv, which stays the user's own command line.
@@ -239,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
                 "exit_on_error": False,
                 "allow_abbrev": False,
             },
+            save_config_callback=SaveRunConfig,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
             args=args,

@@ -17,19 +17,28 @@ from sparsify.reparam import collapse, masks
 from sparsify.tracking import WandbLogger
 
 
+TRACKED_AT_END = ("signin/flips_since_init",)
+
+
 def run_dir(trainer: L.Trainer) -> Path:
-    """The run's own folder: where its checkpoints go (``<root>/<name>/<version>``)."""
-    if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
-        return Path(trainer.checkpoint_callback.dirpath).parent
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    """The run's own folder, ``<save_dir>/<name>/<version>`` of the first logger, where
+    ModelCheckpoint puts its ``checkpoints/`` (``version_N`` for integer versions)."""
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
 
 
 def summarize(trainer: L.Trainer, model: L.LightningModule, datamodule) -> dict:
     """Save the final model, test it (and its unpruned state), write ``summary.json``."""
-    folder = run_dir(trainer)
+    folder = Path(trainer.strategy.broadcast(str(run_dir(trainer))))  # rank 0 knows the id
     checkpoint = folder / "checkpoints" / "final.ckpt"
     trainer.save_checkpoint(checkpoint)
     summary: dict = {"checkpoint": str(checkpoint)}
+    for key in TRACKED_AT_END:  # read before testing, which replaces the logged metrics
+        if key in trainer.callback_metrics:
+            summary[key] = float(trainer.callback_metrics[key])
     if _has_test_data(datamodule):
         pruner = next((c for c in trainer.callbacks if isinstance(c, PruneAtEnd)), None)
         if pruner is not None and pruner.unpruned_state_dict is not None:

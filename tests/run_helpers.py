@@ -28,4 +28,5 @@ class DumpState(L.Callback):
         callbacks = {type(c).__name__: c.state_dict() for c in trainer.callbacks if c is not self}
         state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
         path = Path(self.out_dir) / f"rank{trainer.global_rank}.pt"
-        torch.save({"model": state, "callbacks": callbacks}, path)
+        world_size = trainer.world_size
+        torch.save({"model": state, "callbacks": callbacks, "world_size": world_size}, path)

@@ -7,6 +7,7 @@ protobuf ``wandb.proto.wandb_internal_pb2.Record``.
 
 import json
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2 as pb
@@ -41,9 +42,15 @@ def _key(item):
     return item.key or "/".join(item.nested_key)
 
 
-def read_run(run_dir):
-    """``{"config": {...}, "history": [{...}], "summary": {...}, "artifacts": [...]}``."""
+def read_run(run_dir, timeout=120.0):
+    """``{"config": {...}, "history": [{...}], "summary": {...}, "artifacts": [...]}``, once
+    W&B's service has written the run's last (``exit``) record: it writes asynchronously, after
+    ``wandb.finish`` has returned."""
     (path,) = Path(run_dir).glob("run-*.wandb")
+    deadline = time.monotonic() + timeout
+    while not any(r.WhichOneof("record_type") == "exit" for r in _safe_records(path)):
+        assert time.monotonic() < deadline, f"{path} has no exit record after {timeout} s"
+        time.sleep(0.5)
     out = {"config": {}, "history": [], "summary": {}, "artifacts": []}
     for record in records(path):
         kind = record.WhichOneof("record_type")
@@ -60,3 +67,10 @@ def read_run(run_dir):
             files = [entry.path for entry in art.manifest.contents]
             out["artifacts"].append({"name": art.name, "type": art.type, "files": files})
     return out
+
+
+def _safe_records(path):
+    try:
+        return list(records(path))
+    except Exception:  # a record half-written right now
+        return []

@@ -1,0 +1,419 @@
+"""``sparsify compare``: methods × sparsities × seeds, each an ordinary ``sparsify fit`` run.
+
+    sparsify compare --config compare/digits
+    sparsify compare --config compare/digits --methods method/dense method/gmp --seeds 0
+
+A comparison file holds ``name``, ``base`` (configs, and ``--key=value`` flags, that every run
+shares: data, model, trainer), ``methods`` (method recipes), ``sparsities``, ``seeds``,
+``out_dir`` and ``parallel`` (runs at a time); the command-line flags of the same names
+override them, and any other ``--trainer.*``, ``--model.*`` or ``--data.*`` flag goes to every
+run. Each run gets its method's recipe with the target sparsity written into every callback that
+takes one (``sparsity``, ``final_sparsity``); a recipe without such a callback (``method/dense``)
+runs once per seed, as the reference. Runs live in ``<out_dir>/runs/<method>/s<sparsity>/
+seed<seed>``; one with a ``summary.json`` is done and never re-run, one without (interrupted) is
+deleted and run again from scratch. At the end ``results.csv``, ``results.md`` and the plots are
+written from every finished run of the grid (``sparsify.compare_report``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import yaml
+from tqdm import tqdm
+
+from sparsify.cli import prepare_argv, read_config, shipped_configs, user_error
+from sparsify.compare_report import write_report
+from sparsify.errors import ConfigError
+from sparsify.masks import check_sparsity
+
+KEYS = ("name", "base", "methods", "sparsities", "seeds", "out_dir", "parallel")
+TARGET_ARGS = ("sparsity", "final_sparsity")  # the callbacks' arguments for the target sparsity
+PAI_PREFIXES = ("pai_", "snip", "grasp", "synflow")
+FIT_FLAGS = ("--trainer.", "--model.", "--data.")
+FLAGS = {key: key for key in ("name", "methods", "sparsities", "seeds", "parallel")}
+FLAGS["out_dir"] = "out"  # comparison-file key: command-line flag that overrides it
+SETTINGS_FILE = "comparison.json"
+SIGN_FLIPS = "signin/flips_since_init"  # in summary.json where the run tracks sign flips
+
+
+@dataclass
+class Method:
+    name: str  # as given: a shipped recipe (``method/gmp``) or a file
+    label: str  # ``gmp``
+    recipe: dict
+    family: str  # ``reference`` (no target sparsity: dense), ``dense-to-sparse`` or ``PaI``
+
+
+@dataclass
+class Run:
+    method: Method
+    sparsity: float | None  # None: a method without target sparsity (dense)
+    seed: int
+    folder: Path
+
+    @property
+    def title(self) -> str:
+        target = "" if self.sparsity is None else f" s={self.sparsity:g}"
+        return f"{self.method.label}{target} seed={self.seed}"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ConfigError(f"{message} (`sparsify compare --help` lists the options)")
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The compare options, and the ``--trainer.*``/``--model.*``/``--data.*`` flags for fit."""
+    parser = _Parser(prog="sparsify compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="comparison file or shipped name (compare/digits)")
+    parser.add_argument("--name", help="comparison name: W&B group, default out folder")
+    parser.add_argument("--methods", nargs="+", help="method recipes (method/gmp or a file)")
+    parser.add_argument("--sparsities", nargs="+", type=float, help="target sparsities")
+    parser.add_argument("--seeds", nargs="+", type=int, help="seeds (seed_everything)")
+    parser.add_argument("--out", help="output folder (default comparisons/<name>)")
+    parser.add_argument("--parallel", type=int, help="runs at a time (default 1)")
+    parser.add_argument(
+        "--wandb", type=_bool, default=True, help="track runs in W&B, grouped by name"
+    )
+    parser.add_argument(
+        "--density-at", type=float, help="sparsity of the layer-density plot (a grid value)"
+    )
+    parser.add_argument(
+        "--lightning-progress-bar",
+        action="store_true",
+        help="show each run's own output and progress bar instead of writing it to fit.log",
+    )
+    args, fit_args = parser.parse_known_args(argv)
+    for arg in fit_args:
+        if arg.startswith("-") and not arg.startswith(FIT_FLAGS):
+            raise ConfigError(
+                f"unrecognized argument {arg}: compare passes only --trainer.*, --model.* and "
+                "--data.* flags on to the runs (`sparsify compare --help` lists its options)"
+            )
+    return args, fit_args
+
+
+def load_settings(args: argparse.Namespace, fit_args: list[str]) -> dict:
+    """The comparison file's values, overridden by the command line, checked."""
+    settings = read_config(args.config) if args.config else {}
+    unknown = sorted(set(settings) - set(KEYS))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} in {args.config!r}: allowed keys are {', '.join(KEYS)}"
+        )
+    for key, flag in FLAGS.items():
+        if getattr(args, flag) is not None:
+            settings[key] = getattr(args, flag)
+    default_name = Path(args.config).stem if args.config else "comparison"
+    settings.setdefault("name", default_name)
+    settings.setdefault("out_dir", f"comparisons/{settings['name']}")
+    settings.setdefault("parallel", 1)
+    base = settings.get("base") or []
+    settings["base"] = [base] if isinstance(base, str) else base
+    if not isinstance(settings["base"], list) or not all(isinstance(b, str) for b in base):
+        raise ConfigError(
+            f"base={base!r} is invalid: must be a list of config names or files and "
+            "--key=value flags"
+        )
+    settings["fit_args"] = fit_args
+    for key in ("methods", "sparsities", "seeds"):
+        values = settings.get(key)
+        if values is None or values == []:
+            raise ConfigError(f"empty grid: no {key} given (in the comparison file or --{key})")
+        if not isinstance(values, list):
+            raise ConfigError(f"{key}={values!r} is invalid: must be a list")
+    settings["sparsities"] = [_number(s, "sparsity") for s in settings["sparsities"]]
+    for s in settings["sparsities"]:
+        check_sparsity(s)
+    settings["seeds"] = [_integer(s, "seed") for s in settings["seeds"]]
+    if _integer(settings["parallel"], "parallel") < 1:
+        raise ConfigError(f"parallel={settings['parallel']!r} is invalid: must be >= 1")
+    return settings
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{what}={value!r} is invalid: must be a number in [0, 1)")
+    return float(value)
+
+
+def _integer(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{what}={value!r} is invalid: must be an integer")
+    return value
+
+
+def load_method(name: str) -> Method:
+    """A method recipe, its label and family; unknown names fail with the valid choices."""
+    shipped = [n for n in shipped_configs() if n.startswith("method/")]
+    if not Path(name).is_file() and name.removesuffix(".yaml") not in shipped:
+        raise ConfigError(
+            f"unknown method {name!r}: not a file, nor a shipped recipe ({', '.join(shipped)})"
+        )
+    recipe = read_config(name)
+    callbacks = (recipe.get("trainer") or {}).get("callbacks")
+    if not isinstance(callbacks, list):
+        raise ConfigError(
+            f"method {name!r} has no trainer.callbacks list: a method recipe lists its callbacks "
+            "(method/dense lists none)"
+        )
+    classes = [_callback_class(name, callback) for callback in callbacks]
+    label = Path(name).stem
+    if not any(_target_arg(cls) for cls in classes):
+        family = "reference"
+    elif label.startswith(PAI_PREFIXES) or any(c.__name__ == "PruneAtInit" for c in classes):
+        family = "PaI"
+    else:
+        family = "dense-to-sparse"
+    return Method(name=name, label=label, recipe=recipe, family=family)
+
+
+def _callback_class(method: str, callback) -> type:
+    class_path = callback.get("class_path") if isinstance(callback, dict) else callback
+    if not isinstance(class_path, str):
+        raise ConfigError(f"method {method!r}: callback {callback!r} has no class_path")
+    module_name, _, class_name = class_path.rpartition(".")
+    for module in [module_name] if module_name else ["sparsify.callbacks", "lightning.pytorch"]:
+        try:
+            cls = getattr(importlib.import_module(module), class_name, None)
+        except ImportError:
+            cls = None
+        if inspect.isclass(cls):
+            return cls
+    raise ConfigError(f"method {method!r}: callback class {class_path!r} cannot be imported")
+
+
+def _target_arg(cls: type) -> str | None:
+    parameters = inspect.signature(cls).parameters
+    return next((arg for arg in TARGET_ARGS if arg in parameters), None)
+
+
+def with_sparsity(method: Method, sparsity: float) -> dict:
+    """The recipe with ``sparsity`` as the target of every callback that takes one."""
+    recipe = json.loads(json.dumps(method.recipe))  # a deep copy of plain YAML data
+    for i, callback in enumerate(recipe["trainer"]["callbacks"]):
+        arg = _target_arg(_callback_class(method.name, callback))
+        if arg is None:
+            continue
+        if not isinstance(callback, dict):
+            callback = recipe["trainer"]["callbacks"][i] = {"class_path": callback}
+        callback.setdefault("init_args", {})[arg] = sparsity
+    return recipe
+
+
+def make_grid(settings: dict) -> list[Run]:
+    methods = [load_method(name) for name in dict.fromkeys(settings["methods"])]
+    labels = [m.label for m in methods]
+    if len(set(labels)) < len(labels):
+        twice = next(label for label in labels if labels.count(label) > 1)
+        raise ConfigError(f"two methods are named {twice!r}: give their recipe files other names")
+    root = Path(settings["out_dir"]) / "runs"
+    runs = []
+    for method in methods:
+        targets = [None] if method.family == "reference" else dict.fromkeys(settings["sparsities"])
+        for sparsity in targets:
+            for seed in dict.fromkeys(settings["seeds"]):
+                folder = root / method.label
+                if sparsity is not None:
+                    folder = folder / f"s{sparsity:g}"
+                runs.append(Run(method, sparsity, seed, folder / f"seed{seed}"))
+    return runs
+
+
+def check_same_settings(settings: dict) -> None:
+    """Finished runs are kept, so the runs they join must be made the same way."""
+    path = Path(settings["out_dir"]) / SETTINGS_FILE
+    shared = {"base": settings["base"], "fit_args": settings["fit_args"]}
+    if path.is_file() and json.loads(path.read_text()) != shared:
+        raise ConfigError(
+            f"{settings['out_dir']} holds runs made with other base configs or flags "
+            f"({path}): choose another --out, or delete that folder"
+        )
+
+
+def base_args(settings: dict) -> list[str]:
+    """``base`` as ``sparsify fit`` arguments: ``--config`` for each config, then the flags."""
+    configs = [item for item in settings["base"] if not item.startswith("-")]
+    flags = [item for item in settings["base"] if item.startswith("-")]
+    return [arg for name in configs for arg in ("--config", name)] + flags
+
+
+def fit_command(run: Run, settings: dict, wandb: bool, progress_bar: bool) -> list[str]:
+    """The run's ``sparsify fit`` command: base configs, the method with its target sparsity
+    (``method.yaml`` in the run folder), base flags, command-line flags, seed, folder."""
+    command = [sys.executable, "-m", "sparsify", "fit", *base_args(settings)]
+    command += ["--config", str(run.folder / "method.yaml"), *settings["fit_args"]]
+    command += [f"--seed_everything={run.seed}", f"--trainer.default_root_dir={run.folder}"]
+    command += [f"--trainer.enable_progress_bar={str(progress_bar).lower()}"]
+    if wandb:
+        name = run.title.replace(" ", "-").replace("=", "")
+        command += [f"--trainer.logger.init_args.group={settings['name']}"]
+        command += [f"--trainer.logger.init_args.name={name}"]
+    else:
+        command += ["--wandb=false"]
+    return command
+
+
+def finished_summary(folder: Path) -> dict | None:
+    """The run's ``summary.json``, or ``None`` if it never finished."""
+    for path in folder.glob("**/summary.json"):
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+    return None
+
+
+@dataclass
+class Attempt:
+    run: Run
+    process: subprocess.Popen
+    started: float
+    log: IO | None  # fit.log, or None when the run writes to the terminal
+
+
+def start(run: Run, settings: dict, wandb: bool, progress_bar: bool) -> Attempt:
+    """Start the run from scratch: its folder (left by an interrupted attempt) is emptied."""
+    if run.folder.exists():
+        shutil.rmtree(run.folder)
+    run.folder.mkdir(parents=True)
+    recipe = run.method.recipe
+    if run.sparsity is not None:
+        recipe = with_sparsity(run.method, run.sparsity)
+    (run.folder / "method.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    command = fit_command(run, settings, wandb, progress_bar)
+    log = None if progress_bar else open(run.folder / "fit.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT if log else None)
+    return Attempt(run, process, time.time(), log)
+
+
+def run_grid(runs: list[Run], settings: dict, wandb: bool, progress_bar: bool) -> list[Run]:
+    """Run what is not done yet, ``parallel`` at a time, under one progress bar (with ETA, on
+    stderr); return the runs that failed."""
+    todo = [run for run in runs if finished_summary(run.folder) is None]
+    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", desc=settings["name"])
+    running: list[Attempt] = []
+    failed = []
+    try:
+        while todo or running:
+            while todo and len(running) < settings["parallel"]:
+                running.append(start(todo.pop(0), settings, wandb, progress_bar))
+                bar.set_postfix_str(", ".join(a.run.title for a in running))
+            time.sleep(0.2)
+            for attempt in [a for a in running if a.process.poll() is not None]:
+                running.remove(attempt)
+                if attempt.log:
+                    attempt.log.close()
+                run = attempt.run
+                if attempt.process.returncode == 0 and finished_summary(run.folder) is not None:
+                    record = {"wall_time_s": time.time() - attempt.started}
+                    record["command"] = attempt.process.args
+                    (run.folder / "run.json").write_text(json.dumps(record, indent=2))
+                else:
+                    failed.append(run)
+                    bar.write(f"sparsify compare: {run.title} failed, see {run.folder}/fit.log")
+                bar.update(1)
+                bar.set_postfix_str(", ".join(a.run.title for a in running))
+    finally:
+        for attempt in running:
+            attempt.process.terminate()
+        for attempt in running:
+            attempt.process.wait()
+        bar.close()
+    return failed
+
+
+def result_rows(runs: list[Run]) -> list[dict]:
+    """One row per finished run of the grid (``sparsify.compare_report.COLUMNS``)."""
+    rows = []
+    for run in runs:
+        summary = finished_summary(run.folder)
+        if summary is None:
+            continue
+        record_file = run.folder / "run.json"
+        record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+        rows.append(
+            {
+                "method": run.method.label,
+                "family": run.method.family,
+                "sparsity_target": run.sparsity,
+                "seed": run.seed,
+                "test_acc_before_pruning": summary.get("test_acc_before_pruning"),
+                "test_acc": summary.get("test_acc"),
+                "sparsity": summary.get("sparsity"),
+                "sign_flips": summary.get(SIGN_FLIPS),
+                "wall_time_s": record.get("wall_time_s"),
+                "run_dir": str(run.folder),
+                "layer_density": summary.get("layer_density", {}),
+            }
+        )
+    return rows
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str]) -> None:
+    try:
+        args, fit_args = parse_args(argv)
+        settings = load_settings(args, fit_args)
+        runs = make_grid(settings)
+        prepare_argv(["fit", *base_args(settings), *fit_args])  # base configs exist, classes too
+        density_at = args.density_at
+        if density_at is None:
+            density_at = sorted(settings["sparsities"])[(len(settings["sparsities"]) - 1) // 2]
+        if density_at not in settings["sparsities"]:
+            raise ConfigError(
+                f"density-at={density_at:g} is invalid: choose one of the grid's sparsities "
+                f"({', '.join(f'{s:g}' for s in settings['sparsities'])})"
+            )
+        check_same_settings(settings)
+    except Exception as err:
+        message = user_error(err)
+        if message is None:
+            raise
+        print(f"sparsify: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    out = Path(settings["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    shared = {"base": settings["base"], "fit_args": settings["fit_args"]}
+    (out / SETTINGS_FILE).write_text(json.dumps(shared, indent=2))
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        failed = run_grid(runs, settings, args.wandb, args.lightning_progress_bar)
+    except KeyboardInterrupt:
+        print(
+            "sparsify compare: interrupted; run the same command again to resume "
+            "(finished runs are kept)",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for path in write_report(result_rows(runs), out, density_at):
+        print(f"wrote {path}")
+    if failed:
+        print(f"sparsify compare: {len(failed)} run(s) failed; rerun to retry", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,192 @@
+"""The results of a comparison (``sparsify compare``): ``results.csv`` (one row per run),
+``results.md`` (mean ± sample standard deviation over seeds per method and sparsity),
+``accuracy_vs_sparsity.png`` and ``layer_density.png``."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from pathlib import Path
+
+COLUMNS = (
+    "method",
+    "family",  # reference (no target sparsity: dense), dense-to-sparse or PaI
+    "sparsity_target",  # empty for a reference method
+    "seed",
+    "test_acc_before_pruning",
+    "test_acc",
+    "sparsity",  # achieved: zero effective weights over all prunable weights
+    "sign_flips",  # where a callback logs them
+    "wall_time_s",
+    "run_dir",
+)
+
+
+def write_report(rows: list[dict], out: Path, density_at: float) -> list[Path]:
+    """Write the table, the summary and the plots of ``rows``; return the paths written."""
+    written = [write_csv(rows, out / "results.csv"), write_markdown(rows, out / "results.md")]
+    if rows:
+        written.append(plot_accuracy(rows, out / "accuracy_vs_sparsity.png"))
+    if any(row["sparsity_target"] == density_at for row in rows):
+        written.append(plot_layer_density(rows, density_at, out / "layer_density.png"))
+    return written
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def groups(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Rows by (method, target sparsity), in the order they first appear."""
+    grouped: dict[tuple, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault((row["method"], row["sparsity_target"]), []).append(row)
+    return grouped
+
+
+def mean_std(values: list) -> tuple[float, float] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _cell(values: list, scale: float, digits: int) -> str:
+    """``mean ± std`` of the values that are there, times ``scale``; the mean alone for one."""
+    present = [v for v in values if v is not None]
+    stats = mean_std(present)
+    if stats is None:
+        return ""
+    mean, std = scale * stats[0], scale * stats[1]
+    return f"{mean:.{digits}f}" if len(present) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def write_markdown(rows: list[dict], path: Path) -> Path:
+    header = (
+        "| method | family | target sparsity | runs | test acc (%) | before pruning (%) "
+        "| achieved sparsity (%) | sign flips | wall time (s) |"
+    )
+    lines = [
+        "Mean ± sample standard deviation over seeds.",
+        "",
+        header,
+        "|" + "---|" * (header.count("|") - 1),
+    ]
+    for (method, target), group in groups(rows).items():
+        column = {key: [row[key] for row in group] for key in COLUMNS}
+        target_text = "—" if target is None else f"{100 * target:g} %"
+        cells = [
+            method,
+            group[0]["family"],
+            target_text,
+            str(len(group)),
+            _cell(column["test_acc"], 100, 2),
+            _cell(column["test_acc_before_pruning"], 100, 2),
+            _cell(column["sparsity"], 100, 2),
+            _cell(column["sign_flips"], 1, 1),
+            _cell(column["wall_time_s"], 1, 0),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def colors(rows: list[dict]) -> dict[str, str]:
+    """One color per method, the same in every plot."""
+    methods = dict.fromkeys(row["method"] for row in rows)
+    return {method: f"C{i % 10}" for i, method in enumerate(methods)}
+
+
+def compression(sparsity: float) -> float:
+    """log10(1 / (1 − s)): 90 % → 1, 99 % → 2, so high sparsities are spread apart."""
+    return -math.log10(1 - sparsity)
+
+
+def plot_accuracy(rows: list[dict], path: Path) -> Path:
+    """Test accuracy against target sparsity: dense-to-sparse methods solid, PaI dashed,
+    reference methods (dense) a dotted horizontal line with its ± std band; error bars are ± std
+    over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    methods: dict[str, dict] = {}
+    for (method, target), group in groups(rows).items():
+        stats = mean_std([row["test_acc"] for row in group])
+        if stats is not None:
+            methods.setdefault(method, {"family": group[0]["family"], "points": []})
+            methods[method]["points"].append((target, *stats))
+    targets = sorted({row["sparsity_target"] for row in rows} - {None})
+    color_of = colors(rows)
+    for method, data in methods.items():
+        color = color_of[method]
+        if data["family"] == "reference":
+            _, mean, std = data["points"][0]
+            ax.axhline(100 * mean, color=color, linestyle=":", label=method)
+            ax.axhspan(100 * (mean - std), 100 * (mean + std), color=color, alpha=0.15)
+            continue
+        points = sorted(data["points"])
+        ax.errorbar(
+            [compression(t) for t, _, _ in points],
+            [100 * m for _, m, _ in points],
+            yerr=[100 * s for _, _, s in points],
+            color=color,
+            marker="o",
+            capsize=3,
+            linestyle="--" if data["family"] == "PaI" else "-",
+            label=f"{method} (PaI)" if data["family"] == "PaI" else method,
+        )
+    ax.set_xticks([compression(t) for t in targets], [f"{100 * t:g}" for t in targets])
+    ax.set_xlabel("target sparsity (%), log scale of 1 / (1 − s)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy vs. sparsity: dense-to-sparse solid, PaI dashed, reference dotted")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_layer_density(rows: list[dict], sparsity: float, path: Path) -> Path:
+    """Per-layer density (mean over seeds) of each method at one target sparsity, grouped bars
+    on a log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    densities: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        if row["sparsity_target"] == sparsity:
+            per_layer = densities.setdefault(row["method"], {})
+            for layer, density in row["layer_density"].items():
+                per_layer.setdefault(layer, []).append(density)
+    layers = list(dict.fromkeys(layer for d in densities.values() for layer in d))
+    width = 0.8 / len(densities)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(layers) + 2), 4.5))
+    color_of = colors(rows)
+    for i, (method, per_layer) in enumerate(densities.items()):
+        heights = [statistics.fmean(per_layer.get(layer, [math.nan])) for layer in layers]
+        offsets = [j - 0.4 + (i + 0.5) * width for j in range(len(layers))]
+        ax.bar(offsets, heights, width=width, label=method, color=color_of[method])
+    ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right")
+    ax.set_yscale("log")
+    lowest = min(min(statistics.fmean(v) for v in d.values()) for d in densities.values())
+    ax.set_ylim(10 ** math.floor(math.log10(max(lowest, 1e-4))), 1.05)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{100 * value:g} %"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel("density (non-zero fraction)")
+    ax.set_title(f"per-layer density at {100 * sparsity:g} % target sparsity")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
