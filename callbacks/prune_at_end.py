@@ -9,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from sparsify.errors import ConfigError
 from sparsify.masks import check_scope, check_sparsity, magnitude_prune, sparsity_report
 from sparsify.reparam import add_masks
+from sparsify.soft_masks import harden
 
 
 class PruneAtEnd(L.Callback):
@@ -19,7 +20,8 @@ class PruneAtEnd(L.Callback):
     ``max_epochs − finetune_epochs``, so the last ``finetune_epochs`` epochs train under the
     fixed mask. The validation metric ``monitor`` just before pruning and at the end is kept in
     ``before`` / ``after`` and printed; ``unpruned_state_dict`` holds the model (on the CPU) as
-    it was before pruning, for evaluating it again. Masks are model buffers: a checkpoint written
+    it was before pruning, for evaluating it again. Soft masks (STR, CS) are hardened
+    (``sparsify.soft_masks.harden``) before pruning. Masks are model buffers: a checkpoint written
     after pruning resumes with them.
     """
 
@@ -77,6 +79,9 @@ class PruneAtEnd(L.Callback):
         if self.pruned:
             return
         self.before = self._metric(trainer)
+        # A learned soft mask (STR, CS) becomes a plain mask first, so that fine-tuning keeps
+        # exactly the sparsity asked for and the saved weights load into the pruned model.
+        harden(pl_module)
         state = pl_module.state_dict()
         self.unpruned_state_dict = {k: v.detach().cpu().clone() for k, v in state.items()}
         magnitude_prune(pl_module, self.sparsity, self.scope, self.include, self.exclude)

@@ -1,0 +1,116 @@
+import lightning as L
+import pytest
+
+from helpers import RecordWeightDecay, UserModule, loaders, trainer
+from sparsify import ConfigError
+from sparsify.callbacks import PILoT, Reparametrize
+from sparsify.callbacks.param_groups import pointwise_parameters
+
+
+class RecordAlpha(L.Callback):
+    """The α PILoT holds at the start of every epoch."""
+
+    def __init__(self, pilot):
+        self.pilot, self.seen = pilot, []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.seen.append(self.pilot.alpha)
+
+
+def test_adaptive_rule_on_a_scripted_sequence_of_accuracies_and_norms():
+    pilot = PILoT(alpha_init=1.0, delta=2.0, K=10.0, K_relative=False)
+    script = [  # (train accuracy, ‖m ⊙ w‖₁, α after the epoch): T = 10 epochs
+        (0.50, 20.0, 2.0),  # the first epoch counts as improving: grow
+        (0.60, 15.0, 4.0),  # improved, norm > K, epoch 1 < 5: grow
+        (0.55, 15.0, 2.0),  # accuracy fell: shrink
+        (0.70, 5.0, 1.0),  # improved but the norm is below K: shrink
+        (0.80, 20.0, 2.0),  # improved, norm > K, epoch 4 < 5: grow
+        (0.90, 20.0, 1.0),  # epoch 5 is in the second half: shrink
+        (0.95, 20.0, 0.5),
+    ]
+    for epoch, (accuracy, norm, alpha) in enumerate(script):
+        assert pilot.update(accuracy, norm, epoch, total_epochs=10) == pytest.approx(alpha)
+
+
+def test_mode_min_counts_a_falling_loss_as_improvement():
+    pilot = PILoT(alpha_init=1.0, delta=2.0, K=0.0, K_relative=False, mode="min")
+    assert [pilot.update(loss, 1.0, e, 10) for e, loss in enumerate([3.0, 2.0, 2.5])] == [2, 4, 2]
+
+
+def test_relative_K_is_a_fraction_of_the_initial_norm(tmp_path):
+    pilot = PILoT(K=0.25, monitor="train/loss", mode="min")
+    module = UserModule()
+    trainer(tmp_path, [Reparametrize(), pilot], max_epochs=1).fit(module, *loaders())
+    L.seed_everything(0)
+    initial = UserModule()
+    norm = sum(
+        float(layer.weight.detach().abs().sum()) for layer in (initial.net[0], initial.net[2])
+    )
+    assert pilot.reference_norm == pytest.approx(norm, rel=1e-5)
+    assert pilot.threshold == pytest.approx(0.25 * norm, rel=1e-5)
+
+
+def test_exactly_m_and_w_get_alpha_under_a_single_group_optimizer(tmp_path):
+    # K beyond any norm: α never grows, it halves after every epoch.
+    pilot = PILoT(alpha_init=0.01, delta=2.0, K=1e9, K_relative=False, monitor="train/loss")
+    record, alphas = RecordWeightDecay(), RecordAlpha(pilot)
+    module = UserModule(lr=0.01, weight_decay=1e-3)
+    t = trainer(tmp_path, [Reparametrize(), pilot, record, alphas], max_epochs=4)
+    t.fit(module, *loaders())
+    groups = t.optimizers[0].param_groups
+    assert len(groups) == 2
+    factors = {id(p) for p in pointwise_parameters(module)}
+    assert {id(p) for p in groups[1]["params"]} == factors
+    assert not factors & {id(p) for p in groups[0]["params"]}
+    assert alphas.seen == pytest.approx([0.01, 0.005, 0.0025, 0.00125])
+    steps_per_epoch = len(record.seen) // 4
+    for step, (others, factors_decay) in enumerate(record.seen):
+        assert others == 1e-3
+        assert factors_decay == pytest.approx(alphas.seen[step // steps_per_epoch])
+
+
+def test_alpha_follows_a_fixed_schedule_of_the_epoch(tmp_path):
+    pilot = PILoT(alpha_init=0.1, schedule="inverse_square")
+    alphas = RecordAlpha(pilot)
+    trainer(tmp_path, [Reparametrize(), pilot, alphas], max_epochs=3).fit(UserModule(), *loaders())
+    assert alphas.seen == pytest.approx([0.1, 0.1 / 4, 0.1 / 9])
+
+
+def test_resume_restores_alpha_and_the_reference_norm(tmp_path):
+    def run(max_epochs, ckpt_path=None):
+        pilot = PILoT(alpha_init=0.01, delta=2.0, K=1e9, K_relative=False, monitor="train/loss")
+        alphas = RecordAlpha(pilot)
+        t = trainer(tmp_path, [Reparametrize(), pilot, alphas], max_epochs=max_epochs)
+        L.seed_everything(0)
+        t.fit(UserModule(lr=0.01), *loaders(), ckpt_path=ckpt_path)
+        return t, pilot, alphas.seen
+
+    first, half, _ = run(2)
+    first.save_checkpoint(tmp_path / "mid.ckpt")
+    _, resumed, resumed_alphas = run(4, ckpt_path=tmp_path / "mid.ckpt")
+    _, straight, straight_alphas = run(4)
+    assert resumed_alphas == pytest.approx(straight_alphas[2:]) == [0.0025, 0.00125]
+    assert resumed.reference_norm == pytest.approx(half.reference_norm)
+    assert resumed.reference_norm == pytest.approx(straight.reference_norm)
+
+
+def test_missing_metric_and_missing_factors_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="monitor='train/acc' is invalid: no such metric"):
+        trainer(tmp_path, [Reparametrize(), PILoT()], max_epochs=1).fit(UserModule(), *loaders())
+    with pytest.raises(ConfigError, match="add the Reparametrize callback"):
+        trainer(tmp_path, [PILoT()], max_epochs=1).fit(UserModule(), *loaders())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"alpha_init": 0.0}, "alpha_init=0.0 is invalid"),
+        ({"delta": 1.0}, "delta=1.0 is invalid"),
+        ({"K": -1.0}, "K=-1.0 is invalid"),
+        ({"mode": "up"}, "mode='up' is invalid"),
+        ({"schedule": "sometimes"}, "schedule='sometimes' is invalid"),
+    ],
+)
+def test_bad_arguments_fail_in_init(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        PILoT(**kwargs)

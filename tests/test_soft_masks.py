@@ -1,0 +1,103 @@
+import pytest
+import torch
+from torch import nn
+
+from helpers import UserModule, loaders, trainer
+from sparsify import ConfigError, sparsity_report
+from sparsify.callbacks import ContinuousSparsification, PruneAtEnd, SoftThresholdReparametrization
+from sparsify.reparam import Mask, masks, reparametrize
+from sparsify.soft_masks import SigmoidMask, harden, sigmoid_mask, soft_masks, soft_threshold
+
+
+def plain_masks_only(module):
+    parametrizations = [
+        type(p)
+        for _, layer in module.named_modules()
+        if hasattr(layer, "parametrizations")
+        for p in layer.parametrizations.weight
+    ]
+    return parametrizations and all(kind is Mask for kind in parametrizations)
+
+
+def assert_exact_zeros_are_masked(module):
+    live = masks(module)
+    for name, layer in [("net.0", module.net[0]), ("net.2", module.net[2])]:
+        assert torch.equal(layer.weight == 0, live[name] == 0)
+
+
+def test_str_ends_with_exact_zeros_under_plain_masks(tmp_path):
+    module = UserModule()
+    callback = SoftThresholdReparametrization(s_init=-2.0, threshold_weight_decay=0.1)
+    trainer(tmp_path, [callback], max_epochs=2).fit(module, *loaders())
+    assert not list(soft_masks(module))
+    assert plain_masks_only(module)
+    assert_exact_zeros_are_masked(module)
+    assert sparsity_report(module)["global"] > 0.1
+
+
+def test_soft_threshold_zeroes_the_weights_below_the_threshold():
+    layer = nn.Linear(4, 4)
+    soft_threshold(layer, s_init=0.0)  # threshold sigmoid(0) = 0.5
+    w = torch.tensor([[-1.0, -0.4, 0.2, 0.75]]).repeat(4, 1)
+    with torch.no_grad():
+        layer.parametrizations.weight.original.copy_(w)
+    expected = torch.tensor([[-0.5, 0.0, 0.0, 0.25]]).repeat(4, 1)
+    torch.testing.assert_close(layer.weight, expected)
+    harden(layer)
+    torch.testing.assert_close(layer.weight, expected)
+    assert torch.equal(masks(layer)[""], (expected != 0).float())
+
+
+def test_str_then_prune_at_end_reaches_the_target_and_keeps_it_while_fine_tuning(tmp_path):
+    module = UserModule()
+    callbacks = [SoftThresholdReparametrization(s_init=-4.0), PruneAtEnd(0.6, finetune_epochs=1)]
+    trainer(tmp_path, callbacks, max_epochs=3).fit(module, *loaders())
+    assert plain_masks_only(module)
+    assert sparsity_report(module)["global"] == pytest.approx(0.6, abs=1 / 352)
+    assert_exact_zeros_are_masked(module)
+
+
+def test_cs_binarizes_the_soft_mask_to_positive_scores():
+    layer = nn.Linear(3, 2)
+    sigmoid_mask(layer, s_init=0.5, temperature=2.0)
+    soft = next(p for _, p in soft_masks(layer, SigmoidMask))
+    with torch.no_grad():
+        soft.scores.copy_(torch.tensor([[1.0, -1.0, 0.0], [0.3, -0.2, 2.0]]))
+    w = layer.parametrizations.weight.original.detach().clone()
+    scale = 1 / torch.sigmoid(torch.tensor(2.0 * 0.5))
+    harden(layer)
+    keep = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 1.0]])
+    torch.testing.assert_close(layer.weight, w * scale * keep)
+    assert int((layer.weight == 0).sum()) == 3
+
+
+def test_cs_raises_the_temperature_and_ends_with_exact_zeros(tmp_path):
+    module = UserModule()
+    callback = ContinuousSparsification(penalty=0.005, s_init=0.05, temperature_final=50.0)
+    t = trainer(tmp_path, [callback], max_epochs=3)
+    t.fit(module, *loaders())
+    assert float(t.callback_metrics["cs/temperature"]) == pytest.approx(50.0)
+    assert callback.temperature(1, 3) == pytest.approx(50.0**0.5)
+    assert not list(soft_masks(module))
+    assert_exact_zeros_are_masked(module)
+    assert 0.1 < sparsity_report(module)["global"] < 0.99
+
+
+def test_soft_masks_refuse_a_reparametrized_weight():
+    layer = nn.Linear(3, 2)
+    reparametrize(layer)
+    with pytest.raises(ConfigError, match="reparametrized as m ⊙ w"):
+        soft_threshold(layer)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: SoftThresholdReparametrization(threshold_weight_decay=-1.0), "is invalid"),
+        (lambda: ContinuousSparsification(penalty=-1.0), "penalty=-1.0 is invalid"),
+        (lambda: ContinuousSparsification(temperature_init=5.0, temperature_final=1.0), "need 0"),
+    ],
+)
+def test_bad_arguments_fail_in_init(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
