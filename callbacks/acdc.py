@@ -1,0 +1,104 @@
+"""AC/DC: alternating compressed and dense phases, ending compressed (Peste et al. 2021)."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from sparsify.dst import acdc_phase, restart_
+from sparsify.errors import ConfigError
+from sparsify.masks import check_scope, check_sparsity, magnitude_prune, set_masks
+from sparsify.reparam import add_masks, masks, prunable_layers
+
+UNITS = ("fraction", "epoch")
+
+
+class ACDC(L.Callback):
+    """AC/DC ("Alternating Compressed/DeCompressed Training of Deep Neural Networks", NeurIPS
+    2021; METHODS.md §5): a dense warm-up of ``warmup`` epochs, then compressed and dense
+    phases of ``length`` epochs in turn, and a final compressed phase of ``final`` epochs, so
+    training ends at ``sparsity`` exactly.
+
+    Each compressed phase starts by masking the smallest |θ| to ``sparsity`` (``scope``
+    ``"global"`` or ``"layer"``); each dense phase removes the mask, and the weights it held
+    restart from 0 (with cleared optimizer state). Phases change at epoch starts. With
+    ``unit="fraction"`` (default) the three lengths are fractions of ``max_epochs``, rounded to
+    whole epochs (at least one epoch for ``length`` and ``final``); the defaults, 10 % warm-up,
+    5 % phases and a final 15 %, follow the paper's ImageNet schedule of 100 epochs (10 dense,
+    then 5 / 5, the last phase longer). ``unit="epoch"`` takes them as epochs.
+
+    The phase (0 dense, 1 compressed) is logged as ``acdc/phase``. The masks are model buffers
+    and the current phase is in the ``state_dict``: a resumed run changes phase where an
+    uninterrupted one would. Every rank prunes its own, identical, weights: no broadcast.
+    Combine with ``SignIn`` for AC/DC + Sign-In.
+    """
+
+    def __init__(
+        self,
+        sparsity: float = 0.9,
+        warmup: float = 0.1,
+        length: float = 0.05,
+        final: float = 0.15,
+        unit: str = "fraction",
+        scope: str = "global",
+        include: list | None = None,
+        exclude: list | None = None,
+    ):
+        self.sparsity = check_sparsity(sparsity)
+        if unit not in UNITS:
+            raise ConfigError(f"unit={unit!r} is invalid: choose one of {', '.join(UNITS)}")
+        for name, value in (("warmup", warmup), ("length", length), ("final", final)):
+            if not value >= 0 or (name != "warmup" and value == 0):
+                raise ConfigError(f"{name}={value!r} is invalid: must be > 0 (warmup >= 0)")
+            if unit == "epoch" and value != int(value):
+                raise ConfigError(f"{name}={value!r} is invalid with unit='epoch': whole epochs")
+        self.warmup, self.length, self.final, self.unit = warmup, length, final, unit
+        self.scope = check_scope(scope)
+        self.include, self.exclude = include, exclude
+        self.phase = "dense"
+
+    def epochs(self, max_epochs: int) -> tuple[int, int, int]:
+        """(warm-up, phase length, final phase) in whole epochs."""
+        if self.unit == "epoch":
+            return int(self.warmup), int(self.length), int(self.final)
+        warmup, length, final = (
+            round(f * max_epochs) for f in (self.warmup, self.length, self.final)
+        )
+        return warmup, max(1, length), max(1, final)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        add_masks(pl_module, self.include, self.exclude)
+        if stage == "fit" and (trainer.max_epochs is None or trainer.max_epochs < 1):
+            raise ConfigError("ACDC needs trainer.max_epochs: its phases are counted in epochs")
+        if stage == "fit" and sum(self.epochs(trainer.max_epochs)[::2]) > trainer.max_epochs:
+            raise ConfigError(
+                f"warmup={self.warmup}, final={self.final} is invalid with max_epochs="
+                f"{trainer.max_epochs}: the warm-up and the final phase do not fit"
+            )
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        phase = acdc_phase(
+            trainer.current_epoch, trainer.max_epochs, *self.epochs(trainer.max_epochs)
+        )
+        if phase != self.phase:
+            if phase == "compressed":
+                magnitude_prune(pl_module, self.sparsity, self.scope, self.include, self.exclude)
+            else:
+                self.decompress(trainer, pl_module)
+            self.phase = phase
+            rank_zero_info(f"ACDC: epoch {trainer.current_epoch}, {phase} phase")
+        pl_module.log("acdc/phase", float(phase == "compressed"), on_step=False, on_epoch=True)
+
+    def decompress(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Unmask every selected weight; the ones that were masked restart from 0."""
+        live = masks(pl_module)
+        selected = {n: live[n] for n, _ in prunable_layers(pl_module, self.include, self.exclude)}
+        restart_(pl_module, {name: m == 0 for name, m in selected.items()}, trainer.optimizers)
+        set_masks(pl_module, {name: torch.ones_like(m) for name, m in selected.items()})
+
+    def state_dict(self) -> dict:
+        return {"phase": self.phase}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.phase = state_dict["phase"]

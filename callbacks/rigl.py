@@ -1,0 +1,155 @@
+"""RiGL: sparse-to-sparse training that drops small weights and grows large gradients."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from sparsify.dst import restart_, rigl_fraction, rigl_masks
+from sparsify.errors import ConfigError
+from sparsify.masks import (
+    check_distribution,
+    check_sparsity,
+    keep_largest_per_layer,
+    layer_densities,
+    set_masks,
+)
+from sparsify.reparam import add_masks, masks, prunable_layers
+
+
+class RiGL(L.Callback):
+    """RiGL ("Rigging the Lottery: Making All Tickets Winners", Evci et al., ICML 2020;
+    METHODS.md §5). Training starts from a random mask with ``distribution`` layer densities
+    (ERK by default, ``sparsify.masks.layer_densities``; ``dense_layers`` kept whole) at
+    ``sparsity``. Every ``every_n_steps`` optimizer steps until ``end`` (a fraction of all
+    steps), each layer drops its k smallest |θ| and grows the k weights outside the mask with
+    the largest |∂L/∂θ|, k = f_t · (kept weights), f_t = ``update_fraction`` · (1 + cos(π t /
+    T_end)) / 2. The sparsity of every layer stays constant; grown weights start at 0 with
+    cleared optimizer state.
+
+    ∂L/∂θ is the dense gradient of the effective weight on the batch of the update step (taken
+    from the backward pass of that step, so no extra forward), averaged over DDP ranks
+    (``trainer.strategy.reduce``) before choosing; the update follows that step's optimizer
+    step. The initial mask is drawn on rank 0 and broadcast, so every rank trains the same mask.
+    ``f_t`` is logged as ``rigl/update_fraction`` at each update. The masks are model buffers
+    and ``started`` is in the ``state_dict``: a resumed run keeps its mask and updates at the
+    same steps. Combine with ``SignIn`` for RiGL + Sign-In.
+    """
+
+    def __init__(
+        self,
+        sparsity: float = 0.9,
+        distribution: str = "erk",
+        dense_layers: list | None = None,
+        update_fraction: float = 0.3,
+        every_n_steps: int = 100,
+        end: float = 0.75,
+        include: list | None = None,
+        exclude: list | None = None,
+    ):
+        self.sparsity = check_sparsity(sparsity)
+        self.distribution = check_distribution(distribution)
+        if not 0 < update_fraction <= 1:
+            raise ConfigError(f"update_fraction={update_fraction!r} is invalid: must be in (0, 1]")
+        if not (isinstance(every_n_steps, int) and every_n_steps >= 1):
+            raise ConfigError(f"every_n_steps={every_n_steps!r} is invalid: an integer >= 1")
+        if not 0 < end <= 1:
+            raise ConfigError(f"end={end!r} is invalid: a fraction of training in (0, 1]")
+        self.dense_layers = dense_layers
+        self.update_fraction, self.every_n_steps, self.end = update_fraction, every_n_steps, end
+        self.include, self.exclude = include, exclude
+        self.started = False
+        self.pending_step: int | None = None
+        self.grads: dict[str, torch.Tensor] = {}
+        self.hooks: list = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        add_masks(pl_module, self.include, self.exclude)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.started:
+            initial = self.initial_masks(pl_module) if trainer.is_global_zero else None
+            set_masks(pl_module, trainer.strategy.broadcast(initial, src=0))
+            self.started = True
+        for name, layer in prunable_layers(pl_module, self.include, self.exclude):
+            parametrization = layer.parametrizations.weight[0]
+            self.hooks.append(parametrization.register_forward_hook(self.gradient_hook(name)))
+
+    def initial_masks(self, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
+        """A random mask with the layer densities, drawn without touching the run's RNG."""
+        densities = layer_densities(
+            pl_module,
+            self.sparsity,
+            self.distribution,
+            self.dense_layers,
+            self.include,
+            self.exclude,
+        )
+        layers = dict(prunable_layers(pl_module, self.include, self.exclude))
+        with torch.random.fork_rng(devices=[]):
+            scores = {name: torch.rand(layer.weight.shape) for name, layer in layers.items()}
+        rank_zero_info(f"RiGL: random {self.distribution} mask at sparsity {self.sparsity}")
+        return keep_largest_per_layer(scores, densities)
+
+    def gradient_hook(self, name: str):
+        """A forward hook on the layer's parametrization that records ∂L/∂θ when armed."""
+
+        def record(grad: torch.Tensor) -> None:
+            self.grads[name] = self.grads.get(name, 0) + grad.detach()
+
+        def hook(module, inputs, theta: torch.Tensor) -> None:
+            if self.pending_step is not None and theta.requires_grad:
+                theta.register_hook(record)
+
+        return hook
+
+    def is_update_step(self, step: int, total_steps: int) -> bool:
+        return step % self.every_n_steps == 0 and step < self.end * total_steps
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        step = trainer.global_step + 1
+        if self.pending_step != step and self.is_update_step(
+            step, trainer.estimated_stepping_batches
+        ):
+            self.pending_step, self.grads = step, {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.pending_step is not None and trainer.global_step >= self.pending_step:
+            self.update(trainer, pl_module, self.pending_step)
+            self.pending_step, self.grads = None, {}
+
+    @torch.no_grad()
+    def update(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        """Drop and grow with the recorded gradients, the same on every rank."""
+        layers = dict(prunable_layers(pl_module, self.include, self.exclude))
+        if set(self.grads) != set(layers):
+            raise RuntimeError(
+                f"RiGL recorded no gradient for {sorted(set(layers) - set(self.grads))}"
+            )
+        flat = torch.cat([self.grads[name].flatten() for name in layers])
+        flat = trainer.strategy.reduce(flat, reduce_op="mean")
+        grads = dict(zip(layers, flat.split([layer.weight.numel() for layer in layers.values()])))
+        grads = {name: g.view_as(layers[name].weight) for name, g in grads.items()}
+        live = masks(pl_module)
+        current = {name: live[name].clone() for name in layers}
+        fraction = rigl_fraction(
+            step, self.update_fraction, self.end * trainer.estimated_stepping_batches
+        )
+        weights = {name: layer.weight for name, layer in layers.items()}
+        new = rigl_masks(weights, grads, current, fraction)
+        grown = {name: (new[name] != 0) & (current[name] == 0) for name in layers}
+        restart_(pl_module, grown, trainer.optimizers)
+        set_masks(pl_module, new)
+        pl_module.log("rigl/update_fraction", fraction, on_step=True, on_epoch=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for handle in self.hooks:
+            handle.remove()
+        self.hooks = []
+
+    def state_dict(self) -> dict:
+        return {"started": self.started}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.started = state_dict["started"]

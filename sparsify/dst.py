@@ -1,0 +1,97 @@
+"""Dynamic sparse training: the mask changes during training (METHODS.md §5).
+
+- **RiGL** (Evci et al., "Rigging the Lottery", ICML 2020): every ΔT steps each layer drops
+  its k smallest |θ| among the kept weights and grows the k largest |∂L/∂θ| among the others,
+  k = f_t · (kept weights), with the cosine-decayed fraction f_t = f₀ (1 + cos(π t / T_end)) / 2.
+  Grown weights start at 0.
+- **AC/DC** (Peste et al., "Alternating Compressed/DeCompressed Training", NeurIPS 2021): a
+  dense warm-up, then compressed (magnitude-masked) and dense phases in turn, and a final
+  compressed phase. Weights return from a compressed phase at 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sparsify.reparam import PointwiseProduct, _parametrization
+from sparsify.schedules import cosine
+
+PHASES = ("dense", "compressed")
+
+
+def rigl_fraction(step: float, initial: float, end: float) -> float:
+    """f_t = ``initial`` · (1 + cos(π t / end)) / 2 until step ``end``, then 0."""
+    return initial * cosine(step, end) if step < end else 0.0
+
+
+@torch.no_grad()
+def rigl_masks(
+    weights: dict[str, torch.Tensor],
+    grads: dict[str, torch.Tensor],
+    current: dict[str, torch.Tensor],
+    fraction: float,
+) -> dict[str, torch.Tensor]:
+    """RiGL's drop-and-grow, per layer: the new 0/1 masks, each keeping as many weights as
+    ``current``. Drops the ``floor(fraction · kept)`` smallest |θ| among the kept weights and
+    grows as many of the largest |g| among the weights not kept after the drop (a dropped weight
+    may come back). No more are updated than there are weights outside the mask."""
+    out = {}
+    for name, mask in current.items():
+        kept = mask.flatten() != 0
+        n_kept = int(kept.sum())
+        k = min(math.floor(fraction * n_kept), kept.numel() - n_kept)
+        new = kept.clone()
+        if k > 0:
+            magnitude = weights[name].flatten().abs().masked_fill(~kept, math.inf)
+            new[torch.topk(magnitude, k, largest=False).indices] = False
+            growth = grads[name].flatten().abs().masked_fill(new, -math.inf)
+            new[torch.topk(growth, k).indices] = True
+        out[name] = new.view_as(mask).to(mask.dtype)
+    return out
+
+
+def acdc_phase(epoch: int, total: int, warmup: int, length: int, final: int) -> str:
+    """AC/DC's phase of ``epoch`` (0-based) of ``total``: ``dense`` for the first ``warmup``
+    epochs, then ``compressed`` and ``dense`` in turn, ``length`` epochs each, and
+    ``compressed`` for the last ``final`` epochs."""
+    if epoch >= total - final:
+        return "compressed"
+    if epoch < warmup:
+        return "dense"
+    return PHASES[1 - ((epoch - warmup) // length) % 2]
+
+
+@torch.no_grad()
+def restart_(
+    module: nn.Module,
+    positions: dict[str, torch.Tensor],
+    optimizers: list[torch.optim.Optimizer] = (),
+) -> None:
+    """Set the effective weight θ to 0 at ``positions`` (``{layer: bool tensor}``) and clear the
+    optimizers' state there (momentum, Adam moments), leaving every other entry unchanged.
+
+    A masked weight keeps its stored value (and its momentum may keep moving it); this makes a
+    weight that enters the mask start from 0. For θ = m ⊙ w the split is m = sqrt(β), w = 0,
+    so m² − w² stays the layer's β.
+    """
+    layers = dict(module.named_modules())
+    for name, where in positions.items():
+        layer = layers[name]
+        product = _parametrization(layer)
+        if product is None:
+            params = [(layer.weight, 0.0)]
+        elif isinstance(product, PointwiseProduct):
+            originals = layer.parametrizations.weight
+            params = [(originals.original0, math.sqrt(product.beta)), (originals.original1, 0.0)]
+        else:
+            params = [(layer.parametrizations.weight.original, 0.0)]
+        where = where.to(device=params[0][0].device, dtype=torch.bool)
+        for param, value in params:
+            param.masked_fill_(where, value)
+            for optimizer in optimizers:
+                for state in optimizer.state.get(param, {}).values():
+                    if isinstance(state, torch.Tensor) and state.shape == param.shape:
+                        state.masked_fill_(where, 0.0)

@@ -1,0 +1,150 @@
+"""RiGL (sparse-to-sparse) and AC/DC (alternating dense / compressed), alone and with Sign-In."""
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from helpers import UserModule, blobs, trainer
+from sparsify import ConfigError
+from sparsify.callbacks import ACDC, RiGL, SignIn
+from sparsify.dst import acdc_phase, rigl_fraction, rigl_masks
+from sparsify.masks import sparsity_report
+from sparsify.reparam import masks
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def data():
+    return DataLoader(TensorDataset(*blobs()), batch_size=16, shuffle=True), None
+
+
+class RecordMasks(L.Callback):
+    """Listed after the method: the masks and effective weights after every step."""
+
+    def __init__(self):
+        self.masks, self.weights, self.epoch_sparsity, self.epoch_weights = [], [], [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.masks.append({k: v.clone() for k, v in masks(pl_module).items()})
+        self.weights.append(
+            {k: pl_module.get_submodule(k).weight.detach().clone() for k in masks(pl_module)}
+        )
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        live = masks(pl_module)
+        kept = sum(int(m.sum()) for m in live.values())
+        self.epoch_sparsity.append(1 - kept / sum(m.numel() for m in live.values()))
+        self.epoch_weights.append(
+            {k: pl_module.get_submodule(k).weight.detach().clone() for k in live}
+        )
+
+
+def test_rigl_drops_the_smallest_weights_and_grows_the_largest_gradients():
+    weights = {"a": torch.tensor([0.1, -3.0, 2.0, 0.0, 0.0, 0.0])}
+    grads = {"a": torch.tensor([0.5, 0.0, 0.0, -5.0, 1.0, 4.0])}
+    current = {"a": torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])}
+    new = rigl_masks(weights, grads, current, fraction=0.5)  # floor(0.5 · 3) = 1 update
+    assert new["a"].tolist() == [0, 1, 1, 1, 0, 0]  # 0.1 dropped, |−5| grown
+    new = rigl_masks(weights, grads, current, fraction=1.0)  # all 3 kept dropped
+    assert new["a"].tolist() == [0, 0, 0, 1, 1, 1]
+    grads["a"][0] = 9.0  # a dropped weight with the largest gradient comes back
+    assert rigl_masks(weights, grads, current, 0.5)["a"].tolist() == [1, 1, 1, 0, 0, 0]
+
+
+def test_rigl_update_fraction_decays_by_a_cosine():
+    assert rigl_fraction(0, 0.3, 100) == pytest.approx(0.3)
+    assert rigl_fraction(50, 0.3, 100) == pytest.approx(0.15)
+    assert rigl_fraction(100, 0.3, 100) == 0.0
+
+
+@pytest.mark.parametrize("with_sign_in", [False, True])
+def test_rigl_keeps_every_layer_sparsity_and_grown_weights_start_at_zero(tmp_path, with_sign_in):
+    record = RecordMasks()
+    rigl = RiGL(sparsity=0.8, every_n_steps=3, update_fraction=0.5, end=1.0)
+    callbacks = ([SignIn()] if with_sign_in else []) + [rigl, record]
+    L.seed_everything(0)
+    run = trainer(tmp_path, callbacks, max_epochs=3)  # 6 steps an epoch, updates at 3 … 15
+    module = UserModule(lr=0.2)
+    run.fit(module, *data())
+    counts = [{k: int(m.sum()) for k, m in step.items()} for step in record.masks]
+    assert all(c == counts[0] for c in counts)
+    assert sum(counts[0].values()) == round(0.2 * (8 * 32 + 32 * 3))
+    changed = [
+        s
+        for s in range(1, len(record.masks))
+        if any(not torch.equal(record.masks[s][k], record.masks[s - 1][k]) for k in counts[0])
+    ]
+    assert changed == [2, 5, 8, 11, 14]  # after steps 3, 6, 9, 12, 15
+    for s in changed:
+        for k, mask in record.masks[s].items():
+            grown = (mask == 1) & (record.masks[s - 1][k] == 0)
+            assert torch.all(record.weights[s][k][grown] == 0)
+            assert torch.all(record.weights[s][k][mask == 0] == 0)
+    assert "rigl/update_fraction" in run.callback_metrics
+
+
+def test_acdc_alternates_and_ends_compressed_at_its_target(tmp_path):
+    assert [acdc_phase(e, 7, 1, 2, 2) for e in range(7)] == [
+        "dense",
+        "compressed",
+        "compressed",
+        "dense",
+        "dense",
+        "compressed",
+        "compressed",
+    ]
+    record = RecordMasks()
+    acdc = ACDC(sparsity=0.75, warmup=1, length=1, final=2, unit="epoch")
+    L.seed_everything(0)
+    run = trainer(tmp_path, [acdc, record], max_epochs=6)
+    module = UserModule(lr=0.2)
+    run.fit(module, *data())
+    target = round(0.25 * (8 * 32 + 32 * 3)) / (8 * 32 + 32 * 3)
+    expected = [0.0, 1 - target, 0.0, 1 - target, 1 - target, 1 - target]
+    assert record.epoch_sparsity == pytest.approx(expected, abs=1e-9)  # at each epoch start
+    assert sparsity_report(module)["global"] == pytest.approx(1 - target)
+    for k, mask in masks(module).items():
+        assert torch.all(module.get_submodule(k).weight[mask == 0] == 0)
+    # Epoch 2 is dense again: the weights masked in epoch 1 restart from exactly 0.
+    last_compressed = record.masks[2 * 6 - 1]
+    for k, mask in last_compressed.items():
+        assert torch.all(record.epoch_weights[2][k][mask == 0] == 0)
+        assert torch.any(record.weights[-1][k] != 0)
+
+
+def test_acdc_with_sign_in_ends_at_its_target_with_masked_weights_zero(tmp_path):
+    L.seed_everything(0)
+    run = trainer(
+        tmp_path,
+        [SignIn(), ACDC(sparsity=0.75, warmup=1, length=1, final=1, unit="epoch")],
+        max_epochs=4,
+    )
+    module = UserModule(lr=0.2)
+    run.fit(module, *data())
+    assert sparsity_report(module)["global"] == pytest.approx(0.75, abs=0.01)
+    assert run.callback_metrics["acdc/phase"] == 1.0
+    for k, mask in masks(module).items():
+        assert torch.all(module.get_submodule(k).weight[mask == 0] == 0)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: RiGL(update_fraction=0), "update_fraction=0 is invalid"),
+        (lambda: RiGL(every_n_steps=0), "every_n_steps=0 is invalid"),
+        (lambda: RiGL(distribution="nope"), "distribution='nope' is invalid"),
+        (lambda: ACDC(length=0), "length=0 is invalid"),
+        (lambda: ACDC(unit="step"), "unit='step' is invalid"),
+        (lambda: ACDC(sparsity=1.0), "sparsity=1.0 is invalid"),
+    ],
+)
+def test_bad_rigl_and_acdc_arguments_are_refused(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
