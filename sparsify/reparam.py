@@ -194,8 +194,18 @@ def collapse(module: nn.Module) -> nn.Module:
     """
     for _, layer in module.named_modules():
         if _parametrization(layer) is not None:
+            _own_class(layer)
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
     return module
+
+
+def _own_class(layer: nn.Module) -> None:
+    """Give a parametrized layer a class of its own. ``copy.deepcopy`` keeps the class that
+    ``parametrize`` made for the original layer, and ``remove_parametrizations`` deletes the
+    ``weight`` property from that class: collapsing a copy would break the original."""
+    cls = type(layer)
+    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    layer.__class__ = type(cls.__name__, cls.__bases__, namespace)
 
 
 def effective_weights(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

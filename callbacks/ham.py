@@ -1,0 +1,33 @@
+"""HAM (Hyperbolic Aware Minimization, ICLR 2026) for any LightningModule: its own optimizers,
+wrapped in ``sparsify.optim.HAM`` when fitting starts (METHODS.md §6)."""
+
+from __future__ import annotations
+
+import lightning as L
+
+from sparsify.optim import HAM as HAMOptimizer
+from sparsify.optim import check_ham
+
+
+class HAM(L.Callback):
+    """Wrap every optimizer of the run in ``sparsify.optim.HAM(optimizer, alpha, beta)``: after
+    each ordinary step, every weight θ with ≥ 2 dims is multiplied by
+    exp(lr · (−α · sign(θ) ⊙ ∇L(θ) − β)); biases and norm parameters are left alone.
+
+    The optimizers are the ones the module's own ``configure_optimizers`` built (any optimizer,
+    any param groups, any scheduler); they are wrapped in ``on_fit_start``, after Lightning has
+    built them and before a checkpoint's optimizer state is restored. The wrapper's
+    ``state_dict`` is the wrapped optimizer's, so checkpoints resume with or without HAM.
+    Combines with the sparsification callbacks (masks, m ⊙ w): it acts on whatever parameters
+    the optimizer holds. The step is the same on every DDP process (gradients are reduced).
+    """
+
+    def __init__(self, alpha: float = 200.0, beta: float = 1e-3):
+        check_ham(alpha, beta)
+        self.alpha, self.beta = float(alpha), float(beta)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.strategy.optimizers = [
+            opt if isinstance(opt, HAMOptimizer) else HAMOptimizer(opt, self.alpha, self.beta)
+            for opt in trainer.strategy.optimizers
+        ]
