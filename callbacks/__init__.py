@@ -1,16 +1,38 @@
 """Lightning callbacks that add a sparsification method to any LightningModule
 (import: ``sparsify.callbacks``)."""
 
+from sparsify.callbacks.acdc import ACDC
+from sparsify.callbacks.continuous_sparsification import ContinuousSparsification
+from sparsify.callbacks.ham import HAM
+from sparsify.callbacks.l1 import L1Penalty
+from sparsify.callbacks.magnitude_pruning import MagnitudePruning
+from sparsify.callbacks.pilot import PILoT
 from sparsify.callbacks.prune_at_end import PruneAtEnd
+from sparsify.callbacks.prune_at_init import PruneAtInit
 from sparsify.callbacks.random_state import RandomStateCheckpoint
 from sparsify.callbacks.reparametrize import Reparametrize
+from sparsify.callbacks.rigl import RiGL
+from sparsify.callbacks.sign_in import SignIn
+from sparsify.callbacks.sign_transfer import SignTransfer
+from sparsify.callbacks.soft_threshold import SoftThresholdReparametrization
 from sparsify.callbacks.sparsity_monitor import SparsityMonitor
 from sparsify.callbacks.weight_decay import WeightDecaySchedule, WeightDecaySwitchOff
 
 __all__ = [
+    "ACDC",
+    "ContinuousSparsification",
+    "HAM",
+    "L1Penalty",
+    "MagnitudePruning",
+    "PILoT",
     "PruneAtEnd",
+    "PruneAtInit",
     "RandomStateCheckpoint",
     "Reparametrize",
+    "RiGL",
+    "SignIn",
+    "SignTransfer",
+    "SoftThresholdReparametrization",
     "SparsityMonitor",
     "WeightDecaySchedule",
     "WeightDecaySwitchOff",

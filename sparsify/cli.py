@@ -31,7 +31,7 @@ from sparsify.tracking import WandbLogger
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULTS = "defaults.yaml"
 MODULE_CLASSES = ["ImageClassifier", "LanguageModel", "Regressor"]
-DEFAULT_METHOD = "method/wd_switch_off.yaml"
+DEFAULT_METHOD = "method/pilot.yaml"
 
 
 def shipped_configs() -> list[str]:
@@ -252,9 +252,9 @@ TOOLS = {"compare": "sparsify.compare", "export": "sparsify.export"}
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in TOOLS:
-        return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
     try:
+        if argv and argv[0] in TOOLS:
+            return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
         args = prepare_argv(argv)
         # DDP's launcher re-runs sys.argv, which stays the user's own command line.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")

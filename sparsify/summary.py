@@ -16,7 +16,6 @@ from sparsify.masks import sparsity_report
 from sparsify.reparam import collapse, masks
 from sparsify.tracking import WandbLogger
 
-
 TRACKED_AT_END = ("signin/flips_since_init",)
 
 

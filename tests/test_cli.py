@@ -27,7 +27,7 @@ def sparsify_cmd(*args, cwd):
 
 
 def test_default_recipe_end_to_end(tmp_path):
-    """`sparsify fit` with no arguments: digits, CNN, m ⊙ w, switch-off, prune to 90 %, tracked
+    """`sparsify fit` with no arguments: digits, CNN, m ⊙ w with PILoT, prune to 90 %, tracked
     in W&B (offline here: no credentials)."""
     result = sparsify_cmd("fit", f"--trainer.default_root_dir={tmp_path}", *QUIET, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -185,4 +185,22 @@ def test_bad_input_exit_code_from_the_real_command(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("sparsify: error: unknown model")
     assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["export", "nope.ckpt", "--out", "exported"], r"checkpoint='nope.ckpt' is invalid"),
+        (["compare", "--methods", "method/nope", "--sparsities", "0.9", "--seeds", "0"], "nope"),
+    ],
+)
+def test_tools_report_bad_input_in_one_line(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sparsify: error:"), lines
+    assert re.search(message, lines[0]), lines[0]
     assert list(tmp_path.iterdir()) == []

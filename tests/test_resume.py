@@ -12,7 +12,14 @@ QUIET = [
     "--wandb=false",
     "--trainer.max_epochs=6",
 ]
-RECIPES = ["method/wd_switch_off"]
+# Each method with the overrides that make it act within the short run (RiGL updates every 5
+# steps, before and after the crash).
+RECIPES = {
+    "method/pilot": [],
+    "method/snip_signin": [],
+    "method/gmp": [],
+    "method/rigl": ["--trainer.callbacks.every_n_steps=5"],
+}
 
 
 def fit(root, *args):
@@ -23,7 +30,8 @@ def fit(root, *args):
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_resumed_run_equals_the_uninterrupted_run(recipe, tmp_path):
-    straight = fit(tmp_path / "straight", "--config", recipe)
+    overrides = RECIPES[recipe]
+    straight = fit(tmp_path / "straight", "--config", recipe, *overrides)
 
     crashed = tmp_path / "crashed"
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -32,6 +40,7 @@ def test_resumed_run_equals_the_uninterrupted_run(recipe, tmp_path):
                 "fit",
                 "--config",
                 recipe,
+                *overrides,
                 f"--trainer.default_root_dir={crashed}",
                 *QUIET,
                 "--trainer.callbacks+=run_helpers.CrashInEpoch",
@@ -41,7 +50,7 @@ def test_resumed_run_equals_the_uninterrupted_run(recipe, tmp_path):
     (last,) = crashed.glob("lightning_logs/version_*/checkpoints/last.ckpt")
     assert torch.load(last, weights_only=False)["epoch"] == 1
 
-    resumed = fit(tmp_path / "resumed", "--config", recipe, f"--ckpt_path={last}")
+    resumed = fit(tmp_path / "resumed", "--config", recipe, *overrides, f"--ckpt_path={last}")
 
     assert resumed["global_step"] == straight["global_step"]
     assert straight["state_dict"].keys() == resumed["state_dict"].keys()

@@ -28,10 +28,10 @@ def test_offline_run_holds_config_metrics_summary_and_sparse_model(tmp_path, cap
     assert config["model"]["init_args"]["backbone"] == "cnn_digits"
     assert config["data"]["class_path"] == "sparsify.datamodules.DigitsDataModule"
     callbacks = [c["class_path"].rsplit(".", 1)[1] for c in config["trainer"]["callbacks"]]
-    assert {"Reparametrize", "WeightDecaySwitchOff", "PruneAtEnd"} <= set(callbacks)
+    assert {"Reparametrize", "PILoT", "PruneAtEnd"} <= set(callbacks)
 
     logged = {key for row in run["history"] for key in row}
-    for key in ("train/loss_step", "val/acc", "test/acc", "weight_decay/factor"):
+    for key in ("train/loss_step", "val/acc", "test/acc", "pilot/alpha"):
         assert key in logged, key
     assert {"sparsity/global", "sparsity/model.0", "sparsity/model.14"} <= logged
     sparsity = [row["sparsity/global"] for row in run["history"] if "sparsity/global" in row]
