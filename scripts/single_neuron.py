@@ -55,7 +55,7 @@ def train(sign_a: int, sign_w: int, sign_in: bool, lr: float, steps: int, every:
         a, w = network()
         loss = 0.5 * ((a * torch.relu(x @ w) - y) ** 2).mean()
         grads = torch.autograd.grad(loss, params)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         with torch.no_grad():
             for p, g in zip(params, grads):
                 p -= lr * g

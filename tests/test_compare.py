@@ -193,3 +193,15 @@ def test_out_folder_of_other_settings_is_refused(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "holds runs made with other base configs or flags" in capsys.readouterr().err
     assert os.listdir(out) == ["comparison.json"]
+
+
+def test_runs_at_once_share_the_cores(monkeypatch):
+    from sparsify.compare import thread_limits
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert thread_limits(1) == {}
+    assert thread_limits(2) == {"OMP_NUM_THREADS": "4"}
+    assert thread_limits(16) == {"OMP_NUM_THREADS": "1"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert thread_limits(2) == {}  # the user's choice stands
