@@ -1,7 +1,8 @@
 """sparsify: train sparse neural networks through implicit bias, with PyTorch Lightning."""
 
 from sparsify.errors import ConfigError
-from sparsify.masks import magnitude_prune, sparsity_report
+from sparsify.masks import layer_densities, magnitude_prune, sparsity_report
+from sparsify.pai import prune_at_init
 from sparsify.reparam import (
     Mask,
     PointwiseProduct,
@@ -19,9 +20,11 @@ __all__ = [
     "Mask",
     "PointwiseProduct",
     "collapse",
+    "layer_densities",
     "magnitude_prune",
     "masks",
     "pointwise_factors",
+    "prune_at_init",
     "reparametrize",
     "rescale_",
     "sparsity_report",
