@@ -35,7 +35,7 @@ import yaml
 from tqdm import tqdm
 
 from sparsify.cli import prepare_argv, read_config, shipped_configs, user_error
-from sparsify.compare_report import write_report
+from sparsify.compare_report import log_to_wandb, write_report
 from sparsify.errors import ConfigError
 from sparsify.masks import check_sparsity
 
@@ -427,6 +427,8 @@ def main(argv: list[str]) -> None:
         signal.signal(signal.SIGTERM, previous)
     for path in write_report(result_rows(runs), out, density_at):
         print(f"wrote {path}")
+    if args.wandb:
+        print(f"W&B: plots and table logged to {log_to_wandb(out, settings['name'])}")
     if failed:
         print(f"sparsify compare: {len(failed)} run(s) failed; rerun to retry", file=sys.stderr)
         sys.exit(1)

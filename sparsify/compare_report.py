@@ -190,3 +190,33 @@ def plot_layer_density(rows: list[dict], sparsity: float, path: Path) -> Path:
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def log_to_wandb(out: Path, name: str, project: str = "sparsify") -> str:
+    """One more W&B run in the comparison's group (``job_type="compare"``) holding the two plots
+    and the results table; online or offline as ``sparsify.tracking.resolve_mode`` decides.
+    Returns the run's folder."""
+    import wandb
+
+    from sparsify.tracking import resolve_mode
+
+    run = wandb.init(
+        project=project,
+        group=name,
+        job_type="compare",
+        name=f"{name}-results",
+        dir=str(out),
+        mode=resolve_mode("auto"),
+    )
+    with open(out / "results.csv", newline="") as f:
+        table = list(csv.reader(f))
+    run.log(
+        {
+            "accuracy_vs_sparsity": wandb.Image(str(out / "accuracy_vs_sparsity.png")),
+            "layer_density": wandb.Image(str(out / "layer_density.png")),
+            "results": wandb.Table(columns=table[0], data=table[1:]),
+        }
+    )
+    folder = str(Path(run.dir).parent)
+    run.finish()
+    return folder

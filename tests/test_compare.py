@@ -205,3 +205,32 @@ def test_runs_at_once_share_the_cores(monkeypatch):
     assert thread_limits(16) == {"OMP_NUM_THREADS": "1"}
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert thread_limits(2) == {}  # the user's choice stands
+
+
+def test_plots_and_table_go_to_wandb_in_the_comparisons_group(tmp_path):
+    from wandb_records import read_run
+
+    from sparsify.compare_report import log_to_wandb
+
+    rows = [
+        dict(
+            method=m,
+            family=f,
+            sparsity_target=t,
+            seed=0,
+            test_acc=a,
+            test_acc_before_pruning=None,
+            sparsity=t or 0.0,
+            sign_flips=None,
+            wall_time_s=1.0,
+            run_dir="r",
+            layer_density={"fc": 1 - (t or 0)},
+        )
+        for m, f, t, a in [("dense", "reference", None, 0.97), ("gmp", "dense-to-sparse", 0.9, 0.9)]
+    ]
+    write_report(rows, tmp_path, density_at=0.9)
+    run = read_run(log_to_wandb(tmp_path, "mygrid"))
+    assert run["group"] == "mygrid"
+    (logged,) = run["history"]
+    assert logged["accuracy_vs_sparsity/_type"] == logged["layer_density/_type"] == "image-file"
+    assert logged["results/_type"] == "table-file" and logged["results/nrows"] == 2

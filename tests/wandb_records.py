@@ -51,10 +51,12 @@ def read_run(run_dir, timeout=120.0):
     while not any(r.WhichOneof("record_type") == "exit" for r in _safe_records(path)):
         assert time.monotonic() < deadline, f"{path} has no exit record after {timeout} s"
         time.sleep(0.5)
-    out = {"config": {}, "history": [], "summary": {}, "artifacts": []}
+    out = {"config": {}, "history": [], "summary": {}, "artifacts": [], "group": None}
     for record in records(path):
         kind = record.WhichOneof("record_type")
-        if kind == "config":
+        if kind == "run":
+            out["group"] = record.run.run_group or out["group"]
+        elif kind == "config":
             for item in record.config.update:
                 out["config"][_key(item)] = json.loads(item.value_json)
         elif kind == "history":
