@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -252,7 +253,7 @@ TOOLS = {"compare": "sparsify.compare", "export": "sparsify.export"}
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
+    with one_line_errors():
         if argv and argv[0] in TOOLS:
             return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
         args = prepare_argv(argv)
@@ -273,6 +274,14 @@ def main(argv: list[str] | None = None) -> None:
             auto_configure_optimizers=False,
             args=args,
         )
+
+
+@contextmanager
+def one_line_errors():
+    """Turn an error in the user's input (see ``user_error``) into one line on stderr and exit
+    code 2; let anything else, a bug, show its traceback."""
+    try:
+        yield
     except Exception as err:
         message = user_error(err)
         if message is None:

@@ -34,7 +34,7 @@ from typing import IO
 import yaml
 from tqdm import tqdm
 
-from sparsify.cli import prepare_argv, read_config, shipped_configs, user_error
+from sparsify.cli import one_line_errors, prepare_argv, read_config, shipped_configs
 from sparsify.compare_report import log_to_wandb, write_report
 from sparsify.errors import ConfigError
 from sparsify.masks import check_sparsity
@@ -388,7 +388,7 @@ def _interrupt(signum, frame):
 
 
 def main(argv: list[str]) -> None:
-    try:
+    with one_line_errors():
         args, fit_args = parse_args(argv)
         settings = load_settings(args, fit_args)
         runs = make_grid(settings)
@@ -402,12 +402,6 @@ def main(argv: list[str]) -> None:
                 f"({', '.join(f'{s:g}' for s in settings['sparsities'])})"
             )
         check_same_settings(settings)
-    except Exception as err:
-        message = user_error(err)
-        if message is None:
-            raise
-        print(f"sparsify: error: {message}", file=sys.stderr)
-        sys.exit(2)
 
     out = Path(settings["out_dir"])
     out.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,15 @@ from pathlib import Path
 import lightning as L
 import torch
 
+# The methods the DDP and resume tests run, each with the overrides that make it act within a
+# short run (RiGL updates every 5 steps).
+RECIPES = {
+    "method/pilot": [],
+    "method/snip_signin": [],
+    "method/gmp": [],
+    "method/rigl": ["--trainer.callbacks.every_n_steps=5"],
+}
+
 
 class CrashInEpoch(L.Callback):
     """Raise in the middle of epoch ``epoch``, as a killed job would stop: the last checkpoint

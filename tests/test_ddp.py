@@ -8,16 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_helpers import RECIPES
 
 TESTS = Path(__file__).parent
-# Each method with the overrides that make it act within the short run (RiGL updates every 5
-# steps); they apply to the recipe's last callback, so they come before DumpState is added.
-RECIPES = {
-    "method/pilot": [],
-    "method/snip_signin": [],
-    "method/gmp": [],
-    "method/rigl": ["--trainer.callbacks.every_n_steps=5"],
-}
 
 
 def ddp_fit(recipe, root, overrides):
@@ -38,7 +31,7 @@ def ddp_fit(recipe, root, overrides):
         f"--trainer.default_root_dir={root}",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
-        *overrides,
+        *overrides,  # they apply to the recipe's last callback: before DumpState is added
         "--trainer.callbacks+=run_helpers.DumpState",
         f"--trainer.callbacks.out_dir={root}",
     ]

@@ -3,6 +3,7 @@ ends: same weights, masks, optimizer state and callback states (deterministic CP
 
 import pytest
 import torch
+from run_helpers import RECIPES
 
 from sparsify.cli import main
 
@@ -12,14 +13,6 @@ QUIET = [
     "--wandb=false",
     "--trainer.max_epochs=6",
 ]
-# Each method with the overrides that make it act within the short run (RiGL updates every 5
-# steps, before and after the crash).
-RECIPES = {
-    "method/pilot": [],
-    "method/snip_signin": [],
-    "method/gmp": [],
-    "method/rigl": ["--trainer.callbacks.every_n_steps=5"],
-}
 
 
 def fit(root, *args):

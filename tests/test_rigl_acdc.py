@@ -12,13 +12,7 @@ from sparsify.dst import acdc_phase, rigl_fraction, rigl_masks
 from sparsify.masks import sparsity_report
 from sparsify.reparam import masks
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data():

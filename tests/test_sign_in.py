@@ -16,12 +16,7 @@ from sparsify.sign_in import inner_scale, sign_flips, signs
 PROBE = torch.linspace(-2, 2, 40).view(5, 8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ordered_loaders():

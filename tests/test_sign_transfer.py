@@ -13,13 +13,7 @@ from sparsify.transfer import load_state_dict, stored_weights
 LAYERS = ("net.0", "net.2")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one thread is faster than two on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class RecordStart(L.Callback):
