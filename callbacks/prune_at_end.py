@@ -6,6 +6,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from sparsify.callbacks.ddp import rewrap_ddp
 from sparsify.dst import restart_
 from sparsify.errors import ConfigError
 from sparsify.masks import check_scope, check_sparsity, magnitude_prune
@@ -100,7 +101,8 @@ class PruneAtEnd(L.Callback):
         self.before = self._metric(trainer)
         # A learned soft mask (STR, CS) becomes a plain mask first, so that fine-tuning keeps
         # exactly the sparsity asked for and the saved weights load into the pruned model.
-        harden(pl_module)
+        if harden(pl_module):
+            rewrap_ddp(trainer)
         state = pl_module.state_dict()
         self.unpruned_state_dict = {k: v.detach().cpu().clone() for k, v in state.items()}
         zeros = {
