@@ -6,10 +6,14 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from sparsify.callbacks.ddp import rewrap_ddp
+from sparsify.dst import restart_
 from sparsify.errors import ConfigError
-from sparsify.masks import check_scope, check_sparsity, magnitude_prune, sparsity_report
-from sparsify.reparam import add_masks
+from sparsify.masks import check_scope, check_sparsity, magnitude_prune
+from sparsify.reparam import add_masks, prunable_layers
 from sparsify.soft_masks import harden
+
+REGROW = ("random",)
 
 
 class PruneAtEnd(L.Callback):
@@ -23,6 +27,13 @@ class PruneAtEnd(L.Callback):
     it was before pruning, for evaluating it again. Soft masks (STR, CS) are hardened
     (``sparsify.soft_masks.harden``) before pruning. Masks are model buffers: a checkpoint written
     after pruning resumes with them.
+
+    A weight that is exactly 0 when pruning starts is never kept by magnitude (``select_mask``):
+    if the method has learned more sparsity than ``sparsity`` (CS, STR with a strong penalty),
+    the learned mask is kept whole, the achieved sparsity is printed and stored in
+    ``achieved``, and it is higher than asked. ``regrow="random"`` fills the target instead:
+    zero weights chosen uniformly at random (seed ``regrow_seed``, the same on every rank)
+    join the mask at 0 with their optimizer state (momentum, Adam moments) cleared.
     """
 
     def __init__(
@@ -33,8 +44,16 @@ class PruneAtEnd(L.Callback):
         include: list | None = None,
         exclude: list | None = None,
         monitor: str = "val/acc",
+        regrow: str | None = None,
+        regrow_seed: int = 0,
     ):
         self.sparsity = check_sparsity(sparsity)
+        if regrow is not None and regrow not in REGROW:
+            raise ConfigError(
+                f"regrow={regrow!r} is invalid: choose one of {', '.join(REGROW)}, or null to "
+                "keep a learned mask that is sparser than the target"
+            )
+        self.regrow, self.regrow_seed = regrow, int(regrow_seed)
         self.scope = check_scope(scope)
         if finetune_epochs < 0:
             raise ConfigError(f"finetune_epochs={finetune_epochs!r} is invalid: must be >= 0")
@@ -44,6 +63,7 @@ class PruneAtEnd(L.Callback):
         self.before: float | None = None
         self.after: float | None = None
         self.unpruned_state_dict: dict | None = None
+        self.achieved: float | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -71,7 +91,7 @@ class PruneAtEnd(L.Callback):
             self.after = self._metric(trainer)
         rank_zero_info(
             f"PruneAtEnd: {self.monitor} {self.before} before pruning to sparsity "
-            f"{self.sparsity:.4g}, {self.after} after"
+            f"{self.achieved} (target {self.sparsity:.4g}), {self.after} after"
             + (f" {self.finetune_epochs} epoch(s) of fine-tuning" if self.finetune_epochs else "")
         )
 
@@ -81,22 +101,56 @@ class PruneAtEnd(L.Callback):
         self.before = self._metric(trainer)
         # A learned soft mask (STR, CS) becomes a plain mask first, so that fine-tuning keeps
         # exactly the sparsity asked for and the saved weights load into the pruned model.
-        harden(pl_module)
+        if harden(pl_module):
+            rewrap_ddp(trainer)
         state = pl_module.state_dict()
         self.unpruned_state_dict = {k: v.detach().cpu().clone() for k, v in state.items()}
-        magnitude_prune(pl_module, self.sparsity, self.scope, self.include, self.exclude)
+        zeros = {
+            name: layer.weight.detach() == 0
+            for name, layer in prunable_layers(pl_module, self.include, self.exclude)
+        }
+        new = magnitude_prune(
+            pl_module,
+            self.sparsity,
+            self.scope,
+            self.include,
+            self.exclude,
+            self.regrow_scores(zeros),
+        )
+        grown = {name: zeros[name] & (mask != 0) for name, mask in new.items()}
+        restart_(pl_module, grown, trainer.optimizers)
         self.pruned = True
-        report = sparsity_report(pl_module, self.include, self.exclude)
+        # Counted on the mask: a regrown weight is in it, though still 0.
+        total = sum(z.numel() for z in zeros.values())
+        self.achieved = 1 - sum(int((mask != 0).sum()) for mask in new.values()) / total
+        if self.achieved > self.sparsity + len(zeros) / total:  # more than rounding
+            rank_zero_info(
+                f"PruneAtEnd: only {1 - self.achieved:.4%} of the weights are non-zero, fewer than "
+                f"the target sparsity {self.sparsity:.4g} keeps: the learned mask is kept, "
+                f"achieved sparsity {self.achieved:.4f} (no exact zero is revived; "
+                "regrow='random' fills the target)"
+            )
         for logger in trainer.loggers:
-            logger.log_metrics({"prune/sparsity": report["global"]}, step=trainer.global_step)
+            logger.log_metrics({"prune/sparsity": self.achieved}, step=trainer.global_step)
+
+    def regrow_scores(self, zeros: dict) -> dict | None:
+        """Uniform random scores for the ``random`` rule, from a generator of its own, so every
+        rank draws the same ones and the run's random state is untouched."""
+        if self.regrow is None:
+            return None
+        generator = torch.Generator().manual_seed(self.regrow_seed)
+        return {
+            name: torch.rand(z.shape, generator=generator).to(z.device) for name, z in zeros.items()
+        }
 
     def _metric(self, trainer: L.Trainer) -> float | None:
         value = trainer.callback_metrics.get(self.monitor)
         return float(value) if isinstance(value, torch.Tensor) else value
 
     def state_dict(self) -> dict:
-        return {"pruned": self.pruned, "before": self.before}
+        return {"pruned": self.pruned, "before": self.before, "achieved": self.achieved}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.pruned = state_dict["pruned"]
         self.before = state_dict["before"]
+        self.achieved = state_dict.get("achieved")

@@ -11,8 +11,8 @@ from sparsify.errors import ConfigError
 from sparsify.masks import (
     check_distribution,
     check_sparsity,
-    keep_largest_per_layer,
     layer_densities,
+    select_mask,
     set_masks,
 )
 from sparsify.reparam import add_masks, masks, prunable_layers
@@ -90,7 +90,8 @@ class RiGL(L.Callback):
         with torch.random.fork_rng(devices=[]):
             scores = {name: torch.rand(layer.weight.shape) for name, layer in layers.items()}
         rank_zero_info(f"RiGL: random {self.distribution} mask at sparsity {self.sparsity}")
-        return keep_largest_per_layer(scores, densities)
+        theta = {name: layer.weight for name, layer in layers.items()}
+        return select_mask(scores, theta, densities=densities)
 
     def gradient_hook(self, name: str):
         """A forward hook on the layer's parametrization that records ∂L/∂θ when armed."""

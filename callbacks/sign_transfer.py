@@ -11,7 +11,7 @@ from sparsify.errors import ConfigError
 from sparsify.masks import (
     check_scope,
     check_sparsity,
-    keep_largest,
+    select_mask,
     set_masks,
     sparsity_report,
 )
@@ -87,7 +87,7 @@ class SignTransfer(L.Callback):
         weights = source if path == self.checkpoint else _weights(state, layers, "mask_from")
         if self.sparsity is not None:
             scores = {name: weights[name].abs() for name in layers}
-            return keep_largest(scores, self.sparsity, self.scope)
+            return select_mask(scores, weights, self.sparsity, self.scope)
         masks = stored_masks(state)
         if not masks:
             raise ConfigError(

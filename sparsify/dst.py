@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from sparsify.masks import select_mask
 from sparsify.reparam import PointwiseProduct, _parametrization
 from sparsify.schedules import cosine
 
@@ -37,20 +38,25 @@ def rigl_masks(
     """RiGL's drop-and-grow, per layer: the new 0/1 masks, each keeping as many weights as
     ``current``. Drops the ``floor(fraction · kept)`` smallest |θ| among the kept weights and
     grows as many of the largest |g| among the weights not kept after the drop (a dropped weight
-    may come back). No more are updated than there are weights outside the mask."""
-    out = {}
+    may come back). No more are updated than there are weights outside the mask.
+
+    Both steps go through ``select_mask``: the drop keeps the largest non-zero |θ|, so a kept
+    weight that is exactly 0 is never kept by tie order; the growth is its stated regrowth rule,
+    |g| over every weight that is 0 after the drop (which refills such a weight's place too).
+    """
+    theta = {name: weights[name] * (current[name] != 0) for name in current}
+    after_drop_density, density = {}, {}
     for name, mask in current.items():
-        kept = mask.flatten() != 0
-        n_kept = int(kept.sum())
-        k = min(math.floor(fraction * n_kept), kept.numel() - n_kept)
-        new = kept.clone()
-        if k > 0:
-            magnitude = weights[name].flatten().abs().masked_fill(~kept, math.inf)
-            new[torch.topk(magnitude, k, largest=False).indices] = False
-            growth = grads[name].flatten().abs().masked_fill(new, -math.inf)
-            new[torch.topk(growth, k).indices] = True
-        out[name] = new.view_as(mask).to(mask.dtype)
-    return out
+        n_kept = int((mask != 0).sum())
+        k = min(math.floor(fraction * n_kept), mask.numel() - n_kept)
+        after_drop_density[name] = (n_kept - k) / mask.numel()
+        density[name] = n_kept / mask.numel()
+    magnitude = {name: t.abs() for name, t in theta.items()}
+    survivors = select_mask(magnitude, theta, densities=after_drop_density)
+    after_drop = {name: theta[name] * survivors[name] for name in theta}
+    growth = {name: grads[name].abs() for name in theta}
+    new = select_mask(growth, after_drop, densities=density, regrow=growth)
+    return {name: new[name].to(current[name].dtype) for name in current}
 
 
 def acdc_phase(epoch: int, total: int, warmup: int, length: int, final: int) -> str:

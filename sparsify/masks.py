@@ -48,27 +48,76 @@ def sparsity_report(
     return {"global": zeros / total if total else 0.0, "layers": layers}
 
 
-def keep_largest(scores: dict[str, torch.Tensor], sparsity: float, scope: str = "global"):
-    """0/1 masks keeping the largest scores: ``round((1 − sparsity) · n)`` entries of the ``n``
-    scored weights overall (``scope="global"``) or of each layer (``scope="layer"``)."""
-    check_sparsity(sparsity)
-    check_scope(scope)
-    if scope == "layer":
-        return {name: _keep_top(s.flatten(), sparsity).view_as(s) for name, s in scores.items()}
-    flat = torch.cat([s.detach().flatten().float() for s in scores.values()])
-    keep = _keep_top(flat, sparsity)
-    out, start = {}, 0
-    for name, s in scores.items():
-        out[name] = keep[start : start + s.numel()].view_as(s).to(s.dtype)
-        start += s.numel()
+@torch.no_grad()
+def select_mask(
+    scores: dict[str, torch.Tensor],
+    theta: dict[str, torch.Tensor],
+    sparsity: float | None = None,
+    scope: str = "global",
+    densities: dict[str, float] | None = None,
+    regrow: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The one way every method chooses a mask: 0/1 masks (by layer name, shaped and typed
+    like ``theta``) keeping the highest ``scores`` among the weights whose effective value θ
+    is not exactly zero.
+
+    The budget is ``round((1 − sparsity) · n)`` kept weights of the ``n`` scored weights overall
+    (``scope="global"``: one threshold over every layer) or of each layer (``scope="layer"``),
+    or ``round(density · n)`` in each layer for per-layer ``densities``.
+
+    A weight with θ = 0 is never chosen by ``scores``: among exact zeros, scores (|θ|, a
+    saliency proportional to θ) only tie, and ``topk`` would choose by tie order. When fewer
+    weights are non-zero than the budget, all of them are kept and the mask is sparser than
+    asked (the caller reports the achieved sparsity), unless ``regrow`` gives a stated rule:
+    scores for the zero weights (e.g. random, or |∂L/∂θ| for RiGL), the highest of which fill
+    the rest of the budget. A grown weight is 0; the caller restarts it from 0 with cleared
+    optimizer state (``sparsify.dst.restart_``).
+
+    Selection is unstructured: any subset of the entries of a group (a layer, or all layers)
+    may be kept. A structured pattern (N:M) is a further restriction of that choice, and its
+    place is here, as a keyword of this function, so that every method gets it.
+    """
+    if (sparsity is None) == (densities is None):
+        raise ValueError("select_mask needs exactly one of sparsity and densities")
+    if sparsity is not None:
+        check_sparsity(sparsity)
+    names = list(scores)
+    sizes = [scores[name].numel() for name in names]
+    if densities is not None:
+        groups = [([name], round(densities[name] * size)) for name, size in zip(names, sizes)]
+    elif check_scope(scope) == "layer":
+        groups = [([name], round((1 - sparsity) * size)) for name, size in zip(names, sizes)]
+    else:
+        groups = [(names, round((1 - sparsity) * sum(sizes)))]
+    out = {}
+    for group, budget in groups:
+        keep = _keep_highest(
+            [scores[name] for name in group],
+            [theta[name] for name in group],
+            budget,
+            [regrow[name] for name in group] if regrow is not None else None,
+        )
+        for name, kept in zip(group, keep.split([scores[name].numel() for name in group])):
+            out[name] = kept.view_as(theta[name]).to(theta[name].dtype)
     return out
 
 
-def _keep_top(flat: torch.Tensor, sparsity: float) -> torch.Tensor:
-    n_keep = round((1 - sparsity) * flat.numel())
-    keep = torch.zeros_like(flat)
-    if n_keep > 0:
-        keep[torch.topk(flat, n_keep, sorted=False).indices] = 1
+def _keep_highest(scores: list, theta: list, budget: int, regrow: list | None) -> torch.Tensor:
+    """A flat bool tensor over the concatenated entries: the ``budget`` highest ``scores``
+    among θ ≠ 0, then, with ``regrow``, the highest ``regrow`` among θ = 0 up to ``budget``."""
+    device = scores[0].device
+    flat = torch.cat([s.detach().flatten().to(device) for s in scores])
+    alive = torch.cat([t.detach().flatten().to(device) != 0 for t in theta])
+    keep = torch.zeros_like(alive)
+    budget = max(0, min(budget, flat.numel()))
+    live = alive.nonzero().squeeze(1)
+    chosen = min(budget, live.numel())
+    if chosen:
+        keep[live[torch.topk(flat[live], chosen, sorted=False).indices]] = True
+    if regrow is not None and budget > chosen:
+        zeros = (~alive).nonzero().squeeze(1)
+        grow = torch.cat([g.detach().flatten().to(device) for g in regrow])[zeros]
+        keep[zeros[torch.topk(grow, budget - chosen, sorted=False).indices]] = True
     return keep
 
 
@@ -88,17 +137,22 @@ def magnitude_prune(
     scope: str = "global",
     include: Iterable | None = None,
     exclude: Iterable | None = None,
+    regrow: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Mask the smallest |θ| so the selected weights reach ``sparsity`` (globally or per layer).
 
-    Works on plain and reparametrized models; returns the new masks by layer name.
+    Exact zeros are never kept in place of a non-zero weight nor chosen by tie order: with
+    fewer non-zero weights than the target keeps, the mask keeps them all and the sparsity is
+    higher than asked, unless ``regrow`` scores the zero weights (``select_mask``). Works on
+    plain and reparametrized models; returns the new masks by layer name.
     """
     check_sparsity(sparsity)
     check_scope(scope)
-    scores = {name: layer.weight.abs() for name, layer in prunable_layers(module, include, exclude)}
-    if not scores:
+    theta = {name: layer.weight for name, layer in prunable_layers(module, include, exclude)}
+    if not theta:
         raise ConfigError("magnitude_prune found no prunable layers (conv or linear) to prune")
-    new_masks = keep_largest(scores, sparsity, scope)
+    scores = {name: weight.abs() for name, weight in theta.items()}
+    new_masks = select_mask(scores, theta, sparsity, scope, regrow=regrow)
     set_masks(module, new_masks)
     return new_masks
 
@@ -163,9 +217,10 @@ def layer_densities(
             rest_size = sum(sizes[name] for name in rest)
             densities = {name: budget / rest_size for name in rest}
         else:
+            theta = {name: layer.weight.detach() for name, layer in layers.items()}
             if scores is None:
-                scores = {name: layer.weight.detach().abs() for name, layer in layers.items()}
-            densities = _global_densities(scores, rest, sizes, budget)
+                scores = {name: weight.abs() for name, weight in theta.items()}
+            densities = _global_densities(scores, theta, rest, sizes, budget)
     return {name: 1.0 if name in dense else min(1.0, densities[name]) for name in layers}
 
 
@@ -203,29 +258,16 @@ def _erk(shapes: dict, sizes: dict, dense: set[str], allowed: int) -> dict[str, 
         dense |= over
 
 
-def _global_densities(scores: dict, rest: list[str], sizes: dict, budget: int) -> dict:
+def _global_densities(scores: dict, theta: dict, rest: list[str], sizes: dict, budget: int) -> dict:
     missing = [name for name in rest if name not in scores]
     if missing:
         raise ConfigError(f"scores are missing for layers {missing}: give one tensor per layer")
-    if not rest:
-        return {}
-    flat = torch.cat([scores[name].detach().flatten().double().cpu() for name in rest])
-    owner = torch.repeat_interleave(torch.arange(len(rest)), torch.tensor([sizes[n] for n in rest]))
-    kept = torch.topk(flat, budget, sorted=False).indices if budget > 0 else owner[:0]
-    counts = torch.bincount(owner[kept], minlength=len(rest))
-    return {name: int(count) / sizes[name] for name, count in zip(rest, counts)}
-
-
-def keep_largest_per_layer(
-    scores: dict[str, torch.Tensor], densities: dict[str, float]
-) -> dict[str, torch.Tensor]:
-    """0/1 masks keeping the ``round(density · n)`` largest scores of each layer."""
-    out = {}
-    for name, s in scores.items():
-        flat = s.detach().flatten()
-        n_keep = min(flat.numel(), round(densities[name] * flat.numel()))
-        keep = torch.zeros_like(flat)
-        if n_keep > 0:
-            keep[torch.topk(flat, n_keep, sorted=False).indices] = 1
-        out[name] = keep.view_as(s)
-    return out
+    if not rest or budget <= 0:
+        return {name: 0.0 for name in rest}
+    total = sum(sizes[name] for name in rest)
+    kept = select_mask(
+        {name: scores[name] for name in rest},
+        {name: theta[name] for name in rest},
+        sparsity=1 - budget / total,
+    )
+    return {name: int(kept[name].sum()) / sizes[name] for name in rest}

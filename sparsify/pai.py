@@ -42,8 +42,8 @@ from sparsify.errors import ConfigError
 from sparsify.masks import (
     check_distribution,
     check_sparsity,
-    keep_largest_per_layer,
     layer_densities,
+    select_mask,
     set_masks,
 )
 from sparsify.reparam import prunable_layers
@@ -143,7 +143,8 @@ def pai_masks(
     densities = layer_densities(
         module, sparsity, distribution, dense_layers, include, exclude, scores=scores
     )
-    return keep_largest_per_layer(scores, densities)
+    theta = {name: layer.weight for name, layer in prunable_layers(module, include, exclude)}
+    return select_mask(scores, theta, densities=densities)
 
 
 def check_pai_options(num_batches: int, temperature: float, rounds: int) -> None:
@@ -247,7 +248,8 @@ def _synflow_masks(
             )
         else:
             densities = {name: d ** (k / rounds) for name, d in final.items()}
-        current = keep_largest_per_layer(scores, densities)
+        live = {name: magnitudes[name] * current[name] for name in magnitudes}
+        current = select_mask(scores, live, densities=densities)
     return {name: mask.float() for name, mask in current.items()}
 
 

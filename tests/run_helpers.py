@@ -5,13 +5,17 @@ from pathlib import Path
 import lightning as L
 import torch
 
-# The methods the DDP and resume tests run, each with the overrides that make it act within a
-# short run (RiGL updates every 5 steps).
-RECIPES = {
-    "method/pilot": [],
-    "method/snip_signin": [],
-    "method/gmp": [],
+# Overrides that make a recipe act within a short test run (RiGL updates every 5 steps); they
+# apply to the recipe's last callback.
+OVERRIDES = {
     "method/rigl": ["--trainer.callbacks.every_n_steps=5"],
+    "method/rigl_signin": ["--trainer.callbacks.every_n_steps=5"],
+}
+
+# The methods the resume test runs, each with its overrides.
+RECIPES = {
+    recipe: OVERRIDES.get(recipe, [])
+    for recipe in ("method/pilot", "method/snip_signin", "method/gmp", "method/rigl")
 }
 
 

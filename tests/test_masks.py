@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from sparsify import ConfigError, magnitude_prune, reparametrize, sparsity_report
+from sparsify.masks import select_mask
 
 
 def net():
@@ -48,3 +49,42 @@ def test_impossible_sparsity_is_refused(bad):
 def test_unknown_scope_is_refused():
     with pytest.raises(ConfigError, match="scope='row'.*global, layer"):
         magnitude_prune(net(), 0.5, scope="row")
+
+
+def lists(masks):
+    return {name: mask.tolist() for name, mask in masks.items()}
+
+
+def test_select_mask_never_chooses_an_exact_zero_and_keeps_a_sparser_mask():
+    theta = {"a": torch.tensor([0.0, 3.0, 0.0, -1.0, 0.0, 0.5]), "b": torch.tensor([0.0, 2.0])}
+    scores = {name: t.abs() for name, t in theta.items()}
+    # The target keeps 4 of 8, but only 4 are non-zero: all of them, and nothing else.
+    keep = lists(select_mask(scores, theta, 0.5))
+    assert keep == {"a": [0, 1, 0, 1, 0, 1], "b": [0, 1]}
+    # 6 of 8 asked: still the same 4; zeros tie at 0 and are never chosen by tie order.
+    assert lists(select_mask(scores, theta, 0.25)) == keep
+    # Per layer: "a" keeps 3 of its 3 non-zeros although 0.8 · 6 = 5 are asked.
+    assert select_mask(scores, theta, 0.2, scope="layer")["a"].tolist() == [0, 1, 0, 1, 0, 1]
+    # Enough non-zeros: the largest scores win, whatever θ's sign.
+    assert lists(select_mask(scores, theta, 0.75)) == {"a": [0, 1, 0, 0, 0, 0], "b": [0, 1]}
+
+
+def test_select_mask_regrows_only_by_the_stated_rule():
+    theta = {"a": torch.tensor([0.0, 3.0, 0.0, -1.0, 0.0, 0.5])}
+    scores = {"a": theta["a"].abs()}
+    regrow = {"a": torch.tensor([0.1, 9.0, 0.7, 9.0, 0.3, 9.0])}
+    keep = select_mask(scores, theta, 1 / 6, regrow=regrow)  # 5 kept: 3 non-zeros + 2 grown
+    assert keep["a"].tolist() == [0, 1, 1, 1, 1, 1]
+    keep = select_mask(scores, theta, densities={"a": 0.5}, regrow=regrow)
+    assert keep["a"].tolist() == [0, 1, 0, 1, 0, 1]  # the budget is met without growing
+
+
+def test_magnitude_prune_keeps_learned_zeros_and_reports_the_higher_sparsity():
+    model = net()
+    with torch.no_grad():
+        model[0].weight[:, :15] = 0  # 750 of the 1500 weights are exactly 0
+    nonzero = {name: layer.weight != 0 for name, layer in (("0", model[0]), ("2", model[2]))}
+    masks = magnitude_prune(model, 0.3)
+    for name, mask in masks.items():
+        assert torch.equal(mask.bool(), nonzero[name])
+    assert sparsity_report(model)["global"] == pytest.approx(0.5)

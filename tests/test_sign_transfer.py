@@ -6,7 +6,7 @@ from helpers import UserModule, loaders, trainer
 from sparsify import ConfigError
 from sparsify.callbacks import PruneAtEnd, Reparametrize
 from sparsify.callbacks.sign_transfer import SignTransfer
-from sparsify.masks import keep_largest
+from sparsify.masks import select_mask
 from sparsify.reparam import masks, prunable_layers
 from sparsify.transfer import load_state_dict, stored_weights
 
@@ -48,7 +48,8 @@ def start(tmp_path, callbacks, seed=7):
 @pytest.mark.parametrize("keep", ["signs", "magnitudes", "both", "none"])
 def test_sign_transfer_sets_the_mask_and_the_signs_or_magnitudes(tmp_path, source, keep, reparam):
     theta_src = stored_weights(load_state_dict(source))
-    expected_masks = keep_largest({n: theta_src[n].abs() for n in LAYERS}, 0.7)
+    sources = {n: theta_src[n] for n in LAYERS}
+    expected_masks = select_mask({n: t.abs() for n, t in sources.items()}, sources, 0.7)
     callbacks = [Reparametrize(beta=1.0)] if reparam else []
     callbacks.append(SignTransfer(str(source), keep=keep, sparsity=0.7))
     init, record = start(tmp_path, callbacks)

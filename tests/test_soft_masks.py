@@ -1,3 +1,6 @@
+import logging
+
+import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -55,6 +58,83 @@ def test_str_then_prune_at_end_reaches_the_target_and_keeps_it_while_fine_tuning
     assert plain_masks_only(module)
     assert sparsity_report(module)["global"] == pytest.approx(0.6, abs=1 / 352)
     assert_exact_zeros_are_masked(module)
+
+
+class AfterPruning(L.Callback):
+    """Records, at the start of the fine-tuning epoch (just after ``PruneAtEnd`` pruned), each
+    layer's θ and the momentum of its weight parameter."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == trainer.max_epochs - 1:
+            optimizer = trainer.optimizers[0]
+            self.theta, self.momentum = {}, {}
+            for name in ("net.0", "net.2"):
+                layer = pl_module.get_submodule(name)
+                weight = layer.parametrizations.weight.original
+                self.theta[name] = layer.weight.detach().clone()
+                self.momentum[name] = optimizer.state[weight]["momentum_buffer"].clone()
+
+
+def learned_zeros(pruner):
+    """{layer: θ == 0} of the hardened model, just before PruneAtEnd chose its mask."""
+    state = pruner.unpruned_state_dict
+    return {
+        name: state[f"{name}.parametrizations.weight.original"]
+        * state[f"{name}.parametrizations.weight.0.mask"]
+        == 0
+        for name in ("net.0", "net.2")
+    }
+
+
+LEARNS_MORE_THAN_TARGET = {
+    "cs": lambda: ContinuousSparsification(penalty=0.02, s_init=0.05, temperature_final=50.0),
+    "str": lambda: SoftThresholdReparametrization(s_init=-2.0, threshold_weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("method", LEARNS_MORE_THAN_TARGET)
+def test_prune_at_end_revives_no_exact_zero_of_a_sparser_learned_mask(tmp_path, method, caplog):
+    """CS and STR learn more than the 30 % target here: the learned mask is kept whole (no
+    weight that was exactly 0 comes back by tie order) and the achieved sparsity is reported."""
+    module = UserModule()
+    pruner = PruneAtEnd(0.3, finetune_epochs=1)
+    with caplog.at_level(logging.INFO):
+        trainer(tmp_path, [LEARNS_MORE_THAN_TARGET[method](), pruner], max_epochs=3).fit(
+            module, *loaders()
+        )
+    zeros = learned_zeros(pruner)
+    learned = sum(int(z.sum()) for z in zeros.values()) / sum(z.numel() for z in zeros.values())
+    assert learned > 0.5
+    live = masks(module)
+    for name, zero in zeros.items():
+        assert torch.equal(live[name] == 0, zero.to(live[name].device))
+    assert pruner.achieved == pytest.approx(learned)
+    assert sparsity_report(module)["global"] == pytest.approx(learned)
+    assert f"achieved sparsity {learned:.4f}" in caplog.text
+
+
+def test_prune_at_end_regrows_at_random_from_zero_with_cleared_momentum(tmp_path):
+    module = UserModule()
+    pruner = PruneAtEnd(0.3, finetune_epochs=1, regrow="random")
+    probe = AfterPruning()
+    callbacks = [LEARNS_MORE_THAN_TARGET["cs"](), pruner, probe]
+    trainer(tmp_path, callbacks, max_epochs=3).fit(module, *loaders())
+    zeros = learned_zeros(pruner)
+    assert pruner.achieved == pytest.approx(0.3, abs=1 / 352)
+    live = masks(module)
+    grown = {name: zero & (live[name] != 0) for name, zero in zeros.items()}
+    assert sum(int(g.sum()) for g in grown.values()) > 50
+    for name, where in grown.items():
+        assert (probe.theta[name][where] == 0).all()
+        assert (probe.momentum[name][where] == 0).all()
+        assert (probe.momentum[name][~zeros[name]] != 0).any()  # the others keep theirs
+    # The learned non-zeros are all kept.
+    assert all(bool((live[name][~zero] == 1).all()) for name, zero in zeros.items())
+
+
+def test_prune_at_end_refuses_an_unknown_regrowth_rule():
+    with pytest.raises(ConfigError, match="regrow='gradient' is invalid: choose one of random"):
+        PruneAtEnd(0.5, regrow="gradient")
 
 
 def test_cs_binarizes_the_soft_mask_to_positive_scores():
