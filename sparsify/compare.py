@@ -13,6 +13,10 @@ runs once per seed, as the reference. Runs live in ``<out_dir>/runs/<method>/s<s
 seed<seed>``; one with a ``summary.json`` is done and never re-run, one without (interrupted) is
 deleted and run again from scratch. At the end ``results.csv``, ``results.md`` and the plots are
 written from every finished run of the grid (``sparsify.compare_report``).
+
+Where the runs execute is the launcher's business (``sparsify.launchers``): ``local`` (this
+machine, one GPU set per run), ``ray`` (a task per run) or ``slurm`` (a job array through
+submitit); the folders, ``results.csv`` and W&B groups are the same whichever runs them.
 """
 
 from __future__ import annotations
@@ -21,29 +25,37 @@ import argparse
 import importlib
 import inspect
 import json
-import os
-import shutil
 import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import yaml
 from tqdm import tqdm
 
-from sparsify.cli import one_line_errors, prepare_argv, read_config, shipped_configs
+from sparsify.cli import (
+    DEFAULTS,
+    compose,
+    one_line_errors,
+    prepare_argv,
+    read_config,
+    shipped_configs,
+    split_configs,
+)
 from sparsify.compare_report import log_to_wandb, write_report
 from sparsify.errors import ConfigError
+from sparsify.launchers import LAUNCHERS, Job, LaunchOptions, describe, finished_summary, launch
 from sparsify.masks import check_sparsity
 
-KEYS = ("name", "base", "methods", "sparsities", "seeds", "out_dir", "parallel")
+GRID_KEYS = ("name", "base", "methods", "sparsities", "seeds", "out_dir")
+LAUNCH_KEYS = ("launcher", "parallel", "devices_per_run", "runs_per_gpu", "cpus_per_run")
+LAUNCH_KEYS += ("address", "slurm")
+KEYS = GRID_KEYS + LAUNCH_KEYS
+SLURM_FLAGS = ("partition", "time", "nodes")  # command-line flags for the ``slurm`` settings
 TARGET_ARGS = ("sparsity", "final_sparsity")  # the callbacks' arguments for the target sparsity
 PAI_PREFIXES = ("pai_", "snip", "grasp", "synflow")
 FIT_FLAGS = ("--trainer.", "--model.", "--data.")
-FLAGS = {key: key for key in ("name", "methods", "sparsities", "seeds", "parallel")}
+FLAGS = {key: key for key in ("name", "methods", "sparsities", "seeds", *LAUNCH_KEYS[:-1])}
 FLAGS["out_dir"] = "out"  # comparison-file key: command-line flag that overrides it
 SETTINGS_FILE = "comparison.json"
 SIGN_FLIPS = "signin/flips_since_init"  # in summary.json where the run tracks sign flips
@@ -92,7 +104,28 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--sparsities", nargs="+", type=float, help="target sparsities")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (seed_everything)")
     parser.add_argument("--out", help="output folder (default comparisons/<name>)")
-    parser.add_argument("--parallel", type=int, help="runs at a time (default 1)")
+    parser.add_argument(
+        "--launcher", choices=LAUNCHERS, help="where the runs execute (default local)"
+    )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        help="runs at a time (default: local 1 on CPU, one per GPU set; ray and slurm: all)",
+    )
+    parser.add_argument(
+        "--devices-per-run", type=int, help="GPUs per run (default 1 where GPUs are seen, else 0)"
+    )
+    parser.add_argument(
+        "--runs-per-gpu", type=int, help="pack this many one-GPU runs on each GPU (default 1)"
+    )
+    parser.add_argument("--cpus-per-run", type=int, help="ray: num_cpus; slurm: cpus_per_task")
+    parser.add_argument("--address", help="ray: the cluster to join (default: a local one)")
+    parser.add_argument("--partition", help="slurm: partition")
+    parser.add_argument("--time", type=int, help="slurm: time limit per run in minutes")
+    parser.add_argument("--nodes", type=int, help="slurm: nodes per run (default 1)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print what would run or be submitted, and stop"
+    )
     parser.add_argument(
         "--wandb", type=_bool, default=True, help="track runs in W&B, grouped by name"
     )
@@ -128,7 +161,13 @@ def load_settings(args: argparse.Namespace, fit_args: list[str]) -> dict:
     default_name = Path(args.config).stem if args.config else "comparison"
     settings.setdefault("name", default_name)
     settings.setdefault("out_dir", f"comparisons/{settings['name']}")
-    settings.setdefault("parallel", 1)
+    slurm = settings.get("slurm") or {}
+    if not isinstance(slurm, dict):
+        raise ConfigError(f"slurm={slurm!r} is invalid: must be a mapping (partition, time, ...)")
+    settings["slurm"] = {**slurm}
+    for key in SLURM_FLAGS:
+        if getattr(args, key) is not None:
+            settings["slurm"][key] = getattr(args, key)
     base = settings.get("base") or []
     settings["base"] = [base] if isinstance(base, str) else base
     if not isinstance(settings["base"], list) or not all(isinstance(b, str) for b in base):
@@ -147,9 +186,15 @@ def load_settings(args: argparse.Namespace, fit_args: list[str]) -> dict:
     for s in settings["sparsities"]:
         check_sparsity(s)
     settings["seeds"] = [_integer(s, "seed") for s in settings["seeds"]]
-    if _integer(settings["parallel"], "parallel") < 1:
-        raise ConfigError(f"parallel={settings['parallel']!r} is invalid: must be >= 1")
     return settings
+
+
+def launch_options(settings: dict, show_output: bool = False) -> LaunchOptions:
+    """The launcher and the resources of each run, checked."""
+    options = {key: settings[key] for key in LAUNCH_KEYS if settings.get(key) is not None}
+    options = LaunchOptions(**options, show_output=show_output)
+    options.folder = Path(settings["out_dir"]) / options.launcher
+    return options.check()
 
 
 def _number(value, what: str) -> float:
@@ -275,85 +320,48 @@ def fit_command(run: Run, settings: dict, wandb: bool, progress_bar: bool) -> li
     return command
 
 
-def finished_summary(folder: Path) -> dict | None:
-    """The run's ``summary.json``, or ``None`` if it never finished."""
-    for path in folder.glob("**/summary.json"):
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-    return None
+def wandb_project(settings: dict) -> str:
+    """The W&B project the runs log to: the one the base configs and flags name."""
+    configs, flags = split_configs(base_args(settings))
+    composed = compose([read_config(DEFAULTS), *(read_config(name) for name in configs)])
+    logger = (composed.get("trainer") or {}).get("logger")
+    project = (
+        ((logger or {}).get("init_args") or {}).get("project") if isinstance(logger, dict) else None
+    )
+    for flag in [*flags, *settings["fit_args"]]:
+        if flag.startswith("--trainer.logger.init_args.project="):
+            project = flag.split("=", 1)[1]
+    return project or "sparsify"
 
 
-@dataclass
-class Attempt:
-    run: Run
-    process: subprocess.Popen
-    started: float
-    log: IO | None  # fit.log, or None when the run writes to the terminal
-
-
-def start(run: Run, settings: dict, wandb: bool, progress_bar: bool) -> Attempt:
-    """Start the run from scratch: its folder (left by an interrupted attempt) is emptied."""
-    if run.folder.exists():
-        shutil.rmtree(run.folder)
-    run.folder.mkdir(parents=True)
+def job_for(run: Run, settings: dict, wandb: bool, progress_bar: bool) -> Job:
+    """The launcher's view of a run: its folder, ``method.yaml`` (the recipe with its target
+    sparsity), its command."""
     recipe = run.method.recipe
     if run.sparsity is not None:
         recipe = with_sparsity(run.method, run.sparsity)
-    (run.folder / "method.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    method = yaml.safe_dump(recipe, sort_keys=False)
     command = fit_command(run, settings, wandb, progress_bar)
-    log = None if progress_bar else open(run.folder / "fit.log", "w")  # noqa: SIM115
-    env = {**os.environ, **thread_limits(settings["parallel"])}
-    process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT if log else None, env=env
-    )
-    return Attempt(run, process, time.time(), log)
+    return Job(run.title, run.folder, command, files={"method.yaml": method})
 
 
-def thread_limits(parallel: int) -> dict[str, str]:
-    """Share the CPU cores among the runs that go at once: more threads than cores makes
-    PyTorch's OpenMP workers spin against each other (runs 5-10× slower on 2 cores). Limits the
-    user set in the environment are kept."""
-    if parallel < 2 or "OMP_NUM_THREADS" in os.environ:
-        return {}
-    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // parallel))}
+class Progress:
+    """One bar for the grid (runs done, ETA, the runs in progress) on stderr."""
 
+    def __init__(self, runs: list[Run], todo: int, name: str):
+        self.bar = tqdm(total=len(runs), initial=len(runs) - todo, unit="run", desc=name)
 
-def run_grid(runs: list[Run], settings: dict, wandb: bool, progress_bar: bool) -> list[Run]:
-    """Run what is not done yet, ``parallel`` at a time, under one progress bar (with ETA, on
-    stderr); return the runs that failed."""
-    todo = [run for run in runs if finished_summary(run.folder) is None]
-    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", desc=settings["name"])
-    running: list[Attempt] = []
-    failed = []
-    try:
-        while todo or running:
-            while todo and len(running) < settings["parallel"]:
-                running.append(start(todo.pop(0), settings, wandb, progress_bar))
-                bar.set_postfix_str(", ".join(a.run.title for a in running))
-            time.sleep(0.2)
-            for attempt in [a for a in running if a.process.poll() is not None]:
-                running.remove(attempt)
-                if attempt.log:
-                    attempt.log.close()
-                run = attempt.run
-                if attempt.process.returncode == 0 and finished_summary(run.folder) is not None:
-                    record = {"wall_time_s": time.time() - attempt.started}
-                    record["command"] = attempt.process.args
-                    (run.folder / "run.json").write_text(json.dumps(record, indent=2))
-                else:
-                    failed.append(run)
-                    bar.write(f"sparsify compare: {run.title} failed, see {run.folder}/fit.log")
-                bar.update(1)
-                bar.set_postfix_str(", ".join(a.run.title for a in running))
-    finally:
-        for attempt in running:
-            attempt.process.terminate()
-        for attempt in running:
-            attempt.process.wait()
-        bar.close()
-    return failed
+    def started(self, running: list[Job]) -> None:
+        self.bar.set_postfix_str(", ".join(job.title for job in running))
+
+    def finished(self, job: Job, ok: bool, running: list[Job]) -> None:
+        if not ok:
+            self.note(f"{job.title} failed, see {job.log}")
+        self.bar.update(1)
+        self.started(running)
+
+    def note(self, line: str) -> None:
+        self.bar.write(f"sparsify compare: {line}", file=sys.stderr)
 
 
 def result_rows(runs: list[Run]) -> list[dict]:
@@ -391,6 +399,7 @@ def main(argv: list[str]) -> None:
     with one_line_errors():
         args, fit_args = parse_args(argv)
         settings = load_settings(args, fit_args)
+        options = launch_options(settings, args.lightning_progress_bar)
         runs = make_grid(settings)
         prepare_argv(["fit", *base_args(settings), *fit_args])  # base configs exist, classes too
         density_at = args.density_at
@@ -402,14 +411,21 @@ def main(argv: list[str]) -> None:
                 f"({', '.join(f'{s:g}' for s in settings['sparsities'])})"
             )
         check_same_settings(settings)
+        project = wandb_project(settings)
 
+    todo = [run for run in runs if finished_summary(run.folder) is None]
+    jobs = [job_for(run, settings, args.wandb, args.lightning_progress_bar) for run in todo]
+    if args.dry_run:
+        print(describe(jobs, options))
+        return
     out = Path(settings["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     shared = {"base": settings["base"], "fit_args": settings["fit_args"]}
     (out / SETTINGS_FILE).write_text(json.dumps(shared, indent=2))
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    progress = Progress(runs, len(todo), settings["name"])
     try:
-        failed = run_grid(runs, settings, args.wandb, args.lightning_progress_bar)
+        failed = launch(jobs, options, progress)
     except KeyboardInterrupt:
         print(
             "sparsify compare: interrupted; run the same command again to resume "
@@ -418,11 +434,14 @@ def main(argv: list[str]) -> None:
         )
         sys.exit(130)
     finally:
+        progress.bar.close()
         signal.signal(signal.SIGTERM, previous)
     for path in write_report(result_rows(runs), out, density_at):
         print(f"wrote {path}")
     if args.wandb:
-        print(f"W&B: plots and table logged to {log_to_wandb(out, settings['name'])}")
+        print(f"W&B: plots and table logged to {log_to_wandb(out, settings['name'], project)}")
     if failed:
         print(f"sparsify compare: {len(failed)} run(s) failed; rerun to retry", file=sys.stderr)
+        for job in failed:
+            print(f"  {job.title}: {job.log}", file=sys.stderr)
         sys.exit(1)

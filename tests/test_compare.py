@@ -196,7 +196,7 @@ def test_out_folder_of_other_settings_is_refused(tmp_path, capsys):
 
 
 def test_runs_at_once_share_the_cores(monkeypatch):
-    from sparsify.compare import thread_limits
+    from sparsify.launchers.local import thread_limits
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 8)
@@ -229,8 +229,8 @@ def test_plots_and_table_go_to_wandb_in_the_comparisons_group(tmp_path):
         for m, f, t, a in [("dense", "reference", None, 0.97), ("gmp", "dense-to-sparse", 0.9, 0.9)]
     ]
     write_report(rows, tmp_path, density_at=0.9)
-    run = read_run(log_to_wandb(tmp_path, "mygrid"))
-    assert run["group"] == "mygrid"
+    run = read_run(log_to_wandb(tmp_path, "mygrid", project="myproject"))
+    assert run["group"] == "mygrid" and run["project"] == "myproject"
     (logged,) = run["history"]
     assert logged["accuracy_vs_sparsity/_type"] == logged["layer_density/_type"] == "image-file"
     assert logged["results/_type"] == "table-file" and logged["results/nrows"] == 2

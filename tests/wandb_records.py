@@ -52,10 +52,12 @@ def read_run(run_dir, timeout=120.0):
         assert time.monotonic() < deadline, f"{path} has no exit record after {timeout} s"
         time.sleep(0.5)
     out = {"config": {}, "history": [], "summary": {}, "artifacts": [], "group": None}
+    out["project"] = None
     for record in records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             out["group"] = record.run.run_group or out["group"]
+            out["project"] = record.run.project or out["project"]
         elif kind == "config":
             for item in record.config.update:
                 out["config"][_key(item)] = json.loads(item.value_json)
