@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from sparsify.errors import ConfigError
-from sparsify.reparam import collapse, masks, match_structure
+from sparsify.reparam import collapse, is_transposed, masks, match_structure
 
 FORMATS = ("torchscript", "onnx", "none")
 
@@ -123,12 +123,15 @@ def to_onnx(network: nn.Module, input_shape: tuple[int, ...] | None, path: Path)
 class SparseLinear(nn.Module):
     """y = x Wᵀ + b with W stored as a CSR matrix (only the non-zeros); inference only."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Module):
+        """``linear``: an ``nn.Linear``, or ``transformers``' ``Conv1D`` (weight in × out)."""
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach()
+        weight = weight.t().contiguous() if is_transposed(linear) else weight
+        self.out_features, self.in_features = weight.shape
         with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
             warnings.simplefilter("ignore", UserWarning)
-            self.register_buffer("weight", linear.weight.detach().to_sparse_csr())
+            self.register_buffer("weight", weight.to_sparse_csr())
         bias = None if linear.bias is None else linear.bias.detach().clone()
         self.register_buffer("bias", bias)
 
@@ -142,12 +145,13 @@ class SparseLinear(nn.Module):
 
 @torch.no_grad()
 def to_sparse(model: nn.Module) -> nn.Module:
-    """A collapsed copy of ``model`` (masks and m ⊙ w multiplied out) whose ``nn.Linear``
-    layers are ``SparseLinear``; its outputs equal the masked dense model's (up to float
-    rounding). Convolutions stay dense (faster on CPU; see the module docstring)."""
+    """A collapsed copy of ``model`` (masks and m ⊙ w multiplied out) whose ``nn.Linear`` (and
+    ``transformers`` ``Conv1D``) layers are ``SparseLinear``; its outputs equal the masked dense
+    model's (up to float rounding). Convolutions stay dense (faster on CPU; see the module
+    docstring)."""
     sparse = collapse(copy.deepcopy(model)).eval()
     for name, layer in list(sparse.named_modules()):
-        if isinstance(layer, nn.Linear):
+        if isinstance(layer, nn.Linear) or is_transposed(layer):
             parent_name, _, child = name.rpartition(".")
             parent = sparse.get_submodule(parent_name) if parent_name else sparse
             setattr(parent, child, SparseLinear(layer))

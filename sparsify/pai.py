@@ -19,7 +19,10 @@ gradients are left as they were. Only its masks change.
   Computed in float64 (R grows like the product of the layers' gains: it overflows float32
   in deep networks), with BatchNorm in eval mode with running mean 0 and variance 1, so it
   is the positive per-channel scale |γ|/sqrt(1 + eps) plus |β| whatever statistics the model
-  has collected.
+  has collected. A model that reads token ids (its example input or first batch is an integer
+  tensor) gets token 1 at every position as its all-ones input; LayerNorm and softmax make a
+  transformer no positively homogeneous network, so SynFlow's conservation argument does not
+  hold there and the score is a heuristic (docs/hf.md).
 
 ``snip`` and ``grasp`` score in training mode (BatchNorm uses batch statistics, as in the first
 training step); batches are ``(input, target, ...)`` and the loss is
@@ -28,6 +31,7 @@ training step); batches are ``(input, target, ...)`` and the loss is
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 from collections.abc import Callable, Iterable
@@ -129,8 +133,9 @@ def pai_masks(
     batches = first_batches(dataloader, num_batches, device_of(module)) if dataloader else []
     if score == "synflow":
         shape = input_shape or synflow_input_shape(module, batches)
+        dtype = synflow_input_dtype(module, batches)
         return _synflow_masks(
-            module, sparsity, distribution, dense_layers, include, exclude, shape, rounds
+            module, sparsity, distribution, dense_layers, include, exclude, shape, rounds, dtype
         )
     if score == "random":
         scores = random_scores(module, include, exclude)
@@ -204,7 +209,7 @@ def grasp_scores(
     g = _mean_gradient(scorer, weights, batches, loss_fn, temperature)
     params = list(weights.values())
     hg = [torch.zeros_like(p) for p in params]
-    with torch.enable_grad():
+    with torch.enable_grad(), _math_attention():
         for batch in batches:
             grads = torch.autograd.grad(
                 _loss(scorer, batch, loss_fn, temperature), params, create_graph=True
@@ -215,22 +220,46 @@ def grasp_scores(
     return {name: (theta * h).detach() for (name, theta), h in zip(weights.items(), hg)}
 
 
+def _math_attention():
+    """GraSP differentiates twice; the fused attention kernels of ``scaled_dot_product_attention``
+    (flash, memory-efficient: what transformers models use) have no double backward, the math
+    one has."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3
+        return contextlib.nullcontext()
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 def synflow_scores(
-    module: nn.Module, input_shape: tuple[int, ...], include=None, exclude=None
+    module: nn.Module,
+    input_shape: tuple[int, ...],
+    include=None,
+    exclude=None,
+    input_dtype: torch.dtype = torch.float64,
 ) -> Scores:
-    """One round of SynFlow: |θ ⊙ ∂R/∂θ| with R = sum(f(1; |θ|)), in float64."""
+    """One round of SynFlow: |θ ⊙ ∂R/∂θ| with R = sum(f(1; |θ|)), in float64. An integer
+    ``input_dtype`` (token ids) makes the all-ones input token 1 at every position."""
     scorer, weights = scoring_copy(module, include, exclude, dtype=torch.float64)
     _linearize(scorer)
-    ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device_of(scorer))
+    ones = torch.ones((1, *input_shape), dtype=input_dtype, device=device_of(scorer))
     return _synflow_round(scorer, weights, ones)
 
 
 def _synflow_masks(
-    module, sparsity, distribution, dense_layers, include, exclude, input_shape, rounds
+    module,
+    sparsity,
+    distribution,
+    dense_layers,
+    include,
+    exclude,
+    input_shape,
+    rounds,
+    input_dtype=torch.float64,
 ) -> Scores:
     scorer, weights = scoring_copy(module, include, exclude, dtype=torch.float64)
     _linearize(scorer)
-    ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device_of(scorer))
+    ones = torch.ones((1, *input_shape), dtype=input_dtype, device=device_of(scorer))
     magnitudes = {name: theta.detach().clone() for name, theta in weights.items()}
     final = layer_densities(module, sparsity, distribution, dense_layers, include, exclude)
     current = {name: torch.ones_like(theta) for name, theta in magnitudes.items()}
@@ -379,3 +408,14 @@ def synflow_input_shape(module: nn.Module, batches: list) -> tuple[int, ...]:
         "score='synflow' needs the input shape: give input_shape, a dataloader, or set the "
         "module's example_input_array"
     )
+
+
+def synflow_input_dtype(module: nn.Module, batches: list) -> torch.dtype:
+    """float64, or the integer dtype of the module's inputs (token ids) where the example input
+    or the first batch's input is an integer tensor."""
+    example = getattr(module, "example_input_array", None)
+    if not isinstance(example, torch.Tensor) and batches and isinstance(batches[0], (tuple, list)):
+        example = batches[0][0]
+    if isinstance(example, torch.Tensor) and not example.is_floating_point():
+        return example.dtype
+    return torch.float64

@@ -12,6 +12,7 @@ Masks are buffers of the model, so they are in every ``state_dict`` and checkpoi
 from __future__ import annotations
 
 import fnmatch
+import sys
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -21,6 +22,21 @@ from torch.nn.utils import parametrize
 from sparsify.errors import ConfigError
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def prunable_types() -> tuple[type, ...]:
+    """``PRUNABLE_TYPES`` and, once ``transformers`` is imported, its ``Conv1D`` (GPT-2's linear
+    layer, weight stored in × out). Nothing is imported here: a model holding a ``Conv1D`` has
+    imported ``transformers`` already."""
+    conv1d = getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+    return PRUNABLE_TYPES if conv1d is None else (*PRUNABLE_TYPES, conv1d)
+
+
+def is_transposed(layer: nn.Module) -> bool:
+    """Whether ``layer`` stores its weight as (in, out), as ``transformers``' ``Conv1D`` does,
+    rather than (out, in) like ``nn.Linear``."""
+    conv1d = getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+    return conv1d is not None and isinstance(layer, conv1d)
 
 
 def split(theta: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,17 +99,32 @@ def prunable_layers(
     """Yield ``(name, layer)`` for every conv/linear layer, or those selected.
 
     ``include``/``exclude`` hold module-name patterns (fnmatch, e.g. ``"fc"``, ``"layer1.*"``)
-    or module types. ``include`` defaults to every ``nn.Conv1d/2d/3d`` and ``nn.Linear``.
+    or module types. ``include`` defaults to every ``nn.Conv1d/2d/3d``, ``nn.Linear`` and
+    ``transformers``' ``Conv1D``. A layer whose weight is shared with another module (a language
+    model's head tied to its token embedding) is never selected: a mask or m ⊙ w on it would
+    untie the two.
     """
     include = list(include) if include is not None else None
     exclude = list(exclude or [])
+    types = prunable_types()
+    tied = _tied_layers(module)
     for name, layer in module.named_modules():
         if include is None:
-            selected = isinstance(layer, PRUNABLE_TYPES)
+            selected = isinstance(layer, types)
         else:
             selected = _has_weight(layer) and _matches(name, layer, include)
-        if selected and not _matches(name, layer, exclude):
+        if selected and id(layer) not in tied and not _matches(name, layer, exclude):
             yield name, layer
+
+
+def _tied_layers(module: nn.Module) -> set[int]:
+    """The ids of the modules whose ``weight`` parameter another module also holds."""
+    holders: dict[int, list[int]] = {}
+    for layer in module.modules():
+        weight = layer._parameters.get("weight")
+        if weight is not None:
+            holders.setdefault(id(weight), []).append(id(layer))
+    return {layer for ids in holders.values() if len(ids) > 1 for layer in ids}
 
 
 def _has_weight(layer: nn.Module) -> bool:
