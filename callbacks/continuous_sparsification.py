@@ -1,47 +1,74 @@
-"""Continuous sparsification (CS): a sigmoid soft mask with a growing temperature.
+"""Continuous sparsification (CS): a sigmoid soft mask with a growing temperature, in rounds.
 
-Savarese, Silva & Maire, "Winning the Lottery with Continuous Sparsification" (NeurIPS 2020):
-every weight is used as θ = w ⊙ σ(τ s) / σ(τ₀ s₀) with a learned score s per weight. The loss
-gets an L1 penalty λ ‖σ(τ s)‖₁ on the soft mask, and the temperature τ grows geometrically
-from τ₀ at the first epoch to τ_final at the last, so σ(τ s) approaches the step 1[s > 0].
-When training ends the mask is binarized: θ = w / σ(τ₀ s₀) ⊙ 1[s > 0].
+Savarese, Silva & Maire, "Winning the Lottery with Continuous Sparsification" (NeurIPS 2020),
+as the authors' code runs it (lolemacs/continuous-sparsification, ``main.py`` and
+``models/layers.py``): every weight is used as θ = w ⊙ σ(τ s) / σ(s₀) with a learned score s
+per weight, and the loss gets the penalty λ Σ σ(τ s) / σ(s₀) on the scaled soft mask, whose
+gradient in s is λ τ σ'(τ s) / σ(s₀). The search runs in rounds: in each, τ grows
+geometrically from τ₀ = 1 at the round's first epoch to τ_final at its last; between rounds τ
+returns to τ₀ and the scores are clamped to s ← min(s, s₀). The weights (with every other
+parameter and buffer of the model but the scores) are saved at an early epoch of the first
+round; after the last round the mask is binarized to 1[s > 0] and the saved weights are
+trained under it (the ticket), with fresh optimizer state. The scores have no weight decay.
 """
 
 from __future__ import annotations
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
+from sparsify.callbacks.ddp import rewrap_ddp
+from sparsify.callbacks.param_groups import isolate
 from sparsify.errors import ConfigError
 from sparsify.soft_masks import SigmoidMask, harden, sigmoid_mask, soft_masks
+
+SCORES_GROUP = "cs_scores"
 
 
 class ContinuousSparsification(L.Callback):
     """Install CS's ``SigmoidMask`` on every selected weight in ``setup`` (before the optimizers
-    are built, so they see the scores s), raise the temperature every epoch, add the L1
-    penalty's gradient to s, and ``harden`` the mask to 1[s > 0] when training ends.
+    are built, so they see the scores s), run the search rounds and the ticket phase, and
+    ``harden`` the mask to 1[s > 0].
 
     Args:
-        penalty: λ of the L1 penalty λ · Σ σ(τ s) over all masked weights; its gradient
-            λ τ σ'(τ s) is added to the scores' gradient before every optimizer step.
-        s_init: initial score s₀ of every weight (slightly negative: a weight survives only if
-            the loss pushes its score above 0).
-        temperature_init, temperature_final: τ at the first and at the last epoch; in between
-            τ_e = τ₀ · (τ_final / τ₀)^(e / (max_epochs − 1)).
+        penalty: λ. Before every optimizer step the penalty's gradient λ τ σ'(τ s) / σ(τ₀ s₀)
+            is added to the scores' gradient (the reference adds λ Σ σ(τ s) / σ(s₀) to the loss).
+        s_init: s₀, the initial score of every weight (the reference's ``mask_initial_value``;
+            at or below 0 a weight survives only if the loss pushes its score above 0).
+        temperature_init, temperature_final: τ at the first and the last epoch of each round;
+            in between τ = τ₀ · (τ_final / τ₀)^(e / (E − 1)) at epoch e of a round of E epochs.
+        rounds: search rounds sharing the search epochs (as equal as whole epochs allow).
+            Between rounds τ returns to τ₀ and s ← min(s, s₀).
+        ticket: the fraction of ``max_epochs`` at the end spent training the ticket: the mask
+            is binarized, the weights go back to their values at ``rewind`` and train under it
+            with cleared optimizer state (momentum). 0: no ticket phase; the mask is binarized
+            when training ends and the weights are the searched ones.
+        rewind: the epoch of the first round, as a fraction of ``max_epochs`` (rounded), at
+            whose start the weights are saved for the ticket.
         include, exclude: layer selection, as in ``sparsify.reparam.prunable_layers``.
-        harden_at_end: binarize the mask when training ends.
+        harden_at_end: binarize the mask when training ends (without a ticket phase).
 
-    The scores and the temperature are in the model's ``state_dict``; the temperature is a
-    function of the epoch, so a resumed run continues the schedule. Logs ``cs/temperature`` and
-    ``cs/density`` (the fraction of scores > 0, the density binarizing would give) every epoch.
+    The scores get a param group of their own, ``cs_scores``, with weight decay 0, at
+    ``on_fit_start`` (the reference has a separate optimizer for them without weight decay);
+    they share the learning rate, momentum and learning-rate schedule of the group they came
+    from. Deviation: the reference restarts the learning-rate schedule in every round and for
+    the ticket; here the module's schedule runs once over the whole training.
+
+    The scores, τ and the saved weights are in the model's and the callback's ``state_dict``:
+    a resumed run continues the rounds. Logs ``cs/temperature``, ``cs/round`` and ``cs/density``
+    (the fraction of scores > 0, the density binarizing would give) every epoch.
     """
 
     def __init__(
         self,
         penalty: float = 1e-8,
-        s_init: float = -0.01,
+        s_init: float = 0.0,
         temperature_init: float = 1.0,
         temperature_final: float = 200.0,
+        rounds: int = 1,
+        ticket: float = 0.0,
+        rewind: float = 0.0,
         include: list | None = None,
         exclude: list | None = None,
         harden_at_end: bool = True,
@@ -53,34 +80,118 @@ class ContinuousSparsification(L.Callback):
                 f"temperature_init={temperature_init!r}, temperature_final={temperature_final!r}"
                 " is invalid: need 0 < temperature_init <= temperature_final"
             )
+        if not (isinstance(rounds, int) and rounds >= 1):
+            raise ConfigError(f"rounds={rounds!r} is invalid: must be an integer >= 1")
+        if not 0 <= ticket < 1:
+            raise ConfigError(f"ticket={ticket!r} is invalid: a fraction of training in [0, 1)")
+        if not 0 <= rewind < 1:
+            raise ConfigError(f"rewind={rewind!r} is invalid: a fraction of training in [0, 1)")
         self.penalty = float(penalty)
         self.s_init = float(s_init)
         self.temperature_init = float(temperature_init)
         self.temperature_final = float(temperature_final)
+        self.rounds, self.ticket, self.rewind = rounds, float(ticket), float(rewind)
         self.include, self.exclude = include, exclude
         self.harden_at_end = harden_at_end
+        self.clamped = 0  # rounds whose clamp s ← min(s, s₀) has been done
+        self.saved: dict[str, torch.Tensor] | None = None
+        self.ticket_started = False
+
+    # The schedule: epochs of the rounds and of the ticket.
+
+    def schedule(self, max_epochs: int) -> tuple[list[int], int, int]:
+        """(first epoch of each round, first epoch of the ticket, rewind epoch)."""
+        ticket_start = max_epochs - round(self.ticket * max_epochs) if self.ticket else max_epochs
+        starts = [round(r * ticket_start / self.rounds) for r in range(self.rounds)]
+        return starts, ticket_start, round(self.rewind * max_epochs)
+
+    def check_trainer(self, trainer: L.Trainer) -> None:
+        max_epochs = trainer.max_epochs
+        if max_epochs is None or max_epochs < 1:
+            raise ConfigError(
+                f"max_epochs={max_epochs} is invalid for ContinuousSparsification: the "
+                "temperature schedule needs a fixed number of epochs"
+            )
+        starts, ticket_start, rewind = self.schedule(max_epochs)
+        if self.ticket and ticket_start >= max_epochs:
+            raise ConfigError(
+                f"ticket={self.ticket} is invalid with max_epochs={max_epochs}: it rounds to no "
+                "epoch; give a larger fraction or 0 (no ticket phase)"
+            )
+        if len(set(starts + [ticket_start])) < self.rounds + 1:
+            raise ConfigError(
+                f"rounds={self.rounds}, ticket={self.ticket} is invalid with max_epochs="
+                f"{max_epochs}: every round and the ticket need at least one epoch"
+            )
+        first_round_end = starts[1] if self.rounds > 1 else ticket_start
+        if self.ticket and rewind >= first_round_end:
+            raise ConfigError(
+                f"rewind={self.rewind} is invalid with max_epochs={max_epochs}: epoch {rewind} "
+                f"is not in the first round (epochs 0 to {first_round_end - 1})"
+            )
+
+    def position(self, epoch: int, max_epochs: int) -> tuple[int, int, int]:
+        """(round, epoch within the round, epochs in the round) of a search epoch."""
+        starts, ticket_start, _ = self.schedule(max_epochs)
+        index = max(r for r, start in enumerate(starts) if start <= epoch)
+        end = starts[index + 1] if index + 1 < len(starts) else ticket_start
+        return index, epoch - starts[index], end - starts[index]
+
+    def temperature(self, epoch: int, max_epochs: int) -> float:
+        """τ₀ · (τ_final / τ₀)^(e / (E − 1)) at epoch e of its round of E epochs."""
+        _, within, length = self.position(epoch, max_epochs)
+        progress = min(1.0, within / max(1, length - 1))
+        return self.temperature_init * (self.temperature_final / self.temperature_init) ** progress
+
+    # Lightning hooks.
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             self.check_trainer(trainer)
             sigmoid_mask(pl_module, self.s_init, self.temperature_init, self.include, self.exclude)
 
-    def check_trainer(self, trainer: L.Trainer) -> None:
-        if trainer.max_epochs is None or trainer.max_epochs < 1:
-            raise ConfigError(
-                f"max_epochs={trainer.max_epochs} is invalid for ContinuousSparsification: the "
-                "temperature schedule needs a fixed number of epochs"
-            )
-
-    def temperature(self, epoch: int, max_epochs: int) -> float:
-        """τ₀ · (τ_final / τ₀)^(epoch / (max_epochs − 1)), τ_final from the last epoch on."""
-        progress = min(1.0, epoch / max(1, max_epochs - 1))
-        return self.temperature_init * (self.temperature_final / self.temperature_init) ** progress
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        scores = [soft.scores for _, soft in soft_masks(pl_module, SigmoidMask)]
+        for group in isolate(trainer, scores, SCORES_GROUP):
+            group["weight_decay"] = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        tau = self.temperature(trainer.current_epoch, trainer.max_epochs)
-        for _, soft in soft_masks(pl_module, SigmoidMask):
+        epoch, max_epochs = trainer.current_epoch, trainer.max_epochs
+        _, ticket_start, rewind = self.schedule(max_epochs)
+        if self.ticket and epoch >= ticket_start:
+            if not self.ticket_started:
+                self.start_ticket(trainer, pl_module)
+            return
+        if self.ticket and epoch == rewind and self.saved is None:
+            self.saved = rewind_state(pl_module)
+        index, _, _ = self.position(epoch, max_epochs)
+        masks = [soft for _, soft in soft_masks(pl_module, SigmoidMask)]
+        if index > self.clamped:
+            with torch.no_grad():
+                for soft in masks:
+                    soft.scores.clamp_(max=self.s_init)
+            self.clamped = index
+        tau = self.temperature(epoch, max_epochs)
+        for soft in masks:
             soft.temperature.fill_(tau)
+
+    def start_ticket(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Rewind the weights, binarize the mask, clear the optimizer state."""
+        if self.saved is None:
+            raise RuntimeError("ContinuousSparsification: no weights were saved to rewind to")
+        with torch.no_grad():
+            state = pl_module.state_dict(keep_vars=True)
+            for key, value in self.saved.items():
+                state[key].copy_(value.to(state[key].device))
+        harden(pl_module)
+        rewrap_ddp(trainer)
+        for optimizer in trainer.optimizers:
+            optimizer.state.clear()
+        self.ticket_started = True
+        rank_zero_info(
+            f"ContinuousSparsification: epoch {trainer.current_epoch}, training the ticket from "
+            f"the weights of epoch {self.schedule(trainer.max_epochs)[2]}"
+        )
 
     @torch.no_grad()
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
@@ -89,16 +200,42 @@ class ContinuousSparsification(L.Callback):
         for _, soft in soft_masks(pl_module, SigmoidMask):
             if soft.scores.grad is not None:
                 sigma = soft.soft_mask()
-                soft.scores.grad.add_(soft.temperature * sigma * (1 - sigma), alpha=self.penalty)
+                gradient = soft.temperature * sigma * (1 - sigma) * soft.scale
+                soft.scores.grad.add_(gradient, alpha=self.penalty)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         masks = [soft for _, soft in soft_masks(pl_module, SigmoidMask)]
         if masks:
             alive = sum(int(((s.scores > 0) * s.mask).sum()) for s in masks)
             total = sum(s.scores.numel() for s in masks)
+            round_index = self.position(trainer.current_epoch, trainer.max_epochs)[0]
             pl_module.log("cs/temperature", float(masks[0].temperature))
+            pl_module.log("cs/round", float(round_index))
             pl_module.log("cs/density", alive / total)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.harden_at_end:
             harden(pl_module)
+
+    def state_dict(self) -> dict:
+        return {"clamped": self.clamped, "saved": self.saved, "ticket_started": self.ticket_started}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.clamped = state_dict["clamped"]
+        self.saved = state_dict["saved"]
+        self.ticket_started = state_dict["ticket_started"]
+
+
+def rewind_state(pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
+    """A copy of every parameter and buffer of the model but CS's own (scores, τ, scale, mask):
+    what the reference rewinds (its conv, linear and BatchNorm state) for the ticket."""
+    own = {
+        f"{name}.parametrizations.weight.0.{key}"
+        for name, soft in soft_masks(pl_module, SigmoidMask)
+        for key, _ in [*soft.named_parameters(), *soft.named_buffers()]
+    }
+    return {
+        key: value.detach().cpu().clone()
+        for key, value in pl_module.state_dict().items()
+        if key not in own
+    }

@@ -45,20 +45,28 @@ def pointwise_groups(optimizer: torch.optim.Optimizer, params: list[nn.Parameter
 def isolate_pointwise(trainer: L.Trainer, pl_module: L.LightningModule) -> list[dict]:
     """Split every optimizer group that mixes m, w with other parameters (see the module
     docstring). Returns the groups, over all optimizers, that hold only m, w."""
-    params = pointwise_parameters(pl_module)
+    return isolate(trainer, pointwise_parameters(pl_module), GROUP_NAME)
+
+
+def isolate(trainer: L.Trainer, params: list[nn.Parameter], name: str) -> list[dict]:
+    """``isolate_pointwise`` for any ``params``: split them out of every mixed group into groups
+    named ``name``; return the groups, over all optimizers, that hold only ``params``."""
     groups = []
     for optimizer in trainer.optimizers:
         schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
-        split_groups(optimizer, params, [s for s in schedulers if _drives(s, optimizer)])
+        split_groups(optimizer, params, [s for s in schedulers if _drives(s, optimizer)], name)
         groups += pointwise_groups(optimizer, params)
     return groups
 
 
 def split_groups(
-    optimizer: torch.optim.Optimizer, params: list[nn.Parameter], schedulers: list = ()
+    optimizer: torch.optim.Optimizer,
+    params: list[nn.Parameter],
+    schedulers: list = (),
+    group_name: str = GROUP_NAME,
 ) -> None:
     """Move ``params`` out of each group that also holds other parameters into a new group with
-    the same hyperparameters, named ``"pointwise"`` (or ``"<name>.pointwise"``); extend the
+    the same hyperparameters, named ``group_name`` (or ``"<name>.<group_name>"``); extend the
     per-group lists of ``schedulers`` to match."""
     ids = {id(p) for p in params}
     for index, group in enumerate(list(optimizer.param_groups)):
@@ -69,7 +77,7 @@ def split_groups(
         group["params"] = kept
         new_group = {key: value for key, value in group.items() if key != "params"}
         name = group.get("name")
-        new_group["name"] = GROUP_NAME if name is None else f"{name}.{GROUP_NAME}"
+        new_group["name"] = group_name if name is None else f"{name}.{group_name}"
         new_group["params"] = moved
         optimizer.add_param_group(new_group)
         for scheduler in schedulers:

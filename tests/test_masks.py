@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from sparsify import ConfigError, magnitude_prune, reparametrize, sparsity_report
+from sparsify.dst import rigl_masks
 from sparsify.masks import select_mask
 
 
@@ -88,3 +89,14 @@ def test_magnitude_prune_keeps_learned_zeros_and_reports_the_higher_sparsity():
     for name, mask in masks.items():
         assert torch.equal(mask.bool(), nonzero[name])
     assert sparsity_report(model)["global"] == pytest.approx(0.5)
+
+
+def test_rigl_drop_never_keeps_a_zero_weight_by_tie_order():
+    # Four kept weights, two of them exactly 0; dropping 1 of 4 keeps 3, but only 2 are
+    # non-zero: the zeros compete with the other zeros by gradient, the growth rule.
+    weights = {"a": torch.tensor([0.0, 0.0, 2.0, -3.0, 0.0, 0.0])}
+    current = {"a": torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0])}
+    grads = {"a": torch.tensor([0.1, 0.2, 0.0, 0.0, 5.0, 4.0])}
+    assert rigl_masks(weights, grads, current, 0.25)["a"].tolist() == [0, 0, 1, 1, 1, 1]
+    grads["a"][0] = 9.0  # a zero kept weight with a large gradient keeps its place
+    assert rigl_masks(weights, grads, current, 0.25)["a"].tolist() == [1, 0, 1, 1, 1, 0]
