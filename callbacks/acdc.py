@@ -17,16 +17,22 @@ UNITS = ("fraction", "epoch")
 class ACDC(L.Callback):
     """AC/DC ("Alternating Compressed/DeCompressed Training of Deep Neural Networks", NeurIPS
     2021; METHODS.md §5): a dense warm-up of ``warmup`` epochs, then compressed and dense
-    phases of ``length`` epochs in turn, and a final compressed phase of ``final`` epochs, so
-    training ends at ``sparsity`` exactly.
+    phases of ``length`` epochs in turn, a longer last dense phase of ``last_dense`` epochs and
+    a final compressed phase of ``final`` epochs, so training ends at ``sparsity`` exactly.
 
     Each compressed phase starts by masking the smallest |θ| to ``sparsity`` (``scope``
     ``"global"`` or ``"layer"``); each dense phase removes the mask, and the weights it held
-    restart from 0 (with cleared optimizer state). Phases change at epoch starts. With
-    ``unit="fraction"`` (default) the three lengths are fractions of ``max_epochs``, rounded to
-    whole epochs (at least one epoch for ``length`` and ``final``); the defaults, 10 % warm-up,
-    5 % phases and a final 15 %, follow the paper's ImageNet schedule of 100 epochs (10 dense,
-    then 5 / 5, the last phase longer). ``unit="epoch"`` takes them as epochs.
+    restart from 0 (with cleared optimizer state). With ``reset_momentum`` (default) every
+    momentum buffer of the optimizers (SGD's ``momentum_buffer``, Adam's first moment
+    ``exp_avg``) is zeroed as well at each decompression, as the reference runs do
+    (``--reset_momentum_after_recycling`` in IST-DASLab/ACDC). Phases change at epoch starts.
+
+    With ``unit="fraction"`` (default) the lengths are fractions of ``max_epochs``, rounded to
+    whole epochs (at least one epoch for ``length`` and ``final``); ``unit="epoch"`` takes them
+    as epochs. The defaults are the reference's ResNet-50 ImageNet schedule of 100 epochs
+    (IST-DASLab/ACDC, configs/neurips/iht_imagenet_resnet50_insta_cosinelr_s90_ep100.yaml):
+    10 dense, compressed and dense phases of 5 from epoch 10 to 74, dense 75–84, compressed
+    85–99. ``last_dense=None`` is twice ``length``, as there.
 
     The phase (0 dense, 1 compressed) is logged as ``acdc/phase``. The masks are model buffers
     and the current phase is in the ``state_dict``: a resumed run changes phase where an
@@ -40,6 +46,8 @@ class ACDC(L.Callback):
         warmup: float = 0.1,
         length: float = 0.05,
         final: float = 0.15,
+        last_dense: float | None = None,
+        reset_momentum: bool = True,
         unit: str = "fraction",
         scope: str = "global",
         include: list | None = None,
@@ -48,33 +56,42 @@ class ACDC(L.Callback):
         self.sparsity = check_sparsity(sparsity)
         if unit not in UNITS:
             raise ConfigError(f"unit={unit!r} is invalid: choose one of {', '.join(UNITS)}")
-        for name, value in (("warmup", warmup), ("length", length), ("final", final)):
-            if not value >= 0 or (name != "warmup" and value == 0):
-                raise ConfigError(f"{name}={value!r} is invalid: must be > 0 (warmup >= 0)")
+        last_dense = 2 * length if last_dense is None else last_dense
+        lengths = (("warmup", warmup), ("length", length), ("final", final))
+        for name, value in (*lengths, ("last_dense", last_dense)):
+            if not value >= 0 or (name in ("length", "final") and value == 0):
+                raise ConfigError(
+                    f"{name}={value!r} is invalid: must be > 0 (warmup, last_dense >= 0)"
+                )
             if unit == "epoch" and value != int(value):
                 raise ConfigError(f"{name}={value!r} is invalid with unit='epoch': whole epochs")
         self.warmup, self.length, self.final, self.unit = warmup, length, final, unit
+        self.last_dense, self.reset_momentum = last_dense, bool(reset_momentum)
         self.scope = check_scope(scope)
         self.include, self.exclude = include, exclude
         self.phase = "dense"
 
-    def epochs(self, max_epochs: int) -> tuple[int, int, int]:
-        """(warm-up, phase length, final phase) in whole epochs."""
+    def epochs(self, max_epochs: int) -> tuple[int, int, int, int]:
+        """(warm-up, phase length, final phase, last dense phase) in whole epochs: the last
+        four arguments of ``sparsify.dst.acdc_phase``."""
+        lengths = (self.warmup, self.length, self.final, self.last_dense)
         if self.unit == "epoch":
-            return int(self.warmup), int(self.length), int(self.final)
-        warmup, length, final = (
-            round(f * max_epochs) for f in (self.warmup, self.length, self.final)
-        )
-        return warmup, max(1, length), max(1, final)
+            return tuple(int(n) for n in lengths)
+        warmup, length, final, last_dense = (round(f * max_epochs) for f in lengths)
+        return warmup, max(1, length), max(1, final), last_dense
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         add_masks(pl_module, self.include, self.exclude)
         if stage == "fit" and (trainer.max_epochs is None or trainer.max_epochs < 1):
             raise ConfigError("ACDC needs trainer.max_epochs: its phases are counted in epochs")
-        if stage == "fit" and sum(self.epochs(trainer.max_epochs)[::2]) > trainer.max_epochs:
+        if stage != "fit":
+            return
+        warmup, _, final, last_dense = self.epochs(trainer.max_epochs)
+        if warmup + final + last_dense > trainer.max_epochs:
             raise ConfigError(
-                f"warmup={self.warmup}, final={self.final} is invalid with max_epochs="
-                f"{trainer.max_epochs}: the warm-up and the final phase do not fit"
+                f"warmup={self.warmup}, last_dense={self.last_dense}, final={self.final} is "
+                f"invalid with max_epochs={trainer.max_epochs}: the warm-up, the last dense "
+                "phase and the final phase do not fit"
             )
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -96,9 +113,25 @@ class ACDC(L.Callback):
         selected = {n: live[n] for n, _ in prunable_layers(pl_module, self.include, self.exclude)}
         restart_(pl_module, {name: m == 0 for name, m in selected.items()}, trainer.optimizers)
         set_masks(pl_module, {name: torch.ones_like(m) for name, m in selected.items()})
+        if self.reset_momentum:
+            zero_momentum_(trainer.optimizers)
 
     def state_dict(self) -> dict:
         return {"phase": self.phase}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.phase = state_dict["phase"]
+
+
+MOMENTUM_STATES = ("momentum_buffer", "exp_avg")
+
+
+@torch.no_grad()
+def zero_momentum_(optimizers) -> None:
+    """Zero every momentum buffer (SGD's ``momentum_buffer``, Adam's ``exp_avg``) of every
+    parameter of ``optimizers``; other state (Adam's second moment, step counts) is kept."""
+    for optimizer in optimizers:
+        for state in optimizer.state.values():
+            for key in MOMENTUM_STATES:
+                if isinstance(state.get(key), torch.Tensor):
+                    state[key].zero_()

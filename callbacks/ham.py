@@ -10,9 +10,11 @@ from sparsify.optim import check_ham
 
 
 class HAM(L.Callback):
-    """Wrap every optimizer of the run in ``sparsify.optim.HAM(optimizer, alpha, beta)``: after
-    each ordinary step, every weight θ with ≥ 2 dims is multiplied by
-    exp(lr · (−α · sign(θ) ⊙ ∇L(θ) − β)); biases and norm parameters are left alone.
+    """Wrap every optimizer of the run in ``sparsify.optim.HAM``: after each ordinary step,
+    every weight θ with ≥ 2 dims is multiplied by exp(clamp(lr · (−α · sign(θ) ⊙ ∇f − β), −5,
+    5)); biases and norm parameters get no HAM step. The reference's safeguards
+    (``max_exponent``, ``skip_zeros``, ``revert_nan``, ``max_weight_norm``) are on by default;
+    ``sparsify.optim`` describes each.
 
     The optimizers are the ones the module's own ``configure_optimizers`` built (any optimizer,
     any param groups, any scheduler); they are wrapped in ``on_fit_start``, after Lightning has
@@ -22,12 +24,28 @@ class HAM(L.Callback):
     the optimizer holds. The step is the same on every DDP process (gradients are reduced).
     """
 
-    def __init__(self, alpha: float = 200.0, beta: float = 1e-3):
-        check_ham(alpha, beta)
-        self.alpha, self.beta = float(alpha), float(beta)
+    def __init__(
+        self,
+        alpha: float = 200.0,
+        beta: float = 1e-3,
+        max_exponent: float | None = 5.0,
+        skip_zeros: bool = True,
+        revert_nan: bool = True,
+        max_weight_norm: float | None = 1000.0,
+    ):
+        check_ham(alpha, beta, max_exponent, max_weight_norm)
+        self.options = {
+            "alpha": float(alpha),
+            "beta": float(beta),
+            "max_exponent": max_exponent,
+            "skip_zeros": skip_zeros,
+            "revert_nan": revert_nan,
+            "max_weight_norm": max_weight_norm,
+        }
+        self.alpha, self.beta = self.options["alpha"], self.options["beta"]
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.strategy.optimizers = [
-            opt if isinstance(opt, HAMOptimizer) else HAMOptimizer(opt, self.alpha, self.beta)
+            opt if isinstance(opt, HAMOptimizer) else HAMOptimizer(opt, **self.options)
             for opt in trainer.strategy.optimizers
         ]

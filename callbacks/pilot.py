@@ -25,11 +25,17 @@ MODES = ("max", "min")
 
 
 class PILoT(L.Callback):
-    """Weight decay α_t on exactly the reparametrized m, w (the penalty (α_t/2)(‖m‖² + ‖w‖²)
-    with SGD, decoupled with AdamW), updated once per epoch k of T = ``max_epochs``:
+    """The paper's penalty α_t (‖m‖² + ‖w‖²) on exactly the reparametrized m, w, updated once
+    per epoch k of T = ``max_epochs``:
 
         α ← α·δ  if the train accuracy improved, ‖m ⊙ w‖₁ > K and k < T/2,
         α ← α/δ  otherwise.
+
+    The objective is f(m ⊙ w) + α_t (‖m‖² + ‖w‖²), with no ½ (Mask in the Mirror, ICLR 2025),
+    so the penalty's gradient is 2 α_t m and 2 α_t w: the m, w group gets weight decay 2 α_t
+    (SGD's ``weight_decay`` adds ``weight_decay · p`` to the gradient; AdamW decays by it,
+    decoupled). α therefore means what it means in the paper and its grid {1e-4, 3e-4, 1e-3}
+    applies as published; ``pilot/alpha`` logs α_t, not the weight decay.
 
     Args:
         alpha_init: α during the first epoch (the paper's grid: 1e-4, 3e-4, 1e-3).
@@ -120,7 +126,7 @@ class PILoT(L.Callback):
             for group in optimizer.param_groups:
                 params = group["params"]
                 if params and all(id(p) in self._pointwise_ids for p in params):
-                    group["weight_decay"] = self.alpha
+                    group["weight_decay"] = 2 * self.alpha  # ∇ α‖p‖² = 2αp
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         norm = pointwise_l1_norm(pl_module)

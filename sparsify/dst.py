@@ -59,13 +59,15 @@ def rigl_masks(
     return {name: new[name].to(current[name].dtype) for name in current}
 
 
-def acdc_phase(epoch: int, total: int, warmup: int, length: int, final: int) -> str:
+def acdc_phase(
+    epoch: int, total: int, warmup: int, length: int, final: int, last_dense: int = 0
+) -> str:
     """AC/DC's phase of ``epoch`` (0-based) of ``total``: ``dense`` for the first ``warmup``
-    epochs, then ``compressed`` and ``dense`` in turn, ``length`` epochs each, and
-    ``compressed`` for the last ``final`` epochs."""
+    epochs, then ``compressed`` and ``dense`` in turn, ``length`` epochs each, a last ``dense``
+    phase of ``last_dense`` epochs and ``compressed`` for the last ``final`` epochs."""
     if epoch >= total - final:
         return "compressed"
-    if epoch < warmup:
+    if epoch < warmup or epoch >= total - final - last_dense:
         return "dense"
     return PHASES[1 - ((epoch - warmup) // length) % 2]
 

@@ -50,8 +50,9 @@ def test_relative_K_is_a_fraction_of_the_initial_norm(tmp_path):
     assert pilot.threshold == pytest.approx(0.25 * norm, rel=1e-5)
 
 
-def test_exactly_m_and_w_get_alpha_under_a_single_group_optimizer(tmp_path):
-    # K beyond any norm: α never grows, it halves after every epoch.
+def test_exactly_m_and_w_get_the_papers_penalty_under_a_single_group_optimizer(tmp_path):
+    # K beyond any norm: α never grows, it halves after every epoch. The paper's objective
+    # f + α(‖m‖² + ‖w‖²) has gradient f' + 2αp: weight decay 2α, not α.
     pilot = PILoT(alpha_init=0.01, delta=2.0, K=1e9, K_relative=False, monitor="train/loss")
     record, alphas = RecordWeightDecay(), RecordAlpha(pilot)
     module = UserModule(lr=0.01, weight_decay=1e-3)
@@ -66,7 +67,7 @@ def test_exactly_m_and_w_get_alpha_under_a_single_group_optimizer(tmp_path):
     steps_per_epoch = len(record.seen) // 4
     for step, (others, factors_decay) in enumerate(record.seen):
         assert others == 1e-3
-        assert factors_decay == pytest.approx(alphas.seen[step // steps_per_epoch])
+        assert factors_decay == pytest.approx(2 * alphas.seen[step // steps_per_epoch])
 
 
 def test_alpha_follows_a_fixed_schedule_of_the_epoch(tmp_path):

@@ -95,13 +95,13 @@ def test_acdc_alternates_and_ends_compressed_at_its_target(tmp_path):
         "compressed",
     ]
     record = RecordMasks()
-    acdc = ACDC(sparsity=0.75, warmup=1, length=1, final=2, unit="epoch")
+    acdc = ACDC(sparsity=0.75, warmup=1, length=1, final=2, last_dense=1, unit="epoch")
     L.seed_everything(0)
     run = trainer(tmp_path, [acdc, record], max_epochs=6)
     module = UserModule(lr=0.2)
     run.fit(module, *data())
     target = round(0.25 * (8 * 32 + 32 * 3)) / (8 * 32 + 32 * 3)
-    expected = [0.0, 1 - target, 0.0, 1 - target, 1 - target, 1 - target]
+    expected = [0.0, 1 - target, 0.0, 0.0, 1 - target, 1 - target]
     assert record.epoch_sparsity == pytest.approx(expected, abs=1e-9)  # at each epoch start
     assert sparsity_report(module)["global"] == pytest.approx(1 - target)
     for k, mask in masks(module).items():
@@ -111,6 +111,52 @@ def test_acdc_alternates_and_ends_compressed_at_its_target(tmp_path):
     for k, mask in last_compressed.items():
         assert torch.all(record.epoch_weights[2][k][mask == 0] == 0)
         assert torch.any(record.weights[-1][k] != 0)
+
+
+def test_acdc_schedule_is_the_reference_imagenet_schedule():
+    """Conformance with IST-DASLab/ACDC,
+    configs/neurips/iht_imagenet_resnet50_insta_cosinelr_s90_ep100.yaml (100 epochs) read by
+    policies/manager.py: a pruner compresses at every epoch of range(start, end, freq) of its
+    ``epochs: [start, freq, end]``, a recycler decompresses likewise (not where a pruner acts),
+    and an epoch is in the phase of the last event at or before it (dense before any)."""
+    pruners = [(10, 10, 71), (85, 20, 100)]
+    recyclers = [(15, 10, 66), (75, 20, 86)]
+    events = {e: "compressed" for start, freq, end in pruners for e in range(start, end, freq)}
+    for start, freq, end in recyclers:
+        events.update({e: "dense" for e in range(start, end, freq) if e not in events})
+    reference, phase = [], "dense"
+    for epoch in range(100):
+        phase = events.get(epoch, phase)
+        reference.append(phase)
+    ours = [acdc_phase(e, 100, *ACDC().epochs(100)) for e in range(100)]
+    assert ours == reference
+    assert reference[75:85] == ["dense"] * 10 and reference[85:] == ["compressed"] * 15
+
+
+class RecordMomentum(L.Callback):
+    """Listed after ACDC: whether every momentum buffer is zero at each epoch start."""
+
+    def __init__(self):
+        self.all_zero = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        buffers = [s["momentum_buffer"] for s in trainer.optimizers[0].state.values() if s]
+        self.all_zero.append(bool(buffers) and all(torch.all(b == 0) for b in buffers))
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_acdc_zeroes_every_momentum_buffer_at_each_decompression(reset, tmp_path):
+    """The reference runs pass --reset_momentum_after_recycling (IST-DASLab/ACDC, e.g.
+    run_imagenet_iht_oneshot_cosinelr_s90_ep100.sh): before the first step after a
+    decompression, every SGD momentum buffer is multiplied by 0 (optimization/sgd.py)."""
+    acdc = ACDC(
+        sparsity=0.75, warmup=1, length=1, final=1, last_dense=0, unit="epoch", reset_momentum=reset
+    )
+    record = RecordMomentum()
+    L.seed_everything(0)
+    trainer(tmp_path, [acdc, record], max_epochs=4).fit(UserModule(lr=0.2), *data())
+    # Epochs: 0 dense, 1 compressed, 2 dense (decompression), 3 compressed.
+    assert record.all_zero == [False, False, reset, False]
 
 
 def test_acdc_with_sign_in_ends_at_its_target_with_masked_weights_zero(tmp_path):
@@ -135,6 +181,7 @@ def test_acdc_with_sign_in_ends_at_its_target_with_masked_weights_zero(tmp_path)
         (lambda: RiGL(every_n_steps=0), "every_n_steps=0 is invalid"),
         (lambda: RiGL(distribution="nope"), "distribution='nope' is invalid"),
         (lambda: ACDC(length=0), "length=0 is invalid"),
+        (lambda: ACDC(last_dense=-1), "last_dense=-1 is invalid"),
         (lambda: ACDC(unit="step"), "unit='step' is invalid"),
         (lambda: ACDC(sparsity=1.0), "sparsity=1.0 is invalid"),
     ],
