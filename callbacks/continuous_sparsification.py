@@ -12,11 +12,12 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.errors import ConfigError
 from sparsify.soft_masks import SigmoidMask, harden, sigmoid_mask, soft_masks
 
 
-class ContinuousSparsification(L.Callback):
+class ContinuousSparsification(PortableCheckpoint):
     """Install CS's ``SigmoidMask`` on every selected weight in ``setup`` (before the optimizers
     are built, so they see the scores s), raise the temperature every epoch, add the L1
     penalty's gradient to s, and ``harden`` the mask to 1[s > 0] when training ends.
@@ -96,8 +97,8 @@ class ContinuousSparsification(L.Callback):
         if masks:
             alive = sum(int(((s.scores > 0) * s.mask).sum()) for s in masks)
             total = sum(s.scores.numel() for s in masks)
-            pl_module.log("cs/temperature", float(masks[0].temperature))
-            pl_module.log("cs/density", alive / total)
+            pl_module.log("cs/temperature", float(masks[0].temperature), sync_dist=True)
+            pl_module.log("cs/density", alive / total, sync_dist=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.harden_at_end:

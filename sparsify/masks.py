@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sparsify.errors import ConfigError
-from sparsify.reparam import add_masks, masks, prunable_layers
+from sparsify.reparam import add_masks, layer_masks, prunable_layers
 
 SCOPES = ("global", "layer")
 
@@ -76,7 +76,7 @@ def _keep_top(flat: torch.Tensor, sparsity: float) -> torch.Tensor:
 def set_masks(module: nn.Module, new_masks: dict[str, torch.Tensor]) -> None:
     """Copy 0/1 tensors into the mask buffers of the named layers (adding masks if needed)."""
     add_masks(module, include=list(new_masks))
-    live = masks(module)
+    live = layer_masks(module)
     for name, mask in new_masks.items():
         live[name].copy_(mask)
 
@@ -88,17 +88,32 @@ def magnitude_prune(
     scope: str = "global",
     include: Iterable | None = None,
     exclude: Iterable | None = None,
+    min_density: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Mask the smallest |θ| so the selected weights reach ``sparsity`` (globally or per layer).
 
-    Works on plain and reparametrized models; returns the new masks by layer name.
+    With ``scope="global"``, every layer keeps at least ``min_density`` of its weights
+    (``layer_densities``' floor). Works on plain and reparametrized models; returns the new
+    masks by layer name.
     """
     check_sparsity(sparsity)
     check_scope(scope)
     scores = {name: layer.weight.abs() for name, layer in prunable_layers(module, include, exclude)}
     if not scores:
         raise ConfigError("magnitude_prune found no prunable layers (conv or linear) to prune")
-    new_masks = keep_largest(scores, sparsity, scope)
+    if scope == "global" and min_density > 0:
+        densities = layer_densities(
+            module,
+            sparsity,
+            "global",
+            include=include,
+            exclude=exclude,
+            scores=scores,
+            min_density=min_density,
+        )
+        new_masks = keep_largest_per_layer(scores, densities)
+    else:
+        new_masks = keep_largest(scores, sparsity, scope)
     set_masks(module, new_masks)
     return new_masks
 
@@ -124,6 +139,7 @@ def layer_densities(
     include: Iterable | None = None,
     exclude: Iterable | None = None,
     scores: dict[str, torch.Tensor] | None = None,
+    min_density: float = 0.0,
 ) -> dict[str, float]:
     """The fraction of weights each selected layer keeps, so that the kept weights of all
     selected layers number ``round((1 − sparsity) · n)`` (to one weight per layer).
@@ -133,7 +149,9 @@ def layer_densities(
       dims) / (product of its dims), times one factor ε solved so the total is the target; a
       layer whose density would exceed 1 is made dense and ε solved again for the rest.
     - ``global``: one threshold on ``scores`` (by layer name; default |θ|) over every layer
-      that is not dense; the densities are the fractions each layer keeps above it.
+      that is not dense; the densities are the fractions each layer keeps above it. A layer
+      that would keep less than ``min_density`` keeps ``min_density`` (its top scores), and
+      the threshold is solved again for the other layers, so that no layer collapses.
 
     ``dense_layers`` are kept whole and count towards the target: fnmatch patterns of layer
     names, module types, or ``"first"`` / ``"last"`` (the first / last selected layer in
@@ -165,7 +183,7 @@ def layer_densities(
         else:
             if scores is None:
                 scores = {name: layer.weight.detach().abs() for name, layer in layers.items()}
-            densities = _global_densities(scores, rest, sizes, budget)
+            densities = _floored_global_densities(scores, rest, sizes, budget, min_density)
     return {name: 1.0 if name in dense else min(1.0, densities[name]) for name in layers}
 
 
@@ -214,6 +232,24 @@ def _global_densities(scores: dict, rest: list[str], sizes: dict, budget: int) -
     kept = torch.topk(flat, budget, sorted=False).indices if budget > 0 else owner[:0]
     counts = torch.bincount(owner[kept], minlength=len(rest))
     return {name: int(count) / sizes[name] for name, count in zip(rest, counts)}
+
+
+def _floored_global_densities(
+    scores: dict, rest: list[str], sizes: dict, budget: int, min_density: float
+) -> dict:
+    """Global densities, with every layer below ``min_density`` raised to it (water-filling:
+    the raised layers leave the threshold, which is solved again for the others)."""
+    floored: dict[str, float] = {}
+    while True:
+        free = [name for name in rest if name not in floored]
+        floor_count = sum(round(density * sizes[name]) for name, density in floored.items())
+        densities = _global_densities(scores, free, sizes, max(0, budget - floor_count))
+        low = {name for name in free if densities[name] < min_density}
+        if not low:
+            return {**densities, **floored}
+        floored.update(
+            {name: max(1, round(min_density * sizes[name])) / sizes[name] for name in low}
+        )
 
 
 def keep_largest_per_layer(

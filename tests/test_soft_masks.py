@@ -5,7 +5,7 @@ from torch import nn
 from helpers import UserModule, loaders, trainer
 from sparsify import ConfigError, sparsity_report
 from sparsify.callbacks import ContinuousSparsification, PruneAtEnd, SoftThresholdReparametrization
-from sparsify.reparam import Mask, masks, reparametrize
+from sparsify.reparam import Mask, layer_masks, reparametrize
 from sparsify.soft_masks import SigmoidMask, harden, sigmoid_mask, soft_masks, soft_threshold
 
 
@@ -20,7 +20,7 @@ def plain_masks_only(module):
 
 
 def assert_exact_zeros_are_masked(module):
-    live = masks(module)
+    live = layer_masks(module)
     for name, layer in [("net.0", module.net[0]), ("net.2", module.net[2])]:
         assert torch.equal(layer.weight == 0, live[name] == 0)
 
@@ -45,7 +45,7 @@ def test_soft_threshold_zeroes_the_weights_below_the_threshold():
     torch.testing.assert_close(layer.weight, expected)
     harden(layer)
     torch.testing.assert_close(layer.weight, expected)
-    assert torch.equal(masks(layer)[""], (expected != 0).float())
+    assert torch.equal(layer_masks(layer)[""], (expected != 0).float())
 
 
 def test_str_then_prune_at_end_reaches_the_target_and_keeps_it_while_fine_tuning(tmp_path):
