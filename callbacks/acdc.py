@@ -6,15 +6,16 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.dst import acdc_phase, restart_
 from sparsify.errors import ConfigError
 from sparsify.masks import check_scope, check_sparsity, magnitude_prune, set_masks
-from sparsify.reparam import add_masks, masks, prunable_layers
+from sparsify.reparam import add_masks, layer_masks, prunable_layers
 
 UNITS = ("fraction", "epoch")
 
 
-class ACDC(L.Callback):
+class ACDC(PortableCheckpoint):
     """AC/DC ("Alternating Compressed/DeCompressed Training of Deep Neural Networks", NeurIPS
     2021; METHODS.md §5): a dense warm-up of ``warmup`` epochs, then compressed and dense
     phases of ``length`` epochs in turn, a longer last dense phase of ``last_dense`` epochs and
@@ -105,16 +106,25 @@ class ACDC(L.Callback):
                 self.decompress(trainer, pl_module)
             self.phase = phase
             rank_zero_info(f"ACDC: epoch {trainer.current_epoch}, {phase} phase")
-        pl_module.log("acdc/phase", float(phase == "compressed"), on_step=False, on_epoch=True)
+        pl_module.log(
+            "acdc/phase", float(phase == "compressed"), on_step=False, on_epoch=True, sync_dist=True
+        )
 
     def decompress(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Unmask every selected weight; the ones that were masked restart from 0."""
-        live = masks(pl_module)
+        live = layer_masks(pl_module)
         selected = {n: live[n] for n, _ in prunable_layers(pl_module, self.include, self.exclude)}
         restart_(pl_module, {name: m == 0 for name, m in selected.items()}, trainer.optimizers)
         set_masks(pl_module, {name: torch.ones_like(m) for name, m in selected.items()})
         if self.reset_momentum:
             zero_momentum_(trainer.optimizers)
+
+    @property
+    def state_key(self) -> str:
+        """Built from the arguments, so that two instances can be used side by side."""
+        return self._generate_state_key(
+            sparsity=self.sparsity, include=self.include, exclude=self.exclude
+        )
 
     def state_dict(self) -> dict:
         return {"phase": self.phase}

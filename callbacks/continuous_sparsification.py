@@ -20,13 +20,14 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from sparsify.callbacks.ddp import rewrap_ddp
 from sparsify.callbacks.param_groups import isolate
+from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.errors import ConfigError
 from sparsify.soft_masks import SigmoidMask, harden, sigmoid_mask, soft_masks
 
 SCORES_GROUP = "cs_scores"
 
 
-class ContinuousSparsification(L.Callback):
+class ContinuousSparsification(PortableCheckpoint):
     """Install CS's ``SigmoidMask`` on every selected weight in ``setup`` (before the optimizers
     are built, so they see the scores s), run the search rounds and the ticket phase, and
     ``harden`` the mask to 1[s > 0].
@@ -209,9 +210,9 @@ class ContinuousSparsification(L.Callback):
             alive = sum(int(((s.scores > 0) * s.mask).sum()) for s in masks)
             total = sum(s.scores.numel() for s in masks)
             round_index = self.position(trainer.current_epoch, trainer.max_epochs)[0]
-            pl_module.log("cs/temperature", float(masks[0].temperature))
-            pl_module.log("cs/round", float(round_index))
-            pl_module.log("cs/density", alive / total)
+            pl_module.log("cs/temperature", float(masks[0].temperature), sync_dist=True)
+            pl_module.log("cs/round", float(round_index), sync_dist=True)
+            pl_module.log("cs/density", alive / total, sync_dist=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.harden_at_end:

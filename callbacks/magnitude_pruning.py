@@ -16,6 +16,7 @@ import math
 
 import lightning as L
 
+from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.callbacks.progress import check_unit, progress
 from sparsify.errors import ConfigError
 from sparsify.masks import check_scope, check_sparsity, magnitude_prune
@@ -23,7 +24,7 @@ from sparsify.reparam import add_masks
 from sparsify.schedules import cubic_sparsity
 
 
-class MagnitudePruning(L.Callback):
+class MagnitudePruning(PortableCheckpoint):
     """Prune the smallest |θ| to the cubic target ``s_t`` at ``start``, every ``frequency``
     after it, and at ``end``, where the sparsity is exactly ``final_sparsity``.
 
@@ -120,6 +121,13 @@ class MagnitudePruning(L.Callback):
                 magnitude_prune(pl_module, self.sparsity, self.scope, self.include, self.exclude)
             self.last_pruned = due
         pl_module.log("gmp/sparsity", self.sparsity, on_step=True, on_epoch=False)
+
+    @property
+    def state_key(self) -> str:
+        """Built from the arguments, so that two instances can be used side by side."""
+        return self._generate_state_key(
+            final_sparsity=self.final_sparsity, include=self.include, exclude=self.exclude
+        )
 
     def state_dict(self) -> dict:
         return {"last_pruned": self.last_pruned, "sparsity": self.sparsity}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from sparsify.reparam import pointwise_factors
@@ -97,3 +98,29 @@ def _append_group(scheduler, index: int) -> None:
         values = getattr(scheduler, attribute, None)
         if isinstance(values, list) and index < len(values):
             values.append(values[index])
+
+
+# Adaptive optimizers whose weight decay is coupled: added to the gradient, then divided by the
+# running second-moment estimate, so it is not the proportional shrinkage the methods assume.
+COUPLED_ADAPTIVE = (
+    torch.optim.Adam,
+    torch.optim.Adamax,
+    torch.optim.NAdam,
+    torch.optim.RAdam,
+    torch.optim.Adagrad,
+    torch.optim.RMSprop,
+)
+
+
+def warn_coupled_decay(trainer: L.Trainer, who: str) -> None:
+    """Warn once per fit when a weight-decay method drives an optimizer with coupled decay."""
+    for optimizer in trainer.optimizers:
+        decoupled = any(g.get("decoupled_weight_decay") for g in optimizer.param_groups)
+        if isinstance(optimizer, COUPLED_ADAPTIVE) and not decoupled:
+            rank_zero_warn(
+                f"{who} sets the weight decay of {type(optimizer).__name__}, which adds it to the "
+                "gradient before the adaptive rescaling (coupled): the shrinkage is then not "
+                "proportional to the weight. Use AdamW (decoupled) and scale the decay by the "
+                "learning-rate ratio (docs/integration.md, 'Adam and AdamW')"
+            )
+            return

@@ -13,13 +13,19 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from sparsify.callbacks.param_groups import isolate_pointwise, pointwise_parameters
+from sparsify.callbacks.param_groups import (
+    isolate_pointwise,
+    pointwise_parameters,
+    warn_coupled_decay,
+)
 from sparsify.errors import ConfigError
-from sparsify.reparam import masks, pointwise_factors
+from sparsify.reparam import layer_masks, pointwise_factors
 from sparsify.schedules import make_schedule, pilot_update
 
+DEFAULT_MONITOR = "train/acc"
 FIXED_SCHEDULES = ("constant", "inverse", "inverse_square", "exponential")
 MODES = ("max", "min")
 
@@ -49,8 +55,12 @@ class PILoT(L.Callback):
         rate: the base of the ``exponential`` schedule (0.95 in the paper).
         monitor: the logged train-accuracy metric, read from ``trainer.callback_metrics`` at the
             end of each epoch; it must be reduced over processes (torchmetrics, or
-            ``self.log(..., on_epoch=True, sync_dist=True)``).
-        mode: ``"max"`` (improved = higher, an accuracy) or ``"min"`` (a loss).
+            ``self.log(..., on_epoch=True, sync_dist=True)``). ``None`` (default): ``train/acc``
+            if the module logs it, otherwise the epoch's mean training loss, taken from what
+            ``training_step`` returns and averaged over processes (mode ``min``; said once in
+            the log). A metric named here that is missing at the end of the first epoch is
+            an error.
+        mode: ``"max"`` (improved = higher, an accuracy) or ``"min"`` (a loss), for ``monitor``.
 
     m, w are moved into a param group of their own at ``on_fit_start`` if the module's
     optimizer mixes them with other parameters (``sparsify.callbacks.param_groups``); the other
@@ -66,7 +76,7 @@ class PILoT(L.Callback):
         K_relative: bool = True,
         schedule: str | Callable[[float], float] = "adaptive",
         rate: float = 0.95,
-        monitor: str = "train/acc",
+        monitor: str | None = None,
         mode: str = "max",
     ):
         if not alpha_init > 0:
@@ -89,7 +99,9 @@ class PILoT(L.Callback):
         self.alpha = float(alpha_init)
         self.last: float | None = None
         self.reference_norm: float | None = None
+        self.follows_loss = False  # no train accuracy logged: the rule follows the mean loss
         self._pointwise_ids: set[int] = set()
+        self._loss_sum, self._loss_count = 0.0, 0
 
     def check_trainer(self, trainer: L.Trainer) -> None:
         if self.adaptive and not (trainer.max_epochs or 0) > 0:
@@ -106,6 +118,7 @@ class PILoT(L.Callback):
                 "callback (before PILoT)"
             )
         self._pointwise_ids = {id(p) for p in pointwise_parameters(pl_module)}
+        warn_coupled_decay(trainer, "PILoT")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.reference_norm is None:
@@ -119,7 +132,7 @@ class PILoT(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.adaptive:
             self.alpha = self.alpha_init * float(self.schedule(trainer.current_epoch))
-        pl_module.log("pilot/alpha", self.alpha)
+        pl_module.log("pilot/alpha", self.alpha, sync_dist=True)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         for optimizer in trainer.optimizers:
@@ -128,9 +141,15 @@ class PILoT(L.Callback):
                 if params and all(id(p) in self._pointwise_ids for p in params):
                     group["weight_decay"] = 2 * self.alpha  # ∇ α‖p‖² = 2αp
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            self._loss_sum += float(loss.detach())
+            self._loss_count += 1
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         norm = pointwise_l1_norm(pl_module)
-        pl_module.log("pilot/l1_norm", norm)
+        pl_module.log("pilot/l1_norm", norm, sync_dist=True)
         if not self.adaptive:
             return
         self.update(self.read_metric(trainer), norm, trainer.current_epoch, trainer.max_epochs)
@@ -141,10 +160,11 @@ class PILoT(L.Callback):
     def update(self, metric: float, l1_norm: float, epoch: int, total_epochs: int) -> float:
         """Apply the adaptive rule after epoch ``epoch`` (0-based) of ``total_epochs`` given its
         train accuracy and ‖m ⊙ w‖₁; the first epoch counts as an improvement. Returns α."""
+        mode = "min" if self.follows_loss else self.mode
         if self.last is None:
             improved = True
         else:
-            improved = metric > self.last if self.mode == "max" else metric < self.last
+            improved = metric > self.last if mode == "max" else metric < self.last
         self.alpha = pilot_update(
             self.alpha, self.delta, improved, l1_norm, self.threshold, epoch, total_epochs
         )
@@ -152,28 +172,56 @@ class PILoT(L.Callback):
         return self.alpha
 
     def read_metric(self, trainer: L.Trainer) -> float:
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
+        """The monitored metric of the epoch that ends, or its mean training loss (see
+        ``monitor``); resets the loss average."""
+        loss = trainer.strategy.reduce(
+            torch.tensor(self._loss_sum / max(self._loss_count, 1)), reduce_op="mean"
+        )
+        self._loss_sum, self._loss_count = 0.0, 0
+        value = trainer.callback_metrics.get(self.monitor or DEFAULT_MONITOR)
+        if value is not None and not self.follows_loss:
+            return float(value)
+        if self.monitor is not None:
             logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
             raise ConfigError(
                 f"monitor={self.monitor!r} is invalid: no such metric at the end of the training "
-                f"epoch (logged: {logged}); log the train accuracy with on_epoch=True"
+                f"epoch (logged: {logged}); log it with on_epoch=True, or leave monitor unset "
+                "to follow the mean training loss"
             )
-        return float(value)
+        if not self.follows_loss:
+            rank_zero_info(
+                f"PILoT: {DEFAULT_MONITOR!r} is not logged; the adaptive rule follows the "
+                "epoch's mean training loss (lower is better)"
+            )
+            self.follows_loss = True
+        return float(loss)
+
+    @property
+    def state_key(self) -> str:
+        """Built from the arguments, so that two instances can be used side by side."""
+        return self._generate_state_key(
+            alpha_init=self.alpha_init, adaptive=self.adaptive, monitor=self.monitor
+        )
 
     def state_dict(self) -> dict:
-        return {"alpha": self.alpha, "last": self.last, "reference_norm": self.reference_norm}
+        return {
+            "alpha": self.alpha,
+            "last": self.last,
+            "reference_norm": self.reference_norm,
+            "follows_loss": self.follows_loss,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.alpha = state_dict["alpha"]
         self.last = state_dict["last"]
         self.reference_norm = state_dict["reference_norm"]
+        self.follows_loss = state_dict.get("follows_loss", False)
 
 
 @torch.no_grad()
 def pointwise_l1_norm(module: nn.Module) -> float:
     """‖m ⊙ w ⊙ mask‖₁ over all reparametrized weights of ``module``."""
-    live = masks(module)
+    live = layer_masks(module)
     total = 0.0
     for name, m, w in pointwise_factors(module):
         mask = live[name[: -len("weight")].rstrip(".")]

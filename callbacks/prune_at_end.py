@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from sparsify.callbacks.ddp import rewrap_ddp
+from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.dst import restart_
 from sparsify.errors import ConfigError
-from sparsify.masks import check_scope, check_sparsity, magnitude_prune
+from sparsify.masks import check_scope, check_sparsity, magnitude_prune, sparsity_report
 from sparsify.reparam import add_masks, prunable_layers
 from sparsify.soft_masks import harden
 
 REGROW = ("random",)
 
 
-class PruneAtEnd(L.Callback):
+class PruneAtEnd(PortableCheckpoint):
     """Mask the smallest effective weights |θ| to reach ``sparsity`` (``scope`` ``"global"``: one
     threshold over all prunable weights, ``"layer"``: the same sparsity in every layer).
+
+    Under the global threshold every layer keeps at least ``layer_floor · (1 − sparsity)`` of
+    its weights (default 0.2: at sparsity 0.9 no layer goes beyond 98 %), the threshold being
+    solved again for the other layers (``sparsify.masks.layer_densities``); ``layer_floor=0``
+    is the plain global threshold, which can empty a layer holding small weights (a wide
+    first layer). A layer that ends above 99 % sparsity is named in a warning.
 
     With ``finetune_epochs = 0`` it prunes when training ends; otherwise at the start of epoch
     ``max_epochs − finetune_epochs``, so the last ``finetune_epochs`` epochs train under the
@@ -34,6 +43,13 @@ class PruneAtEnd(L.Callback):
     ``achieved``, and it is higher than asked. ``regrow="random"`` fills the target instead:
     zero weights chosen uniformly at random (seed ``regrow_seed``, the same on every rank)
     join the mask at 0 with their optimizer state (momentum, Adam moments) cleared.
+
+    A checkpoint never hands over a model short of the target: when it prunes, every
+    ``ModelCheckpoint`` that monitors a metric forgets its ranking, so only checkpoints of the
+    pruned model compete for ``best_model_path`` (the dense files stay on disk, unranked), and
+    at the end of training the pruned model is saved as ``pruned.ckpt`` in that callback's
+    folder; it becomes ``best_model_path`` where no fine-tuned checkpoint was ranked (no
+    ``finetune_epochs``). The log says which checkpoints left the ranking.
     """
 
     def __init__(
@@ -46,6 +62,7 @@ class PruneAtEnd(L.Callback):
         monitor: str = "val/acc",
         regrow: str | None = None,
         regrow_seed: int = 0,
+        layer_floor: float = 0.2,
     ):
         self.sparsity = check_sparsity(sparsity)
         if regrow is not None and regrow not in REGROW:
@@ -59,7 +76,12 @@ class PruneAtEnd(L.Callback):
             raise ConfigError(f"finetune_epochs={finetune_epochs!r} is invalid: must be >= 0")
         self.finetune_epochs = int(finetune_epochs)
         self.include, self.exclude, self.monitor = include, exclude, monitor
+        if not 0 <= layer_floor <= 1:
+            raise ConfigError(f"layer_floor={layer_floor!r} is invalid: must be in [0, 1]")
+        self.layer_floor = float(layer_floor)
         self.pruned = False
+        self.pruned_epoch: int | None = None
+        self._monitor_checked = False
         self.before: float | None = None
         self.after: float | None = None
         self.unpruned_state_dict: dict | None = None
@@ -79,6 +101,18 @@ class PruneAtEnd(L.Callback):
                 f"max_epochs={max_epochs}: it must be smaller than max_epochs"
             )
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Say at the first validation, not at the end of training, that ``monitor`` is missing."""
+        if trainer.sanity_checking or self._monitor_checked:
+            return
+        self._monitor_checked = True
+        if self.monitor not in trainer.callback_metrics:
+            logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
+            rank_zero_warn(
+                f"PruneAtEnd: monitor={self.monitor!r} is not logged (logged: {logged}); the "
+                "accuracy before and after pruning will not be reported"
+            )
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         start = trainer.max_epochs - self.finetune_epochs
         if self.finetune_epochs and trainer.current_epoch >= start:
@@ -89,11 +123,41 @@ class PruneAtEnd(L.Callback):
             self.prune(trainer, pl_module)
         elif self.finetune_epochs:
             self.after = self._metric(trainer)
+        tuned = trainer.current_epoch - (self.pruned_epoch or trainer.current_epoch)
         rank_zero_info(
             f"PruneAtEnd: {self.monitor} {self.before} before pruning to sparsity "
             f"{self.achieved} (target {self.sparsity:.4g}), {self.after} after"
-            + (f" {self.finetune_epochs} epoch(s) of fine-tuning" if self.finetune_epochs else "")
+            + (f" {tuned} epoch(s) of fine-tuning" if tuned else " (not measured: no fine-tuning)")
         )
+        self.save_pruned(trainer)
+
+    def save_pruned(self, trainer: L.Trainer) -> None:
+        """Save the pruned model beside the ranked checkpoints; make it the best where no
+        checkpoint of the pruned model was ranked."""
+        ranked = [c for c in trainer.checkpoint_callbacks if c.monitor and c.dirpath]
+        if not ranked:
+            return
+        path = str(Path(ranked[0].dirpath) / "pruned.ckpt")
+        trainer.save_checkpoint(path)
+        for callback in ranked:
+            if not callback.best_model_path:
+                callback.best_model_path = path
+        rank_zero_info(f"PruneAtEnd: saved the pruned model to {path}")
+
+    def restart_ranking(self, trainer: L.Trainer) -> None:
+        """Only checkpoints written after pruning compete for best from now on."""
+        for callback in trainer.checkpoint_callbacks:
+            if not callback.monitor:
+                continue
+            dropped = sorted(callback.best_k_models)
+            callback.best_k_models = {}
+            callback.kth_best_model_path = callback.best_model_path = ""
+            callback.best_model_score = None
+            callback.kth_value = torch.tensor(float("inf" if callback.mode == "min" else "-inf"))
+            rank_zero_info(
+                f"PruneAtEnd: ModelCheckpoint(monitor={callback.monitor!r}) now ranks only "
+                f"checkpoints of the pruned model; unranked dense checkpoints: {dropped or 'none'}"
+            )
 
     def prune(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.pruned:
@@ -115,11 +179,14 @@ class PruneAtEnd(L.Callback):
             self.scope,
             self.include,
             self.exclude,
-            self.regrow_scores(zeros),
+            regrow=self.regrow_scores(zeros),
+            min_density=self.layer_floor * (1 - self.sparsity),
         )
         grown = {name: zeros[name] & (mask != 0) for name, mask in new.items()}
         restart_(pl_module, grown, trainer.optimizers)
         self.pruned = True
+        self.pruned_epoch = trainer.current_epoch
+        self.restart_ranking(trainer)
         # Counted on the mask: a regrown weight is in it, though still 0.
         total = sum(z.numel() for z in zeros.values())
         self.achieved = 1 - sum(int((mask != 0).sum()) for mask in new.values()) / total
@@ -130,6 +197,8 @@ class PruneAtEnd(L.Callback):
                 f"achieved sparsity {self.achieved:.4f} (no exact zero is revived; "
                 "regrow='random' fills the target)"
             )
+        report = sparsity_report(pl_module, self.include, self.exclude)
+        warn_collapsed_layers(report, "PruneAtEnd")
         for logger in trainer.loggers:
             logger.log_metrics({"prune/sparsity": self.achieved}, step=trainer.global_step)
 
@@ -147,10 +216,34 @@ class PruneAtEnd(L.Callback):
         value = trainer.callback_metrics.get(self.monitor)
         return float(value) if isinstance(value, torch.Tensor) else value
 
+    @property
+    def state_key(self) -> str:
+        """Built from the arguments, so that two instances can be used side by side."""
+        return self._generate_state_key(
+            sparsity=self.sparsity, scope=self.scope, include=self.include, exclude=self.exclude
+        )
+
     def state_dict(self) -> dict:
-        return {"pruned": self.pruned, "before": self.before, "achieved": self.achieved}
+        return {
+            "pruned": self.pruned,
+            "before": self.before,
+            "achieved": self.achieved,
+            "pruned_epoch": self.pruned_epoch,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.pruned = state_dict["pruned"]
         self.before = state_dict["before"]
         self.achieved = state_dict.get("achieved")
+        self.pruned_epoch = state_dict.get("pruned_epoch")
+
+
+def warn_collapsed_layers(report: dict, who: str, limit: float = 0.99) -> None:
+    """Warn, naming them, about layers of a ``sparsity_report`` sparser than ``limit``."""
+    collapsed = {name: s for name, s in report["layers"].items() if s > limit}
+    if collapsed:
+        listed = ", ".join(f"{name} ({s:.2%})" for name, s in collapsed.items())
+        rank_zero_warn(
+            f"{who}: layers above {limit:.0%} sparsity: {listed}; they may carry almost no "
+            "signal (use scope='layer', a larger layer_floor, or exclude them)"
+        )

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.errors import ConfigError
 from sparsify.masks import check_distribution, check_sparsity, set_masks, sparsity_report
 from sparsify.pai import (
@@ -21,7 +22,7 @@ from sparsify.pai import (
 from sparsify.reparam import add_masks
 
 
-class PruneAtInit(L.Callback):
+class PruneAtInit(PortableCheckpoint):
     """Mask the model to ``sparsity`` by a pruning-at-initialization ``score`` when training
     starts, once: ``random``, ``magnitude`` (|θ|), ``snip`` (|∂L/∂θ ⊙ θ|, Lee et al. 2019),
     ``grasp`` (θ ⊙ Hg, logits / ``temperature``, Wang et al. 2020) or ``synflow`` (data-free,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import lightning as L
 
+from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.reparam import check_beta, reparametrize
 
 
-class Reparametrize(L.Callback):
+class Reparametrize(PortableCheckpoint):
     """Apply ``sparsify.reparametrize(pl_module, beta, include, exclude)`` in ``setup``.
 
     ``setup`` runs before ``configure_optimizers``, so the trainable ``m, w`` are what the

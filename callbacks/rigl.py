@@ -6,6 +6,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.dst import restart_, rigl_fraction, rigl_masks
 from sparsify.errors import ConfigError
 from sparsify.masks import (
@@ -15,10 +16,10 @@ from sparsify.masks import (
     select_mask,
     set_masks,
 )
-from sparsify.reparam import add_masks, masks, prunable_layers
+from sparsify.reparam import add_masks, layer_masks, prunable_layers
 
 
-class RiGL(L.Callback):
+class RiGL(PortableCheckpoint):
     """RiGL ("Rigging the Lottery: Making All Tickets Winners", Evci et al., ICML 2020;
     METHODS.md §5). Training starts from a random mask with ``distribution`` layer densities
     (ERK by default, ``sparsify.masks.layer_densities``; ``dense_layers`` kept whole) at
@@ -32,9 +33,11 @@ class RiGL(L.Callback):
     from the backward pass of that step, so no extra forward), averaged over DDP ranks
     (``trainer.strategy.reduce``) before choosing; the update follows that step's optimizer
     step. The initial mask is drawn on rank 0 and broadcast, so every rank trains the same mask.
-    ``f_t`` is logged as ``rigl/update_fraction`` at each update. The masks are model buffers
-    and ``started`` is in the ``state_dict``: a resumed run keeps its mask and updates at the
-    same steps. Combine with ``SignIn`` for RiGL + Sign-In.
+    ``every_n_steps=None`` (default) derives ΔT from the run: the reference's 100 steps, or
+    fewer so that at least ``MIN_UPDATES`` updates happen before ``end`` in a short run
+    (``update_interval``). ``f_t`` is logged as ``rigl/update_fraction`` at each update. The
+    masks are model buffers and ``started`` is in the ``state_dict``: a resumed run keeps its
+    mask and updates at the same steps. Combine with ``SignIn`` for RiGL + Sign-In.
     """
 
     def __init__(
@@ -43,7 +46,7 @@ class RiGL(L.Callback):
         distribution: str = "erk",
         dense_layers: list | None = None,
         update_fraction: float = 0.3,
-        every_n_steps: int = 100,
+        every_n_steps: int | None = None,
         end: float = 0.75,
         include: list | None = None,
         exclude: list | None = None,
@@ -52,8 +55,10 @@ class RiGL(L.Callback):
         self.distribution = check_distribution(distribution)
         if not 0 < update_fraction <= 1:
             raise ConfigError(f"update_fraction={update_fraction!r} is invalid: must be in (0, 1]")
-        if not (isinstance(every_n_steps, int) and every_n_steps >= 1):
-            raise ConfigError(f"every_n_steps={every_n_steps!r} is invalid: an integer >= 1")
+        if not (every_n_steps is None or (isinstance(every_n_steps, int) and every_n_steps >= 1)):
+            raise ConfigError(
+                f"every_n_steps={every_n_steps!r} is invalid: an integer >= 1, or None"
+            )
         if not 0 < end <= 1:
             raise ConfigError(f"end={end!r} is invalid: a fraction of training in (0, 1]")
         self.dense_layers = dense_layers
@@ -106,7 +111,8 @@ class RiGL(L.Callback):
         return hook
 
     def is_update_step(self, step: int, total_steps: int) -> bool:
-        return step % self.every_n_steps == 0 and step < self.end * total_steps
+        interval = self.every_n_steps or update_interval(total_steps, self.end)
+        return step % interval == 0 and step < self.end * total_steps
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         step = trainer.global_step + 1
@@ -132,7 +138,7 @@ class RiGL(L.Callback):
         flat = trainer.strategy.reduce(flat, reduce_op="mean")
         grads = dict(zip(layers, flat.split([layer.weight.numel() for layer in layers.values()])))
         grads = {name: g.view_as(layers[name].weight) for name, g in grads.items()}
-        live = masks(pl_module)
+        live = layer_masks(pl_module)
         current = {name: live[name].clone() for name in layers}
         fraction = rigl_fraction(
             step, self.update_fraction, self.end * trainer.estimated_stepping_batches
@@ -149,8 +155,24 @@ class RiGL(L.Callback):
             handle.remove()
         self.hooks = []
 
+    @property
+    def state_key(self) -> str:
+        """Built from the arguments, so that two instances can be used side by side."""
+        return self._generate_state_key(
+            sparsity=self.sparsity, include=self.include, exclude=self.exclude
+        )
+
     def state_dict(self) -> dict:
         return {"started": self.started}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.started = state_dict["started"]
+
+
+MIN_UPDATES = 20
+REFERENCE_INTERVAL = 100  # ΔT of google-research/rigl's ImageNet configs
+
+
+def update_interval(total_steps: int, end: float) -> int:
+    """ΔT: 100 steps, or fewer so that at least ``MIN_UPDATES`` updates fit before ``end``."""
+    return max(1, min(REFERENCE_INTERVAL, int(end * total_steps) // MIN_UPDATES))

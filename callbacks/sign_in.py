@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import lightning as L
 
+from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.errors import ConfigError
 from sparsify.reparam import check_beta, reparametrize, rescale_
 from sparsify.sign_in import inner_scale, sign_flips, signs
 
 
-class SignIn(L.Callback):
+class SignIn(PortableCheckpoint):
     """Sign-In (Sign-In to the Lottery, NeurIPS 2025; METHODS.md §4): the kept weights of the
     model's masks trained as θ = m ⊙ w with inner scale β = m² − w² = ``beta``, whose flow
     dθ = −sqrt(4θ² + β²) ∇L keeps a non-zero step at θ = 0, so weights can change sign. Weight
@@ -76,7 +77,7 @@ class SignIn(L.Callback):
                 self.rescale(pl_module, step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.log_dict(self.measure(pl_module), on_step=False, on_epoch=True)
+        pl_module.log_dict(self.measure(pl_module), on_step=False, on_epoch=True, sync_dist=True)
 
     def measure(self, pl_module: L.LightningModule) -> dict[str, float]:
         return {
@@ -84,6 +85,11 @@ class SignIn(L.Callback):
             "signin/flips_since_rescale": sign_flips(pl_module, self.rescale_signs or {}),
             "signin/inner_scale": inner_scale(pl_module),
         }
+
+    @property
+    def state_key(self) -> str:
+        """Built from the arguments, so that two instances can be used side by side."""
+        return self._generate_state_key(include=self.include, exclude=self.exclude)
 
     def state_dict(self) -> dict:
         return {

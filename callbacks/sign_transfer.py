@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
+from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.errors import ConfigError
 from sparsify.masks import (
     check_scope,
@@ -20,7 +21,7 @@ from sparsify.transfer import check_keep, load_state_dict, stored_masks, stored_
 from sparsify.transfer import transfer_weights as transfer
 
 
-class SignTransfer(L.Callback):
+class SignTransfer(PortableCheckpoint):
     """Before the first optimizer step, give the model a mask and the signs and/or magnitudes of
     the weights θ_src in ``checkpoint`` (Sign-In to the Lottery, NeurIPS 2025, METHODS.md §4):
 
@@ -80,7 +81,7 @@ class SignTransfer(L.Callback):
             f"sparsity {sparsity:.4f}"
         )
 
-    def masks(self, layers: list[str], source: dict) -> dict:
+    def layer_masks(self, layers: list[str], source: dict) -> dict:
         """The masks of ``layers`` named by ``mask_from`` and ``sparsity``."""
         path = self.checkpoint if self.mask_from == "checkpoint" else self.mask_from
         state = load_state_dict(path)
@@ -95,6 +96,13 @@ class SignTransfer(L.Callback):
                 "masks; give sparsity= to take its largest weights"
             )
         return {name: masks[name] for name in layers if name in masks}
+
+    @property
+    def state_key(self) -> str:
+        """Built from the arguments, so that two instances can be used side by side."""
+        return self._generate_state_key(
+            checkpoint=str(self.checkpoint), include=self.include, exclude=self.exclude
+        )
 
     def state_dict(self) -> dict:
         return {"done": self.done}

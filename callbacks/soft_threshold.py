@@ -12,12 +12,13 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.errors import ConfigError
 from sparsify.masks import sparsity_report
 from sparsify.soft_masks import SoftThreshold, harden, soft_masks, soft_threshold
 
 
-class SoftThresholdReparametrization(L.Callback):
+class SoftThresholdReparametrization(PortableCheckpoint):
     """Install STR's ``SoftThreshold`` on every selected weight in ``setup`` (before the
     optimizers are built, so they see the thresholds s), and ``harden`` it when training ends:
     a plain ``Mask`` with w = θ and mask = 1[θ ≠ 0], so the exact zeros stay and the model
@@ -66,9 +67,11 @@ class SoftThresholdReparametrization(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         thresholds = [torch.sigmoid(s.threshold) for _, s in soft_masks(pl_module, SoftThreshold)]
         if thresholds:
-            pl_module.log("str/threshold", torch.stack(thresholds).mean().detach())
+            pl_module.log("str/threshold", torch.stack(thresholds).mean().detach(), sync_dist=True)
             pl_module.log(
-                "str/sparsity", sparsity_report(pl_module, self.include, self.exclude)["global"]
+                "str/sparsity",
+                sparsity_report(pl_module, self.include, self.exclude)["global"],
+                sync_dist=True,
             )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -11,7 +11,10 @@ from sparsify.masks import sparsity_report
 class SparsityMonitor(L.Callback):
     """Every ``every_n_steps`` optimizer steps and at the end of every epoch, log
     ``sparsity/global`` (zero fraction over all prunable θ) and, with ``per_layer``,
-    ``sparsity/<layer>`` to every logger, from rank 0 only."""
+    ``sparsity/<layer>``, through Lightning (``pl_module.log_dict``), so that
+    ``ModelCheckpoint`` and ``EarlyStopping`` can monitor them. Every rank holds the same
+    weights and logs the same values; the epoch values carry ``sync_dist=True`` (a mean of
+    equal values) as Lightning asks of epoch-level metrics under DDP."""
 
     def __init__(self, every_n_steps: int = 50, per_layer: bool = True):
         if every_n_steps < 1:
@@ -21,17 +24,14 @@ class SparsityMonitor(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.every_n_steps == 0:
-            self.log_sparsity(trainer, pl_module)
+            pl_module.log_dict(self.metrics(pl_module), on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.log_sparsity(trainer, pl_module)
+        pl_module.log_dict(self.metrics(pl_module), on_step=False, on_epoch=True, sync_dist=True)
 
-    def log_sparsity(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or not trainer.loggers:
-            return
+    def metrics(self, pl_module: L.LightningModule) -> dict[str, float]:
         report = sparsity_report(pl_module)
         metrics = {"sparsity/global": report["global"]}
         if self.per_layer:
             metrics.update({f"sparsity/{name}": s for name, s in report["layers"].items()})
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+        return metrics

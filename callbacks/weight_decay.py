@@ -10,8 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 
-from sparsify.callbacks.param_groups import isolate_pointwise, pointwise_parameters
+from sparsify.callbacks.param_groups import (
+    isolate_pointwise,
+    pointwise_parameters,
+    warn_coupled_decay,
+)
 from sparsify.callbacks.progress import check_unit, progress
 from sparsify.errors import ConfigError
 from sparsify.schedules import make_schedule
@@ -66,6 +71,7 @@ class WeightDecaySchedule(L.Callback):
         if at < 0:
             raise ConfigError(f"at={at!r} is invalid: must be >= 0")
         self.schedule = make_schedule(schedule, at=at, end=end, rate=rate)
+        self.schedule_name = schedule if isinstance(schedule, str) else "callable"
         self.groups = None if groups is None else list(groups)
         self.target = target
         self.weight_decay = weight_decay
@@ -92,6 +98,8 @@ class WeightDecaySchedule(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.base is None:
             self.base = [[self._base(g) for g in opt.param_groups] for opt in trainer.optimizers]
+            self.warn_if_no_decay(trainer)
+            warn_coupled_decay(trainer, type(self).__name__)
         if self.groups is not None:
             present = {g.get("name") for opt in trainer.optimizers for g in opt.param_groups}
             missing = sorted(set(self.groups) - present)
@@ -100,6 +108,23 @@ class WeightDecaySchedule(L.Callback):
                     f"groups={missing} matched no optimizer param group; named groups present: "
                     f"{sorted(str(n) for n in present if n is not None)}"
                 )
+
+    def warn_if_no_decay(self, trainer: L.Trainer) -> None:
+        """A schedule of a base weight decay of 0 does nothing: say so (an Adam built with the
+        default ``weight_decay=0``)."""
+        selected = [
+            base
+            for opt, bases in zip(trainer.optimizers, self.base)
+            for group, base in zip(opt.param_groups, bases)
+            if self._selected(group)
+        ]
+        if selected and not any(selected):
+            rank_zero_warn(
+                f"{type(self).__name__}: the base weight decay is 0 in every scheduled param "
+                "group (the optimizer was built with weight_decay=0), so the schedule does "
+                "nothing; give weight_decay=<base> to this callback, e.g. 5e-4 with SGD or 0.05 "
+                "with AdamW"
+            )
 
     def _base(self, group: dict) -> float:
         if self.weight_decay is not None and self._selected(group):
@@ -113,6 +138,13 @@ class WeightDecaySchedule(L.Callback):
                 if self._selected(group):
                     group["weight_decay"] = base * self.factor
         pl_module.log("weight_decay/factor", self.factor, on_step=True, on_epoch=False)
+
+    @property
+    def state_key(self) -> str:
+        """Built from the arguments, so that two instances can be used side by side."""
+        return self._generate_state_key(
+            schedule=self.schedule_name, groups=self.groups, target=self.target
+        )
 
     def state_dict(self) -> dict:
         return {"base": self.base, "factor": self.factor}

@@ -36,7 +36,14 @@ from sparsify.masks import magnitude_prune, set_masks
 from sparsify.models import create_model
 from sparsify.optim import HAM
 from sparsify.pai import prune_at_init
-from sparsify.reparam import add_masks, collapse, masks, prunable_layers, reparametrize, rescale_
+from sparsify.reparam import (
+    add_masks,
+    collapse,
+    layer_masks,
+    prunable_layers,
+    reparametrize,
+    rescale_,
+)
 from sparsify.soft_masks import sigmoid_mask, soft_threshold
 
 SPARSITY = 0.9
@@ -155,7 +162,7 @@ def rigl_update(model: nn.Module, batch, fraction: float) -> None:
     model.zero_grad(set_to_none=True)
     new_masks = {}
     with torch.no_grad():
-        for name, mask in masks(model).items():
+        for name, mask in layer_masks(model).items():
             theta = weights[name].detach()
             active = int(mask.sum())
             n_move = int(fraction * active)

@@ -2,8 +2,10 @@
 ONNX, and a sparse inference path.
 
 ``export(checkpoint, out_dir)`` rebuilds the LightningModule named in the checkpoint's
-``hyper_parameters`` (``_class_path``, written by the ``sparsify`` CLI), restores its masks and
-m ⊙ w factors, multiplies them out (``sparsify.reparam.collapse``) and writes to ``out_dir``:
+``hyper_parameters`` (``_class_path``, written by the ``sparsify`` CLI) or built by a
+``factory`` (any Lightning checkpoint, e.g. ``--factory myproject.models:build``), restores
+its masks and m ⊙ w factors, multiplies them out (``sparsify.reparam.collapse``) and writes
+to ``out_dir``:
 
 - ``model.pt``: ``{"state_dict", "masks", "hyper_parameters"}``; the state dict is the plain
   network's (the module's ``model`` attribute), so it loads into
@@ -30,34 +32,65 @@ import torch
 from torch import nn
 
 from sparsify.errors import ConfigError
-from sparsify.reparam import collapse, is_transposed, masks, match_structure
+from sparsify.reparam import collapse, is_transposed, layer_masks, match_structure
 
 FORMATS = ("torchscript", "onnx", "none")
 
 
-def load_module(checkpoint_path: str | Path) -> nn.Module:
-    """The LightningModule of a ``sparsify fit`` checkpoint, with its masks and m ⊙ w, on CPU."""
+def load_module(checkpoint_path: str | Path, factory: str | None = None) -> nn.Module:
+    """The LightningModule of a checkpoint, with its masks and m ⊙ w, on CPU.
+
+    ``factory`` (``"package.module:callable"``) builds the module for any Lightning checkpoint
+    (the callable gets no arguments); without it, the checkpoint must come from
+    ``sparsify fit``, whose hyper-parameters name the module's class.
+    """
     path = Path(checkpoint_path)
     if not path.is_file():
         raise ConfigError(f"checkpoint={str(path)!r} is invalid: no such file")
     # The user's own checkpoint: Lightning checkpoints hold more than tensors.
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    class_path = hparams.get("_class_path")
-    if not isinstance(class_path, str) or "state_dict" not in checkpoint:
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(f"checkpoint={str(path)!r} is invalid: no state_dict in it")
+    if factory is not None:
+        module = import_factory(factory)()
+    else:
+        module = module_from_hparams(checkpoint, path)
+    match_structure(module, checkpoint["state_dict"])
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.eval()
+
+
+def import_factory(factory: str):
+    """The callable named by ``"package.module:callable"``."""
+    module_name, _, name = factory.partition(":")
+    try:
+        built = getattr(importlib.import_module(module_name), name) if name else None
+    except (ImportError, AttributeError, ValueError):
+        built = None
+    if not callable(built):
         raise ConfigError(
-            f"checkpoint={str(path)!r} is invalid: not a checkpoint of `sparsify fit` (no "
-            "LightningModule class path in its hyper_parameters)"
+            f"factory={factory!r} is invalid: give an importable 'package.module:callable' "
+            "that returns the module the checkpoint was saved from"
+        )
+    return built
+
+
+def module_from_hparams(checkpoint: dict, path: Path) -> nn.Module:
+    """The LightningModule named by a ``sparsify fit`` checkpoint's hyper-parameters."""
+    hparams = checkpoint.get("hyper_parameters", {})
+    class_path = hparams.get("_class_path")
+    if not isinstance(class_path, str):
+        raise ConfigError(
+            f"checkpoint={str(path)!r} is invalid without --factory: not a checkpoint of "
+            "`sparsify fit` (no LightningModule class path in its hyper_parameters); give "
+            "--factory package.module:callable that builds the module"
         )
     module_name, _, name = class_path.rpartition(".")
     module_class = getattr(importlib.import_module(module_name), name)
     kwargs = {k: v for k, v in hparams.items() if not k.startswith("_")}
     if "init_from" in kwargs:  # the weights come from the checkpoint, not the original file
         kwargs["init_from"] = None
-    module = module_class(**kwargs)
-    match_structure(module, checkpoint["state_dict"])
-    module.load_state_dict(checkpoint["state_dict"])
-    return module.eval()
+    return module_class(**kwargs)
 
 
 def export(
@@ -65,24 +98,32 @@ def export(
     out_dir: str | Path,
     format: str = "torchscript",
     input_shape: tuple[int, ...] | None = None,
+    factory: str | None = None,
+    submodule: str | None = None,
 ) -> dict[str, Path]:
     """Write ``model.pt`` and the ``format`` file (see the module docstring); return the paths.
 
     ``input_shape`` (without the batch dimension) is needed for ONNX and for TorchScript of a
-    network that ``torch.jit.script`` cannot compile (it is then traced).
+    network that ``torch.jit.script`` cannot compile (it is then traced). ``factory`` builds
+    the module of any Lightning checkpoint (``load_module``); ``submodule`` names the network
+    inside it to export (default: its ``model`` attribute if it has one, else all of it).
     """
     if format not in FORMATS:
         raise ConfigError(f"format={format!r} is invalid: choose one of {', '.join(FORMATS)}")
-    module = load_module(checkpoint_path)
-    network = copy.deepcopy(getattr(module, "model", module))
-    layer_masks = {name: mask.detach().clone() for name, mask in masks(network).items()}
+    module = load_module(checkpoint_path, factory)
+    network = copy.deepcopy(network_of(module, submodule))
+    saved_masks = {name: mask.detach().clone() for name, mask in layer_masks(network).items()}
     network = collapse(network).eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    hparams = dict(module.hparams)
+    # Modules in the hyper-parameters (save_hyperparameters of a network) would make model.pt
+    # unloadable with weights_only=True; the state dict carries their weights anyway.
+    hparams = {
+        k: v for k, v in getattr(module, "hparams", {}).items() if not isinstance(v, nn.Module)
+    }
     paths = {"state_dict": out / "model.pt"}
     torch.save(
-        {"state_dict": network.state_dict(), "masks": layer_masks, "hyper_parameters": hparams},
+        {"state_dict": network.state_dict(), "masks": saved_masks, "hyper_parameters": hparams},
         paths["state_dict"],
     )
     if format == "torchscript":
@@ -92,6 +133,19 @@ def export(
         paths["onnx"] = out / "model.onnx"
         to_onnx(network, input_shape, paths["onnx"])
     return paths
+
+
+def network_of(module: nn.Module, submodule: str | None) -> nn.Module:
+    if submodule is None:
+        return getattr(module, "model", module)
+    try:
+        return module.get_submodule(submodule)
+    except AttributeError:
+        children = ", ".join(name for name, _ in module.named_children())
+        raise ConfigError(
+            f"submodule={submodule!r} is invalid: the module has no such submodule "
+            f"(children: {children})"
+        ) from None
 
 
 def torchscript(network: nn.Module, input_shape: tuple[int, ...] | None) -> torch.jit.ScriptModule:
@@ -166,7 +220,15 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         prog="sparsify export",
         description="Collapse a `sparsify fit` checkpoint to a plain model and save it.",
     )
-    parser.add_argument("checkpoint", help="a checkpoint written by `sparsify fit`")
+    parser.add_argument("checkpoint", help="a Lightning checkpoint (of `sparsify fit`, or any)")
+    parser.add_argument(
+        "--factory",
+        default=None,
+        help="package.module:callable that builds the LightningModule (any Lightning checkpoint)",
+    )
+    parser.add_argument(
+        "--submodule", default=None, help="the network inside the module to export, e.g. net"
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--format", default="torchscript", choices=FORMATS)
     parser.add_argument(
@@ -183,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
             raise ConfigError(
                 f"input_shape={args.input_shape!r} is invalid: integers separated by commas"
             ) from None
-    paths = export(args.checkpoint, args.out, args.format, shape)
+    paths = export(args.checkpoint, args.out, args.format, shape, args.factory, args.submodule)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return paths

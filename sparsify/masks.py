@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sparsify.errors import ConfigError
-from sparsify.reparam import add_masks, masks, prunable_layers
+from sparsify.reparam import add_masks, layer_masks, prunable_layers
 
 SCOPES = ("global", "layer")
 
@@ -125,7 +125,7 @@ def _keep_highest(scores: list, theta: list, budget: int, regrow: list | None) -
 def set_masks(module: nn.Module, new_masks: dict[str, torch.Tensor]) -> None:
     """Copy 0/1 tensors into the mask buffers of the named layers (adding masks if needed)."""
     add_masks(module, include=list(new_masks))
-    live = masks(module)
+    live = layer_masks(module)
     for name, mask in new_masks.items():
         live[name].copy_(mask)
 
@@ -138,13 +138,16 @@ def magnitude_prune(
     include: Iterable | None = None,
     exclude: Iterable | None = None,
     regrow: dict[str, torch.Tensor] | None = None,
+    min_density: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Mask the smallest |θ| so the selected weights reach ``sparsity`` (globally or per layer).
 
-    Exact zeros are never kept in place of a non-zero weight nor chosen by tie order: with
-    fewer non-zero weights than the target keeps, the mask keeps them all and the sparsity is
-    higher than asked, unless ``regrow`` scores the zero weights (``select_mask``). Works on
-    plain and reparametrized models; returns the new masks by layer name.
+    With ``scope="global"``, every layer keeps at least ``min_density`` of its weights
+    (``layer_densities``' floor). Exact zeros are never kept in place of a non-zero weight nor
+    chosen by tie order: with fewer non-zero weights than the target keeps, the mask keeps them
+    all and the sparsity is higher than asked, unless ``regrow`` scores the zero weights
+    (``select_mask``). Works on plain and reparametrized models; returns the new masks by
+    layer name.
     """
     check_sparsity(sparsity)
     check_scope(scope)
@@ -152,7 +155,19 @@ def magnitude_prune(
     if not theta:
         raise ConfigError("magnitude_prune found no prunable layers (conv or linear) to prune")
     scores = {name: weight.abs() for name, weight in theta.items()}
-    new_masks = select_mask(scores, theta, sparsity, scope, regrow=regrow)
+    if scope == "global" and min_density > 0:
+        densities = layer_densities(
+            module,
+            sparsity,
+            "global",
+            include=include,
+            exclude=exclude,
+            scores=scores,
+            min_density=min_density,
+        )
+        new_masks = select_mask(scores, theta, densities=densities, regrow=regrow)
+    else:
+        new_masks = select_mask(scores, theta, sparsity, scope, regrow=regrow)
     set_masks(module, new_masks)
     return new_masks
 
@@ -178,6 +193,7 @@ def layer_densities(
     include: Iterable | None = None,
     exclude: Iterable | None = None,
     scores: dict[str, torch.Tensor] | None = None,
+    min_density: float = 0.0,
 ) -> dict[str, float]:
     """The fraction of weights each selected layer keeps, so that the kept weights of all
     selected layers number ``round((1 − sparsity) · n)`` (to one weight per layer).
@@ -187,7 +203,9 @@ def layer_densities(
       dims) / (product of its dims), times one factor ε solved so the total is the target; a
       layer whose density would exceed 1 is made dense and ε solved again for the rest.
     - ``global``: one threshold on ``scores`` (by layer name; default |θ|) over every layer
-      that is not dense; the densities are the fractions each layer keeps above it.
+      that is not dense; the densities are the fractions each layer keeps above it. A layer
+      that would keep less than ``min_density`` keeps ``min_density`` (its top scores), and
+      the threshold is solved again for the other layers, so that no layer collapses.
 
     ``dense_layers`` are kept whole and count towards the target: fnmatch patterns of layer
     names, module types, or ``"first"`` / ``"last"`` (the first / last selected layer in
@@ -220,7 +238,7 @@ def layer_densities(
             theta = {name: layer.weight.detach() for name, layer in layers.items()}
             if scores is None:
                 scores = {name: weight.abs() for name, weight in theta.items()}
-            densities = _global_densities(scores, theta, rest, sizes, budget)
+            densities = _floored_global_densities(scores, theta, rest, sizes, budget, min_density)
     return {name: 1.0 if name in dense else min(1.0, densities[name]) for name in layers}
 
 
@@ -271,3 +289,21 @@ def _global_densities(scores: dict, theta: dict, rest: list[str], sizes: dict, b
         sparsity=1 - budget / total,
     )
     return {name: int(kept[name].sum()) / sizes[name] for name in rest}
+
+
+def _floored_global_densities(
+    scores: dict, theta: dict, rest: list[str], sizes: dict, budget: int, min_density: float
+) -> dict:
+    """Global densities, with every layer below ``min_density`` raised to it (water-filling:
+    the raised layers leave the threshold, which is solved again for the others)."""
+    floored: dict[str, float] = {}
+    while True:
+        free = [name for name in rest if name not in floored]
+        floor_count = sum(round(density * sizes[name]) for name, density in floored.items())
+        densities = _global_densities(scores, theta, free, sizes, max(0, budget - floor_count))
+        low = {name for name in free if densities[name] < min_density}
+        if not low:
+            return {**densities, **floored}
+        floored.update(
+            {name: max(1, round(min_density * sizes[name])) / sizes[name] for name in low}
+        )

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sparsify.errors import ConfigError
+from sparsify.portable import register, restore_state_dict
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -167,7 +168,7 @@ def reparametrize(
         if layer_mask is not None:
             layer_mask = layer_mask.to(device=theta.device, dtype=theta.dtype)
         product = PointwiseProduct(theta.shape, beta, layer_mask).to(theta.device, theta.dtype)
-        parametrize.register_parametrization(layer, "weight", product)
+        register(layer, "weight", product)
         names.append(f"{name}.weight" if name else "weight")
     if mask:
         raise ConfigError(f"mask given for unknown or unselected layers: {sorted(mask)}")
@@ -182,10 +183,10 @@ def add_masks(
         if _parametrization(layer) is None:
             weight = layer.weight
             masked = Mask(weight.shape).to(weight.device, weight.dtype)
-            parametrize.register_parametrization(layer, "weight", masked)
+            register(layer, "weight", masked)
 
 
-def masks(module: nn.Module) -> dict[str, torch.Tensor]:
+def layer_masks(module: nn.Module) -> dict[str, torch.Tensor]:
     """The mask buffer of every masked or reparametrized layer, by layer name (live tensors)."""
     out = {}
     for name, layer in module.named_modules():
@@ -247,7 +248,9 @@ def effective_weights(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 
 def match_structure(module: nn.Module, state_dict: dict) -> None:
     """Give ``module`` the masks and m ⊙ w parametrizations that ``state_dict`` was saved with,
-    so that a checkpoint of a sparsified model loads into a freshly built one."""
+    so that a checkpoint of a sparsified model (plain or portable form) loads into a freshly
+    built one."""
+    state_dict = restore_state_dict(state_dict)
     pointwise = [k.rsplit(".parametrizations.", 1)[0] for k in state_dict if k.endswith(_M_KEY)]
     masked = [k.rsplit(".parametrizations.", 1)[0] for k in state_dict if k.endswith(_W_KEY)]
     if masked:

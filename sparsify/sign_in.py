@@ -11,15 +11,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sparsify.reparam import masks, pointwise_factors
+from sparsify.reparam import layer_masks, pointwise_factors
 
 
 def _kept_factors(module: nn.Module):
     """``(layer name, m, w, mask)`` for every reparametrized layer."""
-    layer_masks = masks(module)
+    live = layer_masks(module)
     for name, m, w in pointwise_factors(module):
         layer = name.removesuffix(".weight") if name != "weight" else ""
-        yield layer, m, w, layer_masks[layer]
+        yield layer, m, w, live[layer]
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sparsify.errors import ConfigError
+from sparsify.portable import register
 from sparsify.reparam import Mask, PointwiseProduct, prunable_layers
 
 
@@ -131,7 +132,7 @@ def _install(module: nn.Module, make, include, exclude) -> list[str]:
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
         weight = layer.weight
         soft = make(weight, mask).to(weight.device, weight.dtype)
-        parametrize.register_parametrization(layer, "weight", soft)
+        register(layer, "weight", soft)
         names.append(f"{name}.weight" if name else "weight")
     return names
 
@@ -159,6 +160,6 @@ def harden(module: nn.Module) -> list[str]:
         weight, mask = soft.hardened(layer.parametrizations.weight.original)
         parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
         layer.weight.copy_(weight)
-        parametrize.register_parametrization(layer, "weight", Mask(mask.shape, mask))
+        register(layer, "weight", Mask(mask.shape, mask))
         names.append(name)
     return names

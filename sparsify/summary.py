@@ -13,7 +13,7 @@ import torch
 
 from sparsify.callbacks import PruneAtEnd
 from sparsify.masks import sparsity_report
-from sparsify.reparam import collapse, masks
+from sparsify.reparam import collapse, layer_masks
 from sparsify.tracking import WandbLogger
 
 TRACKED_AT_END = ("signin/flips_since_init",)
@@ -80,8 +80,8 @@ def log_to_wandb(logger: WandbLogger, model: L.LightningModule, summary: dict, f
 def sparse_export(model: torch.nn.Module) -> dict:
     """``{"state_dict": plain weights m ⊙ w ⊙ mask, "masks": {layer: 0/1}}`` of a copy."""
     plain = copy.deepcopy(model).cpu()
-    layer_masks = {name: mask.detach().clone() for name, mask in masks(plain).items()}
-    return {"state_dict": collapse(plain).state_dict(), "masks": layer_masks}
+    saved_masks = {name: mask.detach().clone() for name, mask in layer_masks(plain).items()}
+    return {"state_dict": collapse(plain).state_dict(), "masks": saved_masks}
 
 
 def _has_test_data(datamodule) -> bool:

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from helpers import UserModule, blobs
 from sparsify.callbacks.prune_at_init import PruneAtInit
 from sparsify.pai import pai_masks
-from sparsify.reparam import masks
+from sparsify.reparam import layer_masks
 
 SCORES = ("random", "snip", "grasp")
 
@@ -24,7 +24,7 @@ class SaveMasks(L.Callback):
         self.score, self.saved = score, saved
 
     def on_train_start(self, trainer, pl_module):
-        self.saved[self.score] = {k: v.clone() for k, v in masks(pl_module).items()}
+        self.saved[self.score] = {k: v.clone() for k, v in layer_masks(pl_module).items()}
 
 
 def main(out_dir):

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from helpers import UserModule, blobs, trainer
 from sparsify.callbacks import ContinuousSparsification
-from sparsify.reparam import masks
+from sparsify.reparam import layer_masks
 from sparsify.soft_masks import SigmoidMask, soft_masks
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-3
@@ -128,7 +128,7 @@ def test_cs_rounds_rewind_and_ticket_match_the_reference(tmp_path):
         torch.testing.assert_close(record.scores[name], expected["scores"][i], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(record.theta[name], expected["theta"][i], atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(record.bias[name], expected["bias"][i], atol=1e-6, rtol=1e-5)
-        assert torch.equal(masks(module)[name], expected["masks"][i])
+        assert torch.equal(layer_masks(module)[name], expected["masks"][i])
     assert record.optimizer_state == 0  # fresh momentum for the ticket
     learned = sum(int(m.sum()) for m in expected["masks"]) / sum(
         m.numel() for m in expected["masks"]

@@ -25,8 +25,8 @@ from helpers import RecordWeightDecay  # noqa: E402
 from sparsify import (  # noqa: E402
     collapse,
     layer_densities,
+    layer_masks,
     magnitude_prune,
-    masks,
     pointwise_factors,
     prune_at_init,
     reparametrize,
@@ -73,7 +73,7 @@ def selected(module) -> set[str]:
 
 
 def masked(module) -> set[str]:
-    return set(masks(module))
+    return set(layer_masks(module))
 
 
 def kept_fraction_is(module, sparsity, layers):
@@ -179,7 +179,7 @@ def test_gmp_weight_decay_switch_off_l1_and_sparsity_monitor(tmp_path, name):
 
 class RecordMasks(L.Callback):
     def on_train_start(self, trainer, pl_module):
-        self.start = {n: m.clone() for n, m in masks(pl_module).items()}
+        self.start = {n: m.clone() for n, m in layer_masks(pl_module).items()}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -189,7 +189,7 @@ def test_rigl_with_sign_in_moves_the_masks_of_every_kind_of_layer(tmp_path, name
     module = CausalLM(MODELS[name]())
     fit(tmp_path, module, cbs)
     kept_fraction_is(module, 0.8, PRUNABLE[name])
-    final = masks(module)
+    final = layer_masks(module)
     for layer in PRUNABLE[name]:
         assert int(final[layer].sum()) == int(record.start[layer].sum())
     assert any(not torch.equal(final[n], record.start[n]) for n in PRUNABLE[name][:4])

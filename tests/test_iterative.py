@@ -5,7 +5,7 @@ import torch
 from helpers import UserModule, loaders, trainer
 from sparsify import ConfigError, sparsity_report
 from sparsify.iterative import iterative_pruning, round_sparsities
-from sparsify.reparam import masks
+from sparsify.reparam import layer_masks
 
 
 class DecayingUserModule(UserModule):
@@ -63,7 +63,7 @@ def test_imp_reaches_the_target_and_rewinds_the_weights_to_epoch_1(tmp_path):
     for r in (1, 2):  # the surviving weights start from their values at epoch 1 of round 0
         live = start.weights[r] != 0
         torch.testing.assert_close(start.weights[r][live], epoch1.weight[live])
-    assert torch.equal(start.weights[2] != 0, masks(module)["net.0"].bool())
+    assert torch.equal(start.weights[2] != 0, layer_masks(module)["net.0"].bool())
     assert start.lrs == [0.1, 0.1, 0.1]
 
 

@@ -18,13 +18,13 @@ from sparsify.pai import (
     snip_scores,
     synflow_scores,
 )
-from sparsify.reparam import masks, prunable_layers
+from sparsify.reparam import layer_masks, prunable_layers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def kept(module) -> int:
-    return sum(int(m.sum()) for m in masks(module).values())
+    return sum(int(m.sum()) for m in layer_masks(module).values())
 
 
 # Layer densities.
@@ -94,7 +94,7 @@ def test_parameter_weighted_density_is_the_target(distribution):
     n = 3 * 16 * 9 + 16 * 32 * 9 + 2880
     prune_at_init(net, 0.93, "magnitude", distribution, dense_layers=["first"])
     assert abs(kept(net) - round(0.07 * n)) <= 3
-    assert masks(net)["0"].all()
+    assert layer_masks(net)["0"].all()
 
 
 # Scores.
@@ -266,7 +266,7 @@ class RecordMasks(L.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         if self.first is None:
-            self.first = {k: v.clone() for k, v in masks(pl_module).items()}
+            self.first = {k: v.clone() for k, v in layer_masks(pl_module).items()}
 
 
 def test_prune_at_init_masks_before_the_first_step_and_resumes_without_scoring_again(tmp_path):
@@ -284,7 +284,7 @@ def test_prune_at_init_masks_before_the_first_step_and_resumes_without_scoring_a
     resumed = trainer(tmp_path, [resumed_callback], 2)
     resumed.fit(module, *loaders(), ckpt_path=tmp_path / "pai.ckpt")
     assert resumed_callback.done
-    for name, mask in masks(module).items():
+    for name, mask in layer_masks(module).items():
         assert torch.equal(mask, record.first[name])
     assert sparsity_report(module)["global"] == pytest.approx(1 - round(0.2 * n) / n)
 

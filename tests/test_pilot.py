@@ -96,8 +96,10 @@ def test_resume_restores_alpha_and_the_reference_norm(tmp_path):
 
 
 def test_missing_metric_and_missing_factors_are_clear_errors(tmp_path):
+    named = PILoT(monitor="train/acc")
     with pytest.raises(ConfigError, match="monitor='train/acc' is invalid: no such metric"):
-        trainer(tmp_path, [Reparametrize(), PILoT()], max_epochs=1).fit(UserModule(), *loaders())
+        trainer(tmp_path, [Reparametrize(), named], max_epochs=3).fit(UserModule(), *loaders())
+    assert named.last is None  # it failed at the end of the first epoch
     with pytest.raises(ConfigError, match="add the Reparametrize callback"):
         trainer(tmp_path, [PILoT()], max_epochs=1).fit(UserModule(), *loaders())
 
@@ -115,3 +117,33 @@ def test_missing_metric_and_missing_factors_are_clear_errors(tmp_path):
 def test_bad_arguments_fail_in_init(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         PILoT(**kwargs)
+
+
+class RecordEpochLoss(L.Callback):
+    """The mean of the losses training_step returned in each epoch."""
+
+    def __init__(self):
+        self.losses, self.means = [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.means.append(sum(self.losses) / len(self.losses))
+        self.losses = []
+
+
+def test_without_a_logged_accuracy_the_rule_follows_the_mean_training_loss(tmp_path, caplog):
+    """The user's module logs no train/acc: PILoT() compares the epochs' mean training losses
+    (lower is better) and says so once."""
+    pilot, record = PILoT(alpha_init=0.01, delta=2.0, K=0.0, K_relative=False), RecordEpochLoss()
+    alphas = RecordAlpha(pilot)
+    with caplog.at_level("INFO"):
+        trainer(tmp_path, [Reparametrize(), pilot, record, alphas], max_epochs=4).fit(
+            UserModule(lr=0.05), *loaders()
+        )
+    assert pilot.follows_loss and pilot.last == pytest.approx(record.means[-1])
+    expected = PILoT(alpha_init=0.01, delta=2.0, K=0.0, K_relative=False, mode="min")
+    for epoch, mean in enumerate(record.means[:-1]):
+        assert alphas.seen[epoch + 1] == pytest.approx(expected.update(mean, 1.0, epoch, 4))
+    assert caplog.text.count("follows the epoch's mean training loss") == 1

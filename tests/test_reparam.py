@@ -121,7 +121,7 @@ def test_mask_given_to_reparametrize_zeroes_theta_and_is_a_buffer():
     reparametrize(net, mask={"3": mask})
     assert torch.equal(net[3].weight == 0, mask == 0)
     assert "3.parametrizations.weight.0.mask" in net.state_dict()
-    assert torch.equal(sparsify.masks(net)["3"], mask)
+    assert torch.equal(sparsify.layer_masks(net)["3"], mask)
 
 
 def test_reparametrize_keeps_an_existing_mask():

@@ -10,7 +10,7 @@ from sparsify import ConfigError
 from sparsify.callbacks import ACDC, RiGL, SignIn
 from sparsify.dst import acdc_phase, rigl_fraction, rigl_masks
 from sparsify.masks import sparsity_report
-from sparsify.reparam import masks
+from sparsify.reparam import layer_masks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,13 +26,13 @@ class RecordMasks(L.Callback):
         self.masks, self.weights, self.epoch_sparsity, self.epoch_weights = [], [], [], []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.masks.append({k: v.clone() for k, v in masks(pl_module).items()})
+        self.masks.append({k: v.clone() for k, v in layer_masks(pl_module).items()})
         self.weights.append(
-            {k: pl_module.get_submodule(k).weight.detach().clone() for k in masks(pl_module)}
+            {k: pl_module.get_submodule(k).weight.detach().clone() for k in layer_masks(pl_module)}
         )
 
     def on_train_epoch_start(self, trainer, pl_module):
-        live = masks(pl_module)
+        live = layer_masks(pl_module)
         kept = sum(int(m.sum()) for m in live.values())
         self.epoch_sparsity.append(1 - kept / sum(m.numel() for m in live.values()))
         self.epoch_weights.append(
@@ -104,7 +104,7 @@ def test_acdc_alternates_and_ends_compressed_at_its_target(tmp_path):
     expected = [0.0, 1 - target, 0.0, 0.0, 1 - target, 1 - target]
     assert record.epoch_sparsity == pytest.approx(expected, abs=1e-9)  # at each epoch start
     assert sparsity_report(module)["global"] == pytest.approx(1 - target)
-    for k, mask in masks(module).items():
+    for k, mask in layer_masks(module).items():
         assert torch.all(module.get_submodule(k).weight[mask == 0] == 0)
     # Epoch 2 is dense again: the weights masked in epoch 1 restart from exactly 0.
     last_compressed = record.masks[2 * 6 - 1]
@@ -170,7 +170,7 @@ def test_acdc_with_sign_in_ends_at_its_target_with_masked_weights_zero(tmp_path)
     run.fit(module, *data())
     assert sparsity_report(module)["global"] == pytest.approx(0.75, abs=0.01)
     assert run.callback_metrics["acdc/phase"] == 1.0
-    for k, mask in masks(module).items():
+    for k, mask in layer_masks(module).items():
         assert torch.all(module.get_submodule(k).weight[mask == 0] == 0)
 
 

@@ -10,7 +10,7 @@ from helpers import UserModule, blobs, trainer
 from sparsify import ConfigError, reparametrize
 from sparsify.callbacks import PruneAtInit, SignIn
 from sparsify.masks import set_masks
-from sparsify.reparam import masks, pointwise_factors
+from sparsify.reparam import layer_masks, pointwise_factors
 from sparsify.sign_in import inner_scale, sign_flips, signs
 
 PROBE = torch.linspace(-2, 2, 40).view(5, 8)
@@ -83,7 +83,7 @@ def test_sign_in_trains_the_prune_at_init_mask_and_weights_flip(tmp_path, signin
     run = trainer(tmp_path, callbacks if signin_first else callbacks[::-1], max_epochs=3)
     module = UserModule(lr=0.3, weight_decay=0.0)
     run.fit(module, *ordered_loaders())
-    for layer, mask in masks(module).items():
+    for layer, mask in layer_masks(module).items():
         theta = module.get_submodule(layer).weight
         assert mask.mean() < 1
         assert torch.all(theta[mask == 0] == 0)
@@ -123,8 +123,8 @@ def test_bad_sign_in_arguments_are_refused():
 def test_sign_in_keeps_a_mask_set_before_it(tmp_path):
     module = UserModule()
     set_masks(module, {"net.0": (torch.rand(32, 8) > 0.5).float()})
-    before = masks(module)["net.0"].clone()
+    before = layer_masks(module)["net.0"].clone()
     run = trainer(tmp_path, [SignIn()], max_epochs=1)
     run.fit(module, *ordered_loaders())
-    assert torch.equal(masks(module)["net.0"], before)
+    assert torch.equal(layer_masks(module)["net.0"], before)
     assert torch.all(module.net[0].weight[before == 0] == 0)

@@ -7,7 +7,7 @@ from sparsify import ConfigError
 from sparsify.callbacks import PruneAtEnd, Reparametrize
 from sparsify.callbacks.sign_transfer import SignTransfer
 from sparsify.masks import select_mask
-from sparsify.reparam import masks, prunable_layers
+from sparsify.reparam import layer_masks, prunable_layers
 from sparsify.transfer import load_state_dict, stored_weights
 
 LAYERS = ("net.0", "net.2")
@@ -21,7 +21,7 @@ class RecordStart(L.Callback):
 
     def on_train_start(self, trainer, pl_module):
         self.theta = {n: l.weight.detach().clone() for n, l in prunable_layers(pl_module)}
-        self.masks = {n: m.clone() for n, m in masks(pl_module).items()}
+        self.masks = {n: m.clone() for n, m in layer_masks(pl_module).items()}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_masks_stored_in_a_sparse_checkpoint_and_resume(tmp_path, source):
     sparse = trainer(tmp_path, [PruneAtEnd(0.6)], max_epochs=1)
     sparse.fit(UserModule(), *loaders())
     sparse.save_checkpoint(tmp_path / "sparse.ckpt")
-    stored = {n: m.clone() for n, m in masks(sparse.lightning_module).items()}
+    stored = {n: m.clone() for n, m in layer_masks(sparse.lightning_module).items()}
 
     transfer = SignTransfer(str(source), keep="signs", mask_from=str(tmp_path / "sparse.ckpt"))
     _, record = start(tmp_path, [transfer])

@@ -8,7 +8,7 @@ from torch import nn
 from helpers import UserModule, loaders, trainer
 from sparsify import ConfigError, sparsity_report
 from sparsify.callbacks import ContinuousSparsification, PruneAtEnd, SoftThresholdReparametrization
-from sparsify.reparam import Mask, masks, reparametrize
+from sparsify.reparam import Mask, layer_masks, reparametrize
 from sparsify.soft_masks import SigmoidMask, harden, sigmoid_mask, soft_masks, soft_threshold
 
 
@@ -23,7 +23,7 @@ def plain_masks_only(module):
 
 
 def assert_exact_zeros_are_masked(module):
-    live = masks(module)
+    live = layer_masks(module)
     for name, layer in [("net.0", module.net[0]), ("net.2", module.net[2])]:
         assert torch.equal(layer.weight == 0, live[name] == 0)
 
@@ -48,7 +48,7 @@ def test_soft_threshold_zeroes_the_weights_below_the_threshold():
     torch.testing.assert_close(layer.weight, expected)
     harden(layer)
     torch.testing.assert_close(layer.weight, expected)
-    assert torch.equal(masks(layer)[""], (expected != 0).float())
+    assert torch.equal(layer_masks(layer)[""], (expected != 0).float())
 
 
 def test_str_then_prune_at_end_reaches_the_target_and_keeps_it_while_fine_tuning(tmp_path):
@@ -105,7 +105,7 @@ def test_prune_at_end_revives_no_exact_zero_of_a_sparser_learned_mask(tmp_path, 
     zeros = learned_zeros(pruner)
     learned = sum(int(z.sum()) for z in zeros.values()) / sum(z.numel() for z in zeros.values())
     assert learned > 0.5
-    live = masks(module)
+    live = layer_masks(module)
     for name, zero in zeros.items():
         assert torch.equal(live[name] == 0, zero.to(live[name].device))
     assert pruner.achieved == pytest.approx(learned)
@@ -121,7 +121,7 @@ def test_prune_at_end_regrows_at_random_from_zero_with_cleared_momentum(tmp_path
     trainer(tmp_path, callbacks, max_epochs=3).fit(module, *loaders())
     zeros = learned_zeros(pruner)
     assert pruner.achieved == pytest.approx(0.3, abs=1 / 352)
-    live = masks(module)
+    live = layer_masks(module)
     grown = {name: zero & (live[name] != 0) for name, zero in zeros.items()}
     assert sum(int(g.sum()) for g in grown.values()) > 50
     for name, where in grown.items():
