@@ -42,6 +42,9 @@ class WeightDecaySchedule(L.Callback):
             weight decay. Excludes ``groups``.
         weight_decay: the base weight decay of the scheduled groups; ``None`` keeps the one the
             optimizer was built with.
+        scale: multiplies the base weight decay of the scheduled groups, so one recipe sets a
+            strength relative to whatever the experiment configured (``0`` switches it off for
+            the whole run, ``4`` is four times as strong); groups built with weight decay 0 stay 0.
 
     The base values are in the callback's ``state_dict``, so a resumed run continues the schedule.
     """
@@ -56,6 +59,7 @@ class WeightDecaySchedule(L.Callback):
         groups: list[str] | None = None,
         target: str | None = None,
         weight_decay: float | None = None,
+        scale: float = 1.0,
     ):
         self.unit = check_unit(unit)
         if target not in TARGETS:
@@ -66,6 +70,8 @@ class WeightDecaySchedule(L.Callback):
             )
         if weight_decay is not None and not weight_decay >= 0:
             raise ConfigError(f"weight_decay={weight_decay!r} is invalid: must be >= 0")
+        if not scale >= 0:
+            raise ConfigError(f"scale={scale!r} is invalid: must be >= 0")
         if unit == "fraction" and schedule == "switch_off" and not 0 <= at <= 1:
             raise ConfigError(f"at={at!r} is invalid with unit='fraction': must be in [0, 1]")
         if at < 0:
@@ -75,6 +81,7 @@ class WeightDecaySchedule(L.Callback):
         self.groups = None if groups is None else list(groups)
         self.target = target
         self.weight_decay = weight_decay
+        self.scale = scale
         self.base: list[list[float]] | None = None
         self.factor = 1.0
         self._pointwise_ids: set[int] = set()
@@ -118,7 +125,7 @@ class WeightDecaySchedule(L.Callback):
             for group, base in zip(opt.param_groups, bases)
             if self._selected(group)
         ]
-        if selected and not any(selected):
+        if self.scale and selected and not any(selected):
             rank_zero_warn(
                 f"{type(self).__name__}: the base weight decay is 0 in every scheduled param "
                 "group (the optimizer was built with weight_decay=0), so the schedule does "
@@ -127,9 +134,10 @@ class WeightDecaySchedule(L.Callback):
             )
 
     def _base(self, group: dict) -> float:
-        if self.weight_decay is not None and self._selected(group):
-            return self.weight_decay
-        return group["weight_decay"]
+        if not self._selected(group):
+            return group["weight_decay"]
+        base = group["weight_decay"] if self.weight_decay is None else self.weight_decay
+        return base * self.scale
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.factor = float(self.schedule(progress(trainer, self.unit)))
@@ -165,7 +173,14 @@ class WeightDecaySwitchOff(WeightDecaySchedule):
         groups: list[str] | None = None,
         target: str | None = None,
         weight_decay: float | None = None,
+        scale: float = 1.0,
     ):
         super().__init__(
-            "switch_off", unit=unit, at=at, groups=groups, target=target, weight_decay=weight_decay
+            "switch_off",
+            unit=unit,
+            at=at,
+            groups=groups,
+            target=target,
+            weight_decay=weight_decay,
+            scale=scale,
         )

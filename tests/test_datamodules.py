@@ -363,6 +363,7 @@ def test_lora_study_runs_on_a_pretrained_base(tmp_path):
     )
     summary = run_fit(
         "--config=experiment/lora_gpt_permute",
+        "--config=method/wd_off_at_50",
         f"--model.init_args.init_from={pretrain['checkpoint']}",
         *small,
         root=tmp_path / "lora",

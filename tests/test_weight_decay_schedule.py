@@ -105,6 +105,28 @@ def test_target_pointwise_keeps_the_learning_rate_schedule_and_takes_its_own_bas
         assert wd_mw == pytest.approx(0.05 * (1 - step / 24))
 
 
+class WeightsAndBiases(UserModule):
+    """The user's two groups: weights with weight decay 1e-3, biases without."""
+
+    def configure_optimizers(self):
+        weights = [p for p in self.parameters() if p.ndim > 1]
+        biases = [p for p in self.parameters() if p.ndim == 1]
+        groups = [{"params": weights, "weight_decay": 1e-3}, {"params": biases, "weight_decay": 0}]
+        return torch.optim.SGD(groups, lr=0.1)
+
+
+@pytest.mark.parametrize("scale", [0.0, 4.0])
+def test_scale_multiplies_the_configured_weight_decay_of_every_group_that_has_one(tmp_path, scale):
+    """The method/wd_* recipes: a strength relative to the experiment's, groups at 0 stay 0."""
+    record = RecordGroups()
+    schedule = WeightDecaySwitchOff(at=0.5, scale=scale)
+    trainer(tmp_path, [schedule, record], max_epochs=2).fit(WeightsAndBiases(), *loaders())
+    assert len(record.seen) == 2 * STEPS_PER_EPOCH
+    for step, groups in enumerate(record.seen):
+        decays = [wd for wd, _, _ in groups]
+        assert decays == [(1e-3 * scale if step < STEPS_PER_EPOCH else 0.0), 0.0]
+
+
 def test_resume_with_a_split_group_equals_an_uninterrupted_run(tmp_path):
     def run(max_epochs, ckpt_path=None):
         record = RecordGroups()
@@ -137,6 +159,7 @@ def test_target_pointwise_without_m_and_w_is_a_clear_error(tmp_path):
         ({"target": "biases"}, r"target='biases' is invalid"),
         ({"target": "pointwise", "groups": ["decay"]}, r"target='pointwise' is invalid together"),
         ({"weight_decay": -1.0}, r"weight_decay=-1.0 is invalid"),
+        ({"scale": -0.5}, r"scale=-0.5 is invalid: must be >= 0"),
     ],
 )
 def test_bad_target_arguments_fail_in_init(kwargs, message):
