@@ -12,7 +12,12 @@ to ``out_dir``:
   ``sparsify.models.create_model(backbone, num_classes, **model_kwargs)`` without sparsify's
   parametrizations;
 - ``model.torchscript.pt`` (``torch.jit.script``, or ``torch.jit.trace`` on zeros of
-  ``input_shape`` for networks that do not script) or ``model.onnx`` (needs ``onnx``).
+  ``input_shape`` for networks that do not script) or ``model.onnx`` (needs ``onnx``);
+- ``safetensors``: ``model.safetensors`` (the plain state dict, exact zeros) and
+  ``masks.safetensors`` (``{layer name: bool mask}``), both with the metadata ``sparsify``
+  (JSON: ``hyper_parameters``, ``sparsity``); needs ``safetensors``;
+- ``pretrained``: ``pretrained/``, the network's own ``save_pretrained`` (a ``transformers``
+  model only), which ``from_pretrained`` loads without sparsify.
 
 ``to_sparse(model)`` is the sparse inference path: a collapsed copy in which every
 ``nn.Linear`` holds its weight as a ``torch.sparse`` CSR matrix. Convolutions stay dense: on CPU
@@ -25,6 +30,8 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import importlib.util
+import json
 import warnings
 from pathlib import Path
 
@@ -32,9 +39,10 @@ import torch
 from torch import nn
 
 from sparsify.errors import ConfigError
+from sparsify.masks import sparsity_report
 from sparsify.reparam import collapse, is_transposed, layer_masks, match_structure
 
-FORMATS = ("torchscript", "onnx", "none")
+FORMATS = ("torchscript", "onnx", "safetensors", "pretrained", "none")
 
 
 def load_module(checkpoint_path: str | Path, factory: str | None = None) -> nn.Module:
@@ -114,6 +122,7 @@ def export(
     network = copy.deepcopy(network_of(module, submodule))
     saved_masks = {name: mask.detach().clone() for name, mask in layer_masks(network).items()}
     network = collapse(network).eval()
+    check_writable(format, network)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Modules in the hyper-parameters (save_hyperparameters of a network) would make model.pt
@@ -132,6 +141,10 @@ def export(
     elif format == "onnx":
         paths["onnx"] = out / "model.onnx"
         to_onnx(network, input_shape, paths["onnx"])
+    elif format == "safetensors":
+        paths.update(to_safetensors(network, saved_masks, hparams, out))
+    elif format == "pretrained":
+        paths["pretrained"] = to_pretrained(network, out / "pretrained")
     return paths
 
 
@@ -172,6 +185,38 @@ def to_onnx(network: nn.Module, input_shape: tuple[int, ...] | None, path: Path)
     if input_shape is None:
         raise ConfigError("input_shape=None is invalid with format='onnx': give --input-shape")
     torch.onnx.export(network, (torch.zeros(1, *input_shape),), str(path), dynamo=False)
+
+
+def check_writable(format: str, network: nn.Module) -> None:
+    """Refuse, before anything is written, a format this network or installation cannot take."""
+    if format == "safetensors" and importlib.util.find_spec("safetensors") is None:
+        raise ConfigError("format='safetensors' is invalid here: `pip install safetensors` first")
+    if format == "pretrained" and not callable(getattr(network, "save_pretrained", None)):
+        raise ConfigError(
+            f"format='pretrained' is invalid for a {type(network).__name__}: only a transformers "
+            "model has save_pretrained; choose safetensors, torchscript, onnx or none"
+        )
+
+
+def to_safetensors(network: nn.Module, masks: dict, hparams: dict, out: Path) -> dict:
+    """Write ``model.safetensors`` (the state dict) and ``masks.safetensors`` (bool masks), with
+    ``{"sparsify": JSON of hyper_parameters and sparsity}`` as metadata; return their paths."""
+    from safetensors.torch import save_file
+
+    info = {"hyper_parameters": hparams, "sparsity": sparsity_report(network)["global"]}
+    metadata = {"format": "pt", "sparsify": json.dumps(info, default=str)}
+    # safetensors refuses tensors that share memory (a tied head): each is stored on its own.
+    state = {k: v.detach().clone().contiguous() for k, v in network.state_dict().items()}
+    paths = {"safetensors": out / "model.safetensors", "masks": out / "masks.safetensors"}
+    save_file(state, paths["safetensors"], metadata)
+    save_file({k: v.bool().contiguous() for k, v in masks.items()}, paths["masks"], metadata)
+    return paths
+
+
+def to_pretrained(network: nn.Module, path: Path) -> Path:
+    """``network.save_pretrained(path)``: a ``transformers`` model's own checkpoint."""
+    network.save_pretrained(path)
+    return path
 
 
 class SparseLinear(nn.Module):
@@ -215,7 +260,8 @@ def to_sparse(model: nn.Module) -> nn.Module:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
-    """``sparsify export CKPT --out DIR [--format torchscript|onnx|none] [--input-shape C,H,W]``."""
+    """``sparsify export CKPT --out DIR [--format FORMAT] [--input-shape C,H,W]``, FORMAT one
+    of ``FORMATS``."""
     parser = argparse.ArgumentParser(
         prog="sparsify export",
         description="Collapse a `sparsify fit` checkpoint to a plain model and save it.",

@@ -97,3 +97,13 @@ def token_data(n: int = 64, seed: int = 0) -> TensorDataset:
 def token_loaders(batch_size: int = 16):
     data = token_data()
     return DataLoader(data, batch_size=batch_size), DataLoader(data, batch_size=64)
+
+
+class TinyCausalLM(CausalLM):
+    """A tiny model rebuilt from its saved hyper-parameters and class path, as the ``sparsify``
+    CLI saves them, so that ``sparsify export`` can rebuild it from a checkpoint."""
+
+    def __init__(self, name: str = "gpt2", lr: float = 0.1, weight_decay: float = 1e-3):
+        super().__init__(MODELS[name](), lr, weight_decay)
+        self.save_hyperparameters()
+        self.hparams["_class_path"] = f"{__name__}.{type(self).__name__}"
