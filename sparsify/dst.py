@@ -33,11 +33,16 @@ def rigl_masks(
     grads: dict[str, torch.Tensor],
     current: dict[str, torch.Tensor],
     fraction: float,
+    noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """RiGL's drop-and-grow, per layer: the new 0/1 masks, each keeping as many weights as
-    ``current``. Drops the ``floor(fraction · kept)`` smallest |θ| among the kept weights and
-    grows as many of the largest |g| among the weights not kept after the drop (a dropped weight
-    may come back). No more are updated than there are weights outside the mask."""
+    ``current``. Drops the ``floor(fraction · kept)`` smallest scores |θ| + N(0, noise_std²)
+    among the kept weights and grows as many of the largest |g| among the weights not kept after
+    the drop (a dropped weight may come back). No more are updated than there are weights
+    outside the mask. The noise (drawn on the CPU from ``generator``, layer by layer in the order
+    of ``current``) breaks ties among equal magnitudes at random, as the reference does
+    (google-research/rigl, ``generic_mask_update``: standard deviation 1e-5)."""
     out = {}
     for name, mask in current.items():
         kept = mask.flatten() != 0
@@ -45,7 +50,11 @@ def rigl_masks(
         k = min(math.floor(fraction * n_kept), kept.numel() - n_kept)
         new = kept.clone()
         if k > 0:
-            magnitude = weights[name].flatten().abs().masked_fill(~kept, math.inf)
+            magnitude = weights[name].flatten().abs()
+            if noise_std > 0:
+                noise = torch.randn(magnitude.shape, generator=generator, dtype=magnitude.dtype)
+                magnitude = magnitude + noise_std * noise.to(magnitude.device)
+            magnitude = magnitude.masked_fill(~kept, math.inf)
             new[torch.topk(magnitude, k, largest=False).indices] = False
             growth = grads[name].flatten().abs().masked_fill(new, -math.inf)
             new[torch.topk(growth, k).indices] = True
