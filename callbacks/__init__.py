@@ -6,6 +6,7 @@ from sparsify.callbacks.continuous_sparsification import ContinuousSparsificatio
 from sparsify.callbacks.ham import HAM
 from sparsify.callbacks.l1 import L1Penalty
 from sparsify.callbacks.magnitude_pruning import MagnitudePruning
+from sparsify.callbacks.one_shot_curve import OneShotPruningCurve
 from sparsify.callbacks.pilot import PILoT
 from sparsify.callbacks.prune_at_end import PruneAtEnd
 from sparsify.callbacks.prune_at_init import PruneAtInit
@@ -24,6 +25,7 @@ __all__ = [
     "HAM",
     "L1Penalty",
     "MagnitudePruning",
+    "OneShotPruningCurve",
     "PILoT",
     "PruneAtEnd",
     "PruneAtInit",

@@ -33,8 +33,12 @@ class PruneAtInit(PortableCheckpoint):
             densities (``sparsify.masks.layer_densities``).
         dense_layers: layers kept whole, counted in the target (patterns, ``"first"``,
             ``"last"``); ``include`` / ``exclude`` choose the layers that take part at all.
-        num_batches: batches of the trainer's training data that ``snip`` / ``grasp`` score
-            on (``synflow`` reads only the input shape from the first).
+        num_batches: batches of the trainer's training data that ``snip`` scores on (and
+            ``grasp`` with ``samples_per_class=None``; ``synflow`` reads only the input shape
+            from the first).
+        samples_per_class: ``grasp`` scores on the first this many examples of every class of
+            the training data, as the reference does (alecwangcq/GraSP: 10;
+            ``sparsify.pai.grasp_batches``); ``None``: the first ``num_batches`` batches.
         loss_fn: ``loss_fn(output, target)``; cross-entropy by default.
 
     The mask is computed in ``on_train_start`` (after the model is on its device and a
@@ -58,11 +62,19 @@ class PruneAtInit(PortableCheckpoint):
         include: list | None = None,
         exclude: list | None = None,
         loss_fn: Callable | None = None,
+        samples_per_class: int | None = 10,
     ):
         self.sparsity = check_sparsity(sparsity)
         self.score = check_score(score)
         self.distribution = check_distribution(distribution)
         check_pai_options(num_batches, temperature, rounds)
+        if samples_per_class is not None and not (
+            isinstance(samples_per_class, int) and samples_per_class >= 1
+        ):
+            raise ConfigError(
+                f"samples_per_class={samples_per_class!r} is invalid: an integer >= 1 or null"
+            )
+        self.samples_per_class = samples_per_class
         self.dense_layers = dense_layers
         self.num_batches, self.temperature, self.rounds = num_batches, temperature, rounds
         self.include, self.exclude, self.loss_fn = include, exclude, loss_fn
@@ -98,13 +110,19 @@ class PruneAtInit(PortableCheckpoint):
         """The masks, from this process's model and training batches."""
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            batches = self.batches(trainer) if self.score in DATA_SCORES + ("synflow",) else []
+            balanced = self.score == "grasp" and self.samples_per_class is not None
+            if balanced:
+                data = self.train_loader(trainer)
+            elif self.score in DATA_SCORES + ("synflow",):
+                data = self.batches(trainer)
+            else:
+                data = []
             return pai_masks(
                 pl_module,
                 self.sparsity,
                 self.score,
                 self.distribution,
-                batches,
+                data,
                 self.loss_fn,
                 self.num_batches,
                 self.dense_layers,
@@ -112,10 +130,20 @@ class PruneAtInit(PortableCheckpoint):
                 self.exclude,
                 self.temperature,
                 self.rounds,
+                samples_per_class=self.samples_per_class if balanced else None,
             )
 
     def batches(self, trainer: L.Trainer) -> list:
         """The first ``num_batches`` training batches, moved to the device as in training."""
+        batches = []
+        for batch in self.train_loader(trainer):
+            batches.append(trainer.strategy.batch_to_device(batch))
+            if len(batches) == self.num_batches:
+                break
+        return batches
+
+    def train_loader(self, trainer: L.Trainer):
+        """The trainer's (first) training dataloader."""
         loader = trainer.train_dataloader
         if isinstance(loader, Mapping):
             loader = next(iter(loader.values()))
@@ -123,12 +151,7 @@ class PruneAtInit(PortableCheckpoint):
             loader = loader[0]
         if loader is None:
             raise ConfigError(f"score={self.score!r} needs training data; the trainer has none")
-        batches = []
-        for batch in loader:
-            batches.append(trainer.strategy.batch_to_device(batch))
-            if len(batches) == self.num_batches:
-                break
-        return batches
+        return loader
 
     def state_dict(self) -> dict:
         return {"done": self.done}

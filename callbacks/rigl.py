@@ -27,7 +27,10 @@ class RiGL(PortableCheckpoint):
     steps), each layer drops its k smallest |θ| and grows the k weights outside the mask with
     the largest |∂L/∂θ|, k = f_t · (kept weights), f_t = ``update_fraction`` · (1 + cos(π t /
     T_end)) / 2. The sparsity of every layer stays constant; grown weights start at 0 with
-    cleared optimizer state.
+    cleared optimizer state. Ties in the drop score are broken as in the reference
+    (google-research/rigl): the score is |θ| plus Gaussian noise of standard deviation
+    ``drop_noise`` (1e-5; 0 turns it off), drawn from a generator seeded with the update step,
+    so every DDP rank and a resumed run draw the same noise.
 
     ∂L/∂θ is the dense gradient of the effective weight on the batch of the update step (taken
     from the backward pass of that step, so no extra forward), averaged over DDP ranks
@@ -48,6 +51,7 @@ class RiGL(PortableCheckpoint):
         update_fraction: float = 0.3,
         every_n_steps: int | None = None,
         end: float = 0.75,
+        drop_noise: float = 1e-5,
         include: list | None = None,
         exclude: list | None = None,
     ):
@@ -61,7 +65,9 @@ class RiGL(PortableCheckpoint):
             )
         if not 0 < end <= 1:
             raise ConfigError(f"end={end!r} is invalid: a fraction of training in (0, 1]")
-        self.dense_layers = dense_layers
+        if not drop_noise >= 0:
+            raise ConfigError(f"drop_noise={drop_noise!r} is invalid: must be >= 0")
+        self.dense_layers, self.drop_noise = dense_layers, float(drop_noise)
         self.update_fraction, self.every_n_steps, self.end = update_fraction, every_n_steps, end
         self.include, self.exclude = include, exclude
         self.started = False
@@ -144,7 +150,8 @@ class RiGL(PortableCheckpoint):
             step, self.update_fraction, self.end * trainer.estimated_stepping_batches
         )
         weights = {name: layer.weight for name, layer in layers.items()}
-        new = rigl_masks(weights, grads, current, fraction)
+        noise = torch.Generator().manual_seed(step)
+        new = rigl_masks(weights, grads, current, fraction, self.drop_noise, noise)
         grown = {name: (new[name] != 0) & (current[name] == 0) for name in layers}
         restart_(pl_module, grown, trainer.optimizers)
         set_masks(pl_module, new)

@@ -4,6 +4,7 @@ lr 0.05, momentum 0.9, weight decay 5e-4 on the weights, batch 32, cosine per st
 Not a test: run it and paste the table into docs/performance.md.
 
     python scripts/ham_alpha.py [--alphas 0 5 10 20 50 200] [--warmup 0 1] [--epochs 30]
+        [--pai 0.9 --distribution global]
 
 α = 0 is the optimizer alone plus β's decay; ``--no-ham`` adds a row without the wrapper.
 """
@@ -20,14 +21,24 @@ from sparsify.datamodules import DigitsDataModule
 from sparsify.models import create_model
 from sparsify.module import lr_factor
 from sparsify.optim import HAM
+from sparsify.pai import prune_at_init
 
 
-def train(alpha: float | None, warmup_epochs: float, epochs: int, beta: float = 1e-3):
-    """Test accuracy and the largest parameter norm after training; ``alpha=None``: no HAM."""
+def train(
+    alpha: float | None,
+    warmup_epochs: float,
+    epochs: int,
+    beta: float = 1e-3,
+    pai: tuple[float, str] | None = None,
+):
+    """Test accuracy and the largest parameter norm after training; ``alpha=None``: no HAM;
+    ``pai=(sparsity, distribution)``: a fixed random mask chosen before training."""
     torch.manual_seed(0)
     data = DigitsDataModule(batch_size=32)
     data.setup()
     model = create_model("cnn_digits", num_classes=10)
+    if pai is not None:
+        prune_at_init(model, pai[0], "random", pai[1])
     groups = [
         {"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": 5e-4},
         {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0},
@@ -55,6 +66,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--no-ham", action="store_true", help="add rows without the wrapper")
+    parser.add_argument("--pai", type=float, default=None, help="random PaI mask at this sparsity")
+    parser.add_argument("--distribution", default="global", help="layer densities of --pai")
     args = parser.parse_args()
     alphas = ([None] if args.no_ham else []) + args.alphas
     print("| α | warm-up (epochs) | test accuracy | largest parameter norm | seconds |")
@@ -62,7 +75,8 @@ def main() -> None:
     for warmup in args.warmup:
         for alpha in alphas:
             start = time.perf_counter()
-            accuracy, norm = train(alpha, warmup, args.epochs)
+            pai = None if args.pai is None else (args.pai, args.distribution)
+            accuracy, norm = train(alpha, warmup, args.epochs, pai=pai)
             name = "no HAM" if alpha is None else f"{alpha:g}"
             seconds = time.perf_counter() - start
             print(

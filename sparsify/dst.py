@@ -34,24 +34,33 @@ def rigl_masks(
     grads: dict[str, torch.Tensor],
     current: dict[str, torch.Tensor],
     fraction: float,
+    noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """RiGL's drop-and-grow, per layer: the new 0/1 masks, each keeping as many weights as
-    ``current``. Drops the ``floor(fraction · kept)`` smallest |θ| among the kept weights and
-    grows as many of the largest |g| among the weights not kept after the drop (a dropped weight
-    may come back). No more are updated than there are weights outside the mask.
+    ``current``. Drops the ``floor(fraction · kept)`` smallest scores |θ| + N(0, noise_std²)
+    among the kept weights and grows as many of the largest |g| among the weights not kept after
+    the drop (a dropped weight may come back). No more are updated than there are weights
+    outside the mask. The noise (drawn on the CPU from ``generator``, layer by layer in the order
+    of ``current``, for the layers that update) breaks ties among equal magnitudes at random, as
+    the reference does (google-research/rigl, ``generic_mask_update``: standard deviation 1e-5).
 
-    Both steps go through ``select_mask``: the drop keeps the largest non-zero |θ|, so a kept
-    weight that is exactly 0 is never kept by tie order; the growth is its stated regrowth rule,
-    |g| over every weight that is 0 after the drop (which refills such a weight's place too).
+    Both steps go through ``select_mask``: the drop keeps the highest scores among the non-zero
+    θ, so a kept weight that is exactly 0 is never kept by tie order; the growth is its stated
+    regrowth rule, |g| over every weight that is 0 after the drop (which refills such a weight's
+    place too).
     """
     theta = {name: weights[name] * (current[name] != 0) for name in current}
-    after_drop_density, density = {}, {}
+    after_drop_density, density, magnitude = {}, {}, {}
     for name, mask in current.items():
         n_kept = int((mask != 0).sum())
         k = min(math.floor(fraction * n_kept), mask.numel() - n_kept)
         after_drop_density[name] = (n_kept - k) / mask.numel()
         density[name] = n_kept / mask.numel()
-    magnitude = {name: t.abs() for name, t in theta.items()}
+        magnitude[name] = theta[name].abs()
+        if k > 0 and noise_std > 0:
+            noise = torch.randn(mask.shape, generator=generator, dtype=magnitude[name].dtype)
+            magnitude[name] = magnitude[name] + noise_std * noise.to(magnitude[name].device)
     survivors = select_mask(magnitude, theta, densities=after_drop_density)
     after_drop = {name: theta[name] * survivors[name] for name in theta}
     growth = {name: grads[name].abs() for name in theta}

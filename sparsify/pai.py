@@ -27,6 +27,11 @@ gradients are left as they were. Only its masks change.
 ``snip`` and ``grasp`` score in training mode (BatchNorm uses batch statistics, as in the first
 training step); batches are ``(input, target, ...)`` and the loss is
 ``loss_fn(module(input), target)``, cross-entropy by default.
+
+GraSP's data, as in the reference (alecwangcq/GraSP, ``GraSP_fetch_data`` in pruner/GraSP.py,
+``samples_per_class`` 10 in its configs): with ``samples_per_class`` set, the first that many
+examples of every class in the loader's order, ordered by class, scored as two halves
+(``grasp_batches``). Without it, the first ``num_batches`` batches.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ def prune_at_init(
     temperature: float = GRASP_TEMPERATURE,
     rounds: int = SYNFLOW_ROUNDS,
     input_shape: tuple[int, ...] | None = None,
+    samples_per_class: int | None = None,
 ) -> Scores:
     """Mask ``module`` to ``sparsity`` by the highest ``score`` s, shared among layers by
     ``distribution`` (``global``: one threshold on the scores; ``uniform``, ``erk``: fixed
@@ -87,7 +93,8 @@ def prune_at_init(
 
     ``snip`` / ``grasp`` use the first ``num_batches`` batches of ``dataloader``; ``synflow``
     needs the input shape without the batch dimension: ``input_shape``, else the module's
-    ``example_input_array``, else the shape of the first batch of ``dataloader``.
+    ``example_input_array``, else the shape of the first batch of ``dataloader``. With
+    ``samples_per_class``, ``grasp`` scores on class-balanced data instead (``grasp_batches``).
     """
     new_masks = pai_masks(
         module,
@@ -103,6 +110,7 @@ def prune_at_init(
         temperature,
         rounds,
         input_shape,
+        samples_per_class,
     )
     set_masks(module, new_masks)
     return new_masks
@@ -122,6 +130,7 @@ def pai_masks(
     temperature: float = GRASP_TEMPERATURE,
     rounds: int = SYNFLOW_ROUNDS,
     input_shape: tuple[int, ...] | None = None,
+    samples_per_class: int | None = None,
 ) -> Scores:
     """The masks ``prune_at_init`` would set, without setting them."""
     check_sparsity(sparsity)
@@ -130,7 +139,18 @@ def pai_masks(
     check_pai_options(num_batches, temperature, rounds)
     if score in DATA_SCORES and dataloader is None:
         raise ConfigError(f"score={score!r} needs data: give a dataloader")
-    batches = first_batches(dataloader, num_batches, device_of(module)) if dataloader else []
+    if samples_per_class is not None and not (
+        isinstance(samples_per_class, int) and samples_per_class >= 1
+    ):
+        raise ConfigError(
+            f"samples_per_class={samples_per_class!r} is invalid: an integer >= 1 or null"
+        )
+    if score == "grasp" and samples_per_class is not None:
+        batches = grasp_batches(module, dataloader, samples_per_class)
+    elif dataloader:
+        batches = first_batches(dataloader, num_batches, device_of(module))
+    else:
+        batches = []
     if score == "synflow":
         shape = input_shape or synflow_input_shape(module, batches)
         dtype = synflow_input_dtype(module, batches)
@@ -386,6 +406,39 @@ def device_of(module: nn.Module) -> torch.device:
 def first_batches(dataloader: Iterable, num_batches: int, device: torch.device) -> list:
     """The first ``num_batches`` batches of ``dataloader``, moved to ``device``."""
     return [to_device(batch, device) for batch in itertools.islice(dataloader, num_batches)]
+
+
+def grasp_batches(module: nn.Module, dataloader: Iterable, samples_per_class: int) -> list:
+    """GraSP's data (alecwangcq/GraSP, ``GraSP_fetch_data``): the first ``samples_per_class``
+    examples of each class in the loader's order, concatenated class by class, as two halves
+    (the reference takes g and H g over the two halves). The number of classes is the width of
+    the module's output, read from one example in eval mode on a scoring copy."""
+    device = device_of(module)
+    inputs: dict[int, list] = {}
+    num_classes = None
+    for batch in dataloader:
+        x, y = to_device(batch[0], device), to_device(batch[1], device)
+        if num_classes is None:
+            scorer, _ = scoring_copy(module)
+            with torch.no_grad():
+                num_classes = int(scorer.eval()(x[:1]).shape[-1])
+        for example, label in zip(x, y.tolist()):
+            chosen = inputs.setdefault(label, [])
+            if len(chosen) < samples_per_class:
+                chosen.append(example)
+        full = [c for c in range(num_classes) if len(inputs.get(c, [])) == samples_per_class]
+        if len(full) == num_classes:
+            break
+    else:
+        short = [c for c in range(num_classes or 0) if len(inputs.get(c, [])) < samples_per_class]
+        raise ConfigError(
+            f"samples_per_class={samples_per_class} is invalid for this data: classes {short} "
+            "have fewer examples in the training data"
+        )
+    x = torch.stack([e for c in range(num_classes) for e in inputs[c]])
+    y = torch.tensor([c for c in range(num_classes) for _ in inputs[c]], device=device)
+    half = len(y) // 2
+    return [(x[:half], y[:half]), (x[half:], y[half:])]
 
 
 def to_device(batch, device: torch.device):

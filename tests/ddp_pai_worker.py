@@ -37,7 +37,9 @@ def main(out_dir):
     saved = {f"local_{s}": pai_masks(UserModule(), 0.8, s, dataloader=loader) for s in SCORES}
     callbacks = []
     for score in SCORES:
-        callbacks += [PruneAtInit(0.8, score=score, num_batches=2), SaveMasks(score, saved)]
+        # GraSP takes 5 examples of each class: a rank's 32 of the 64 blobs hold that many.
+        pruner = PruneAtInit(0.8, score=score, num_batches=2, samples_per_class=5)
+        callbacks += [pruner, SaveMasks(score, saved)]
     trainer = L.Trainer(
         strategy="ddp",
         accelerator="cpu",

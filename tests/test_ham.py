@@ -248,7 +248,7 @@ def test_recipes_build_their_callbacks(name):
             getattr(importlib.import_module(module_name), class_name)(**entry["init_args"])
         )
     ham = callbacks[0]
-    assert isinstance(ham, HAM) and (ham.alpha, ham.beta) == (20.0, 1e-3)
+    assert isinstance(ham, HAM) and (ham.alpha, ham.beta) == (5.0, 1e-3)
     assert ham.options["max_exponent"] == 5.0 and ham.options["max_weight_norm"] == 1000.0
     assert ham.options["skip_zeros"] and ham.options["revert_nan"]
     assert config["model"]["init_args"]["warmup_epochs"] == 1

@@ -11,6 +11,7 @@ from sparsify import ConfigError, reparametrize, rescale_, sparsity_report
 from sparsify.callbacks.prune_at_init import PruneAtInit
 from sparsify.masks import layer_densities, select_mask, set_masks
 from sparsify.pai import (
+    grasp_batches,
     grasp_scores,
     pai_masks,
     prune_at_init,
@@ -138,6 +139,60 @@ def test_grasp_scores_are_theta_times_hessian_gradient_and_the_lowest_are_pruned
     mask = pai_masks(net, 0.5, "grasp", dataloader=[(x, y)])
     flat_mask = torch.cat([mask["0"].flatten(), mask["2"].flatten()])
     assert torch.equal(flat_mask.bool(), expected >= expected.sort().values[88])
+
+
+def test_grasp_scores_on_class_balanced_data_as_the_reference():
+    """Conformance with alecwangcq/GraSP, pruner/GraSP.py: ``GraSP_fetch_data`` takes the first
+    ``samples_per_class`` examples of each class in loader order, concatenated class by class;
+    g is the sum of the gradients of the two halves, H g the sum over the halves of
+    ∇(g · ∇L_half), the score −θ ⊙ H g with the largest pruned (logits / 200 throughout). In our
+    words, on a small CNN with BatchNorm; ours averages over the halves (a factor ¼)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16, 3)
+    )
+    x, y = torch.randn(30, 1, 6, 6), torch.tensor([2, 0, 0, 1, 2, 2, 0, 1, 1, 0] * 3)
+    loader = [(x[i : i + 4], y[i : i + 4]) for i in range(0, 30, 4)]
+
+    per_class = {c: [i for i in range(30) if y[i] == c][:3] for c in range(3)}
+    order = [i for c in range(3) for i in per_class[c]]
+    xs, ys = x[order], y[order]
+    halves = [(xs[:4], ys[:4]), (xs[4:], ys[4:])]
+    reference = copy.deepcopy(net).train()
+    weights = [reference[0].weight, reference[4].weight]
+
+    def half_loss(half):
+        return F.cross_entropy(reference(half[0]) / 200, half[1])
+
+    g = [sum(parts) for parts in zip(*(torch.autograd.grad(half_loss(h), weights) for h in halves))]
+    hg = [torch.zeros_like(w) for w in weights]
+    for half in halves:
+        grads = torch.autograd.grad(half_loss(half), weights, create_graph=True)
+        dot = sum((gi.detach() * fi).sum() for gi, fi in zip(g, grads))
+        for acc, part in zip(hg, torch.autograd.grad(dot, weights)):
+            acc += part
+    reference_scores = [-(w * h).detach() for w, h in zip(weights, hg)]
+
+    batches = grasp_batches(net, loader, samples_per_class=3)
+    assert [b[1].tolist() for b in batches] == [[0, 0, 0, 1], [1, 1, 2, 2, 2]]
+    ours = grasp_scores(net, batches)
+    for name, expected in zip(["0", "4"], reference_scores):
+        torch.testing.assert_close(-4 * ours[name], expected)
+    mask = pai_masks(net, 0.5, "grasp", dataloader=loader, samples_per_class=3)
+    flat = torch.cat([s.flatten() for s in reference_scores])
+    kept_by_reference = flat <= flat.sort().values[round(0.5 * flat.numel()) - 1]
+    assert torch.equal(
+        torch.cat([mask["0"].flatten(), mask["4"].flatten()]).bool(), kept_by_reference
+    )
+
+
+def test_grasp_refuses_data_without_enough_examples_of_a_class():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    loader = [(torch.randn(6, 4), torch.tensor([0, 1, 0, 1, 0, 2]))]
+    with pytest.raises(
+        ConfigError, match=r"samples_per_class=2 is invalid for this data: classes \[2\]"
+    ):
+        pai_masks(net, 0.5, "grasp", dataloader=loader, samples_per_class=2)
 
 
 def test_grasp_mask_keeps_the_gradient_flow():

@@ -1,18 +1,24 @@
 """RiGL (sparse-to-sparse) and AC/DC (alternating dense / compressed), alone and with Sign-In."""
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
+import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
+import sparsify.configs
 from helpers import UserModule, blobs, trainer
 from sparsify import ConfigError
 from sparsify.callbacks import ACDC, RiGL, SignIn
 from sparsify.dst import acdc_phase, rigl_fraction, rigl_masks
 from sparsify.masks import sparsity_report
+from sparsify.module import ImageClassifier
 from sparsify.reparam import layer_masks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+CONFIGS = Path(sparsify.configs.__file__).parent
 
 
 def data():
@@ -50,6 +56,56 @@ def test_rigl_drops_the_smallest_weights_and_grows_the_largest_gradients():
     assert new["a"].tolist() == [0, 0, 0, 1, 1, 1]
     grads["a"][0] = 9.0  # a dropped weight with the largest gradient comes back
     assert rigl_masks(weights, grads, current, 0.5)["a"].tolist() == [1, 1, 1, 0, 0, 0]
+
+
+def reference_rigl_update(mask, weight, grad, drop_fraction, noise):
+    """One RiGL mask update as google-research/rigl does it (rigl/sparse_optimizers_base.py,
+    ``SparseRigLOptimizerBase.generic_mask_update`` and ``_get_update_op``), in our words: the
+    drop score is |mask ⊙ w| plus the noise; the n_keep = n_on − int(n_on · drop_fraction)
+    best scores of the whole tensor stay on; the grow score is |g|, with the entries that stayed
+    on lifted to min(|g|) − 1, and its int(n_on · drop_fraction) best are switched on."""
+    mask, score = mask.flatten(), (mask * weight).abs().flatten() + noise.flatten()
+    n_on = int(mask.sum())
+    n_prune = int(n_on * drop_fraction)
+    stay = torch.zeros_like(mask)
+    stay[torch.argsort(score, descending=True, stable=True)[: n_on - n_prune]] = 1
+    grow_score = grad.abs().flatten()
+    grow_score = torch.where(stay == 1, grow_score.min() - 1, grow_score)
+    grown = torch.zeros_like(mask)
+    grown[torch.argsort(grow_score, descending=True, stable=True)[:n_prune]] = 1
+    return (stay + grown).view_as(weight)
+
+
+def test_rigl_update_matches_the_reference_and_breaks_ties_at_random():
+    """Conformance with google-research/rigl (rigl/sparse_optimizers_base.py): same masks from
+    the same noise, on a layer whose kept weights tie in magnitude (±0.5 and ±1)."""
+    torch.manual_seed(0)
+    weight = torch.tensor([0.5, -0.5, 1.0, 0.5, -1.0, 0.5, -0.5, 1.0] * 4).view(4, 8)
+    mask = (torch.rand(4, 8) < 0.6).float()
+    grad = torch.randn(4, 8)  # distinct: no ties in the grow score
+    chosen = []
+    for seed in range(4):
+        noise = 1e-5 * torch.randn(32, generator=torch.Generator().manual_seed(seed))
+        ours = rigl_masks(
+            {"a": weight}, {"a": grad}, {"a": mask}, 0.3, 1e-5, torch.Generator().manual_seed(seed)
+        )["a"]
+        assert torch.equal(ours, reference_rigl_update(mask, weight, grad, 0.3, noise.view(4, 8)))
+        chosen.append(ours)
+    # floor(0.3 · kept) of the tied ±0.5 weights are dropped: which ones depends on the noise.
+    assert any(not torch.equal(chosen[0], other) for other in chosen[1:])
+
+
+def test_rigl_imagenet_recipe_leaves_the_first_convolution_dense():
+    """google-research/rigl, rigl/imagenet_resnet/imagenet_train_eval.py: first_layer_sparsity
+    0 means the first layer "is not pruned or masked"."""
+    config = yaml.safe_load((CONFIGS / "method" / "rigl_imagenet.yaml").read_text())
+    rigl = RiGL(**config["trainer"]["callbacks"][0]["init_args"])
+    module = ImageClassifier(backbone="resnet18_cifar", num_classes=10)
+    rigl.setup(None, module, "fit")
+    initial = rigl.initial_masks(module)
+    assert "model.conv1" not in initial and "model.conv1" not in layer_masks(module)
+    kept = sum(int(m.sum()) for m in initial.values())
+    assert kept / sum(m.numel() for m in initial.values()) == pytest.approx(0.1, abs=1e-3)
 
 
 def test_rigl_update_fraction_decays_by_a_cosine():

@@ -1,0 +1,133 @@
+"""The PILoT paper's evaluation protocol: one trained model, pruned by magnitude without
+fine-tuning at sparsities 1 − 0.8^k (k = 1…25), accuracy measured at each (Mask in the Mirror,
+ICLR 2025; METHODS.md §3)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+from sparsify.errors import ConfigError
+from sparsify.masks import check_scope, magnitude_prune
+from sparsify.pai import to_device
+
+STAGES = ("test", "fit")
+
+
+def curve_sparsities(steps: int = 25, rate: float = 0.8) -> list[float]:
+    """[1 − rate^k for k = 1…steps]: each step removes 1 − rate of the weights still kept."""
+    return [1 - rate**k for k in range(1, steps + 1)]
+
+
+class OneShotPruningCurve(L.Callback):
+    """Accuracy versus sparsity of the trained model pruned by magnitude without fine-tuning.
+
+    At the end of ``sparsify test`` / ``trainer.test`` (``stage="test"``, on the test data) or of
+    fitting (``stage="fit"``, on the validation data), a deep copy of the module is pruned by
+    |θ| (``scope`` ``"global"`` or ``"layer"``, ``sparsify.masks.magnitude_prune``) to each
+    sparsity 1 − ``rate``^k, k = 1…``steps``, and its top-1 accuracy measured; the model the
+    trainer holds is not changed. Batches are ``(input, target, ...)`` and the prediction is
+    the argmax of ``module(input)``.
+
+    Writes ``one_shot_curve.csv`` (columns ``k, sparsity, accuracy``) and
+    ``one_shot_curve.png`` to ``dirpath`` (default: the trainer's log folder), logs them to W&B
+    as a table and an image when a ``WandbLogger`` is present, and keeps the rows in
+    ``self.rows``. Rank 0 evaluates on its own data loader.
+    """
+
+    def __init__(
+        self,
+        steps: int = 25,
+        rate: float = 0.8,
+        scope: str = "global",
+        stage: str = "test",
+        dirpath: str | None = None,
+    ):
+        if not (isinstance(steps, int) and steps >= 1):
+            raise ConfigError(f"steps={steps!r} is invalid: an integer >= 1")
+        if not 0 < rate < 1:
+            raise ConfigError(f"rate={rate!r} is invalid: must be in (0, 1)")
+        if stage not in STAGES:
+            raise ConfigError(f"stage={stage!r} is invalid: choose one of {', '.join(STAGES)}")
+        self.steps, self.rate, self.scope = steps, float(rate), check_scope(scope)
+        self.stage, self.dirpath = stage, dirpath
+        self.rows: list[dict] = []
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stage == "test":
+            self.run(trainer, pl_module, trainer.test_dataloaders)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stage == "fit":
+            self.run(trainer, pl_module, trainer.val_dataloaders)
+
+    @rank_zero_only
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule, loaders) -> None:
+        if isinstance(loaders, (list, tuple)):
+            loaders = loaders[0] if loaders else None
+        if loaders is None:
+            raise ConfigError(f"OneShotPruningCurve(stage={self.stage!r}) found no data to score")
+        self.rows = self.curve(pl_module, loaders)
+        out = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
+        csv_path, png_path = write_curve(self.rows, out)
+        rank_zero_info(f"OneShotPruningCurve: {len(self.rows)} sparsities, written to {csv_path}")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                columns = ["k", "sparsity", "accuracy"]
+                data = [[row[c] for c in columns] for row in self.rows]
+                logger.log_table("one_shot_curve/table", columns=columns, data=data)
+                logger.log_image("one_shot_curve/plot", images=[str(png_path)])
+
+    def curve(self, pl_module: torch.nn.Module, loader) -> list[dict]:
+        """[{k, sparsity, accuracy}] of a pruned copy of ``pl_module`` (left unchanged)."""
+        pruned = copy.deepcopy(pl_module)
+        rows = []
+        for k, sparsity in enumerate(curve_sparsities(self.steps, self.rate), start=1):
+            magnitude_prune(pruned, sparsity, self.scope)
+            rows.append({"k": k, "sparsity": sparsity, "accuracy": accuracy(pruned, loader)})
+        return rows
+
+
+@torch.no_grad()
+def accuracy(module: torch.nn.Module, loader) -> float:
+    """Top-1 accuracy of ``module`` (eval mode, restored after) on ``(input, target)`` batches."""
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    right = total = 0
+    for batch in loader:
+        x, y = to_device(batch[0], device), to_device(batch[1], device)
+        right += int((module(x).argmax(-1) == y).sum())
+        total += y.numel()
+    module.train(was_training)
+    return right / total if total else float("nan")
+
+
+def write_curve(rows: list[dict], out: Path) -> tuple[Path, Path]:
+    """``one_shot_curve.csv`` and ``one_shot_curve.png`` (accuracy vs sparsity) in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, png_path = out / "one_shot_curve.csv", out / "one_shot_curve.png"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["k", "sparsity", "accuracy"])
+        writer.writeheader()
+        writer.writerows(rows)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([r["sparsity"] for r in rows], [r["accuracy"] for r in rows], marker="o")
+    ax.set_xlabel("sparsity (one-shot magnitude pruning, no fine-tuning)")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return csv_path, png_path
