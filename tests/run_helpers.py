@@ -15,7 +15,7 @@ OVERRIDES = {
 # The methods the resume test runs, each with its overrides.
 RECIPES = {
     recipe: OVERRIDES.get(recipe, [])
-    for recipe in ("method/pilot", "method/snip_signin", "method/gmp", "method/rigl")
+    for recipe in ("method/pilot", "method/snip_signin", "method/gmp", "method/rigl", "method/cs")
 }
 
 
