@@ -81,7 +81,8 @@ def portable_state_dict(module: nn.Module, state_dict: dict) -> OrderedDict:
     first_key: dict[str, str] = {}  # a layer's first parametrization key -> the layer's name
     stashed: set[str] = set()
     for name, layer in module.named_modules():
-        if not parametrize.is_parametrized(layer):
+        # Only layers registered here load the portable form back; others keep their keys.
+        if getattr(type(layer), "_load_from_state_dict", None) is not _load_portable:
             continue
         prefix = f"{name}." if name else ""
         keys = [k for k in state_dict if k.startswith(prefix + PARAMETRIZED)]

@@ -113,7 +113,13 @@ def test_bad_input_fails_with_one_line(tmp_path):
         main([str(tmp_path / "missing.ckpt"), "--out", str(tmp_path)])
     not_a_run = tmp_path / "weights.pt"
     torch.save({"weight": torch.zeros(2)}, not_a_run)
-    with pytest.raises(ConfigError, match="not a checkpoint of `sparsify fit`"):
+    with pytest.raises(ConfigError, match="is invalid: no state_dict in it"):
         export(not_a_run, tmp_path)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"weight": torch.zeros(2)}, "hyper_parameters": {}}, foreign)
+    with pytest.raises(ConfigError, match="not a checkpoint of `sparsify fit`.*--factory"):
+        export(foreign, tmp_path)
+    with pytest.raises(ConfigError, match="factory='no_such_module:build' is invalid"):
+        export(foreign, tmp_path, factory="no_such_module:build")
     with pytest.raises(ConfigError, match="format='tflite' is invalid"):
         export(not_a_run, tmp_path, format="tflite")

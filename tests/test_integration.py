@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -116,16 +115,8 @@ def test_a_schedule_of_a_zero_base_weight_decay_warns(tmp_path):
 def test_lightning_boring_model_with_the_callbacks_reloads_plain(tmp_path):
     """BoringModel logs no accuracy: PILoT follows its training loss."""
     pilot = PILoT()
-    run = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=8,
-        limit_val_batches=2,
-        logger=False,
-        callbacks=[Reparametrize(), pilot, PruneAtEnd(0.5)],
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    callbacks = [Reparametrize(), pilot, PruneAtEnd(0.5)]
+    run = trainer(tmp_path, callbacks, max_epochs=2, limit_train_batches=8, limit_val_batches=2)
     run.fit(BoringModel())
     assert pilot.follows_loss
     run.save_checkpoint(tmp_path / "boring.ckpt")
@@ -145,14 +136,7 @@ def test_lightning_demo_transformer_trains_sparse_with_the_callbacks(tmp_path):
     tokens = torch.randint(0, 32, (16, 12))
     data = DataLoader(TensorDataset(tokens[:, :-1], tokens[:, 1:]), batch_size=4)
     pilot = PILoT()
-    run = L.Trainer(
-        max_epochs=2,
-        logger=False,
-        callbacks=[Reparametrize(), pilot, PruneAtEnd(0.8)],
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    run = trainer(tmp_path, [Reparametrize(), pilot, PruneAtEnd(0.8)], max_epochs=2)
     run.fit(OfflineTransformer(vocab_size=32), data)
     run.save_checkpoint(tmp_path / "lm.ckpt")
     plain = LightningTransformer(vocab_size=32)
