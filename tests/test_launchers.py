@@ -235,9 +235,11 @@ def test_ray_tasks_on_a_local_cluster_give_the_local_results(local_grid, tmp_pat
             ["--runs-per-gpu=2", "--devices-per-run=2"],
             "packing runs on a GPU is for runs of one GPU",
         ),
+        (["--devices-per-run=1"], "devices_per_run=1 is invalid: 0 GPU(s) visible here"),
     ],
 )
-def test_bad_launch_settings_one_line_exit_2(tmp_path, capsys, launch, message):
+def test_bad_launch_settings_one_line_exit_2(tmp_path, capsys, monkeypatch, launch, message):
+    monkeypatch.setattr("sparsify.launchers.local.visible_gpus", lambda: [])
     with pytest.raises(SystemExit) as exit_info:
         main(grid_argv(tmp_path, tmp_path / "out", *launch))
     assert exit_info.value.code == 2
