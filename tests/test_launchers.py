@@ -18,6 +18,7 @@ SHORT = [
     "--trainer.limit_train_batches=4",
     "--trainer.limit_val_batches=2",
     "--trainer.enable_model_summary=false",
+    "--trainer.accelerator=cpu",  # the same on a machine with GPUs
 ]
 
 
@@ -109,6 +110,10 @@ def test_local_launcher_without_gpus_sets_no_devices(tmp_path, monkeypatch):
     records = seen(jobs)
     assert [r["gpus"] for r in records] == [None, None]
     assert most_at_once(records) == 1  # parallel defaults to 1 on CPU
+    monkeypatch.setattr("sparsify.launchers.local.visible_gpus", lambda: ["0", "1"])
+    jobs = probe_jobs(tmp_path / "hidden", 1)
+    assert run_local(jobs, LaunchOptions(devices_per_run=0), Progress()) == []
+    assert seen(jobs)[0]["gpus"] == ""  # devices_per_run 0: CPU runs, GPUs hidden
 
 
 def broken_recipe(tmp_path):
