@@ -18,6 +18,7 @@ SHORT = [
     "--trainer.limit_train_batches=4",
     "--trainer.limit_val_batches=2",
     "--trainer.enable_model_summary=false",
+    "--trainer.accelerator=cpu",  # the same on a machine with GPUs
 ]
 
 
@@ -109,6 +110,10 @@ def test_local_launcher_without_gpus_sets_no_devices(tmp_path, monkeypatch):
     records = seen(jobs)
     assert [r["gpus"] for r in records] == [None, None]
     assert most_at_once(records) == 1  # parallel defaults to 1 on CPU
+    monkeypatch.setattr("sparsify.launchers.local.visible_gpus", lambda: ["0", "1"])
+    jobs = probe_jobs(tmp_path / "hidden", 1)
+    assert run_local(jobs, LaunchOptions(devices_per_run=0), Progress()) == []
+    assert seen(jobs)[0]["gpus"] == ""  # devices_per_run 0: CPU runs, GPUs hidden
 
 
 def broken_recipe(tmp_path):
@@ -235,9 +240,11 @@ def test_ray_tasks_on_a_local_cluster_give_the_local_results(local_grid, tmp_pat
             ["--runs-per-gpu=2", "--devices-per-run=2"],
             "packing runs on a GPU is for runs of one GPU",
         ),
+        (["--devices-per-run=1"], "devices_per_run=1 is invalid: 0 GPU(s) visible here"),
     ],
 )
-def test_bad_launch_settings_one_line_exit_2(tmp_path, capsys, launch, message):
+def test_bad_launch_settings_one_line_exit_2(tmp_path, capsys, monkeypatch, launch, message):
+    monkeypatch.setattr("sparsify.launchers.local.visible_gpus", lambda: [])
     with pytest.raises(SystemExit) as exit_info:
         main(grid_argv(tmp_path, tmp_path / "out", *launch))
     assert exit_info.value.code == 2

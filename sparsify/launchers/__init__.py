@@ -55,6 +55,15 @@ class LaunchOptions:
             )
         for name in ("time", "nodes"):
             _check_int(name, self.slurm.get(name), 1, optional=True)
+        if self.launcher == "local" and self.devices_per_run:
+            from sparsify.launchers.local import visible_gpus
+
+            gpus = visible_gpus()
+            if self.devices_per_run > len(gpus):
+                raise ConfigError(
+                    f"devices_per_run={self.devices_per_run} is invalid: {len(gpus)} GPU(s) "
+                    "visible here (CUDA_VISIBLE_DEVICES); 0 runs on the CPU"
+                )
         return self
 
 

@@ -63,7 +63,7 @@ class Attempt:
     job: Job
     process: subprocess.Popen
     started: float
-    gpus: list[str]
+    gpus: list[str] | None
     log: object  # the open fit.log, or None when the run writes to the terminal
 
 
@@ -78,8 +78,9 @@ def run_local(jobs: list[Job], options, progress) -> list[Job]:
     try:
         while todo or running:
             while todo and len(running) < parallel:
-                given = slots.take() if slots else []
-                if given is None:
+                # None: no GPU to hand out; [] (devices_per_run 0 beside GPUs): hide them.
+                given = slots.take() if slots else ([] if gpus else None)
+                if slots and given is None:
                     break
                 running.append(_start(todo.pop(0), given, parallel, options.show_output))
                 progress.started([a.job for a in running])
@@ -102,10 +103,10 @@ def run_local(jobs: list[Job], options, progress) -> list[Job]:
     return failed
 
 
-def _start(job: Job, gpus: list[str], parallel: int, show_output: bool) -> Attempt:
+def _start(job: Job, gpus: list[str] | None, parallel: int, show_output: bool) -> Attempt:
     job.prepare()
     env = {**os.environ, **thread_limits(parallel), **job.env}
-    if gpus:
+    if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     log = None if show_output else open(job.log, "w")  # noqa: SIM115
     stderr = subprocess.STDOUT if log else None
