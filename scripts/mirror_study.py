@@ -22,14 +22,16 @@ effects:
 - type of bias, which norm the solution is small in: ‖x‖₁ and ‖x‖₂ (sparse coding), nuclear and
   Frobenius norms (U Vᵀ, W_Q W_Kᵀ, B A), and the scale-free ratio ‖·‖₁/‖·‖₂ or ‖·‖_*/‖·‖_F
   (small: sparse / low rank);
-- range shrinking: the largest |entry| of the model's own parameters over training, and whether
-  it comes back after the switch-off.
+- range shrinking: the largest |Z|, σ_max(U Vᵀ), or the largest |entry| of the model's own
+  matrices over training, and whether it comes back after the switch-off.
 
-Writes ``<setting>.csv`` (one row per run), ``<setting>.md`` (mean ± std over seeds) and
-``<setting>_effects.png`` to ``--out``.
+Each finished run is kept in ``<out>/runs/<setting>_<recipe>_seed<k>.json`` and not run again,
+so a study resumes, and seeds can run in separate processes (``--seeds 0 1``, ``--seeds 2 3``,
+then ``--report``). Writes ``mirror_<setting>.csv`` (one row per run), ``mirror_<setting>.md``
+(mean ± std over seeds) and ``mirror_<setting>.png`` (the four panels) to ``--out``.
 
-    python scripts/mirror_study.py --setting matrix_sensing --out docs/results     # 5 seeds
-    python scripts/mirror_study.py --setting matrix_sensing --out /tmp/s --fast    # the tests
+    python scripts/mirror_study.py --setting matrix_sensing --out study         # all, 5 seeds
+    python scripts/mirror_study.py --setting matrix_sensing --out /tmp/s --fast  # the tests' mode
 """
 
 from __future__ import annotations
