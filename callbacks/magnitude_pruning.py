@@ -12,19 +12,17 @@ under the final mask (fine-tuning).
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 
 from sparsify.callbacks.portable import PortableCheckpoint
-from sparsify.callbacks.progress import check_unit, progress
+from sparsify.callbacks.progress import progress
 from sparsify.errors import ConfigError
-from sparsify.masks import check_scope, check_sparsity, magnitude_prune
+from sparsify.masks import check_scope, magnitude_prune
 from sparsify.reparam import add_masks
-from sparsify.schedules import cubic_sparsity
+from sparsify.schedules import CubicPruningSchedule
 
 
-class MagnitudePruning(PortableCheckpoint):
+class MagnitudePruning(CubicPruningSchedule, PortableCheckpoint):
     """Prune the smallest |θ| to the cubic target ``s_t`` at ``start``, every ``frequency``
     after it, and at ``end``, where the sparsity is exactly ``final_sparsity``.
 
@@ -57,21 +55,7 @@ class MagnitudePruning(PortableCheckpoint):
         include: list | None = None,
         exclude: list | None = None,
     ):
-        self.final_sparsity = check_sparsity(final_sparsity)
-        self.initial_sparsity = check_sparsity(initial_sparsity)
-        if initial_sparsity > final_sparsity:
-            raise ConfigError(
-                f"initial_sparsity={initial_sparsity!r} is invalid: must be <= final_sparsity "
-                f"({final_sparsity!r})"
-            )
-        self.unit = check_unit(unit)
-        if not 0 <= start < end:
-            raise ConfigError(f"start={start!r}, end={end!r} is invalid: need 0 <= start < end")
-        if unit == "fraction" and end > 1:
-            raise ConfigError(f"end={end!r} is invalid with unit='fraction': must be <= 1")
-        if not frequency > 0:
-            raise ConfigError(f"frequency={frequency!r} is invalid: must be > 0")
-        self.start, self.end, self.frequency = float(start), float(end), float(frequency)
+        super().__init__(final_sparsity, initial_sparsity, start, end, frequency, unit)
         self.scope = check_scope(scope)
         self.include, self.exclude = include, exclude
         self.last_pruned: float | None = None
@@ -98,20 +82,6 @@ class MagnitudePruning(PortableCheckpoint):
                 f"end={self.end:g} is invalid with unit='step': training has only "
                 f"{trainer.estimated_stepping_batches} steps, end must be smaller"
             )
-
-    def scheduled_time(self, t: float) -> float | None:
-        """The latest pruning time ≤ t: start + k · frequency, or end; None before start."""
-        if t < self.start:
-            return None
-        if t >= self.end:
-            return self.end
-        # The tolerance counts 0.3 / 0.1 as 3 whole periods, not 2.999….
-        periods = math.floor((t - self.start) / self.frequency + 1e-9)
-        return min(self.end, self.start + periods * self.frequency)
-
-    def target(self, t: float) -> float:
-        """The cubic target sparsity s_t at progress t."""
-        return cubic_sparsity(t, self.start, self.end, self.initial_sparsity, self.final_sparsity)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         due = self.scheduled_time(progress(trainer, self.unit))

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 
-from sparsify.errors import ConfigError
-
-UNITS = ("fraction", "epoch", "step")
-
-
-def check_unit(unit: str) -> str:
-    if unit not in UNITS:
-        raise ConfigError(f"unit={unit!r} is invalid: choose one of {', '.join(UNITS)}")
-    return unit
+from sparsify.schedules import UNITS, check_unit  # noqa: F401  (callbacks import them here)
 
 
 def progress(trainer: L.Trainer, unit: str) -> float:

@@ -1,5 +1,6 @@
 """Schedules: pure functions of training progress ``t`` (in steps, epochs or a fraction of
-training, whichever unit the caller measures) returning a multiplier or a target.
+training, whichever unit the caller measures) returning a multiplier or a target, and GMP's
+pruning schedule, shared by the Lightning callbacks and the Hugging Face ``Trainer`` adapters.
 
 ``1/k`` and ``1/k²`` count from k = t + 1, so the factor is 1 at the start.
 """
@@ -10,6 +11,7 @@ import math
 from collections.abc import Callable
 
 from sparsify.errors import ConfigError
+from sparsify.masks import check_sparsity
 
 
 def constant(t: float) -> float:
@@ -50,6 +52,63 @@ def cubic_sparsity(t: float, start: float, end: float, s_init: float, s_final: f
     """Zhu & Gupta (2017): s_t = s_f + (s_i − s_f)(1 − (t − t₀)/(t₁ − t₀))³ for t₀ ≤ t ≤ t₁."""
     progress = min(1.0, max(0.0, (t - start) / (end - start)))
     return s_final + (s_init - s_final) * (1 - progress) ** 3
+
+
+UNITS = ("fraction", "epoch", "step")
+
+
+def check_unit(unit: str) -> str:
+    if unit not in UNITS:
+        raise ConfigError(f"unit={unit!r} is invalid: choose one of {', '.join(UNITS)}")
+    return unit
+
+
+class CubicPruningSchedule:
+    """When gradual magnitude pruning (GMP, Zhu & Gupta 2017) prunes, and to what sparsity: at
+    ``start`` = t₀, every ``frequency`` after it, and at ``end`` = t₁, to the cubic target s_t of
+    ``cubic_sparsity`` (``initial_sparsity`` s_i at t₀, ``final_sparsity`` s_f from t₁ on), with
+    progress in ``unit``: a ``fraction`` of all optimizer steps, ``epoch`` s or ``step`` s.
+    The trainer-independent part of ``sparsify.callbacks.MagnitudePruning`` and of
+    ``sparsify.hf.MagnitudePruning``."""
+
+    def __init__(
+        self,
+        final_sparsity: float = 0.9,
+        initial_sparsity: float = 0.0,
+        start: float = 0.1,
+        end: float = 0.75,
+        frequency: float = 0.01,
+        unit: str = "fraction",
+    ):
+        self.final_sparsity = check_sparsity(final_sparsity)
+        self.initial_sparsity = check_sparsity(initial_sparsity)
+        if initial_sparsity > final_sparsity:
+            raise ConfigError(
+                f"initial_sparsity={initial_sparsity!r} is invalid: must be <= final_sparsity "
+                f"({final_sparsity!r})"
+            )
+        self.unit = check_unit(unit)
+        if not 0 <= start < end:
+            raise ConfigError(f"start={start!r}, end={end!r} is invalid: need 0 <= start < end")
+        if unit == "fraction" and end > 1:
+            raise ConfigError(f"end={end!r} is invalid with unit='fraction': must be <= 1")
+        if not frequency > 0:
+            raise ConfigError(f"frequency={frequency!r} is invalid: must be > 0")
+        self.start, self.end, self.frequency = float(start), float(end), float(frequency)
+
+    def scheduled_time(self, t: float) -> float | None:
+        """The latest pruning time ≤ t: start + k · frequency, or end; None before start."""
+        if t < self.start:
+            return None
+        if t >= self.end:
+            return self.end
+        # The tolerance counts 0.3 / 0.1 as 3 whole periods, not 2.999….
+        periods = math.floor((t - self.start) / self.frequency + 1e-9)
+        return min(self.end, self.start + periods * self.frequency)
+
+    def target(self, t: float) -> float:
+        """The cubic target sparsity s_t at progress t."""
+        return cubic_sparsity(t, self.start, self.end, self.initial_sparsity, self.final_sparsity)
 
 
 SCHEDULES: dict[str, Callable[..., float]] = {

@@ -1,0 +1,287 @@
+"""sparsify for users of Hugging Face's ``Trainer``: ``transformers.TrainerCallback`` adapters of
+the plain-PyTorch core, without Lightning (docs/hf.md). Needs ``pip install "sparsify[hf]"``.
+
+- ``MagnitudePruning``: GMP, the cubic schedule ``sparsify.schedules.CubicPruningSchedule``
+  (the one the Lightning callback uses), pruning with ``sparsify.masks.magnitude_prune``;
+- ``PruneAtEnd``: one-shot magnitude pruning when training ends, or before the last
+  ``finetune_epochs`` epochs;
+- ``WeightDecaySwitchOff``: weight decay until ``at``, then 0 (``sparsify.schedules.switch_off``);
+- ``PILoT``: the adaptive α_t on exactly the m, w of θ = m ⊙ w, the rule of
+  ``sparsify.callbacks.PILoT`` (its ``update``), once per epoch;
+- ``SignIn``: θ = m ⊙ w on the kept weights, re-split every p epochs (``sparsify.rescale_``).
+
+What differs from Lightning is only where things are read: progress from ``TrainerState``
+(``global_step / max_steps``, ``epoch``), the optimizer and the learning-rate scheduler from the
+callback arguments, and metrics from what the ``Trainer`` logs (``on_log``). The ``Trainer``
+builds its optimizer when ``train()`` starts, so anything that replaces a weight by m, w
+(``SignIn``, or ``sparsify.reparametrize`` called by you) must come before that: ``SignIn`` does
+it in ``on_init_end``, when the ``Trainer`` is constructed. Resuming a ``Trainer`` run with
+these adapters from a checkpoint is not supported: their state is not saved with it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+from transformers import TrainerCallback
+
+from sparsify.callbacks.param_groups import pointwise_groups, pointwise_parameters, split_groups
+from sparsify.callbacks.pilot import PILoT as PILoTRule
+from sparsify.callbacks.pilot import pointwise_l1_norm
+from sparsify.errors import ConfigError
+from sparsify.masks import check_scope, check_sparsity, magnitude_prune
+from sparsify.reparam import add_masks, reparametrize
+from sparsify.schedules import CubicPruningSchedule, check_unit, make_schedule
+from sparsify.sign_in import SignInRescale
+from sparsify.soft_masks import harden
+
+
+def epoch_index(state) -> int:
+    """The index of the epoch under way (``TrainerState.epoch`` counts fractions of epochs)."""
+    return math.floor((state.epoch or 0.0) + 1e-9)
+
+
+def progress(state, unit: str) -> float:
+    """Optimizer steps taken (``step``), the current epoch's index (``epoch``), or the fraction
+    of all steps taken (``fraction``), as the Lightning callbacks measure them."""
+    if unit == "step":
+        return float(state.global_step)
+    if unit == "epoch":
+        return float(epoch_index(state))
+    return state.global_step / max(1, state.max_steps)
+
+
+def isolate_pointwise(model: nn.Module, optimizer, lr_scheduler) -> list[nn.Parameter]:
+    """Move the m, w of ``model`` into param groups of their own (``split_groups``, which also
+    extends the scheduler's per-group lists); return them."""
+    params = pointwise_parameters(model)
+    if not params:
+        raise ConfigError(
+            "the model has no reparametrized m, w: call sparsify.reparametrize(model) before "
+            "building the Trainer, or add sparsify.hf.SignIn()"
+        )
+    split_groups(optimizer, params, [lr_scheduler] if lr_scheduler is not None else [])
+    return params
+
+
+class MagnitudePruning(CubicPruningSchedule, TrainerCallback):
+    """GMP (Zhu & Gupta 2017): before the first step at or after ``start``, every ``frequency``
+    and ``end``, mask the smallest |θ| to the cubic target s_t (``final_sparsity`` from ``end``
+    on). Arguments as ``sparsify.callbacks.MagnitudePruning``; ``unit`` ``fraction`` (of
+    ``max_steps``), ``epoch`` or ``step``. ``sparsity`` is the last target, ``last_pruned`` its
+    time."""
+
+    def __init__(
+        self,
+        final_sparsity: float = 0.9,
+        initial_sparsity: float = 0.0,
+        start: float = 0.1,
+        end: float = 0.75,
+        frequency: float = 0.01,
+        unit: str = "fraction",
+        scope: str = "global",
+        include: list | None = None,
+        exclude: list | None = None,
+    ):
+        super().__init__(final_sparsity, initial_sparsity, start, end, frequency, unit)
+        self.scope = check_scope(scope)
+        self.include, self.exclude = include, exclude
+        self.last_pruned: float | None = None
+        self.sparsity = 0.0
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        length = {"epoch": state.num_train_epochs, "step": state.max_steps}.get(self.unit)
+        if length is not None and self.end >= length:
+            raise ConfigError(
+                f"end={self.end:g} is invalid with unit={self.unit!r}: training has {length} "
+                f"{self.unit}s, end must be smaller"
+            )
+        add_masks(model, self.include, self.exclude)
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        due = self.scheduled_time(progress(state, self.unit))
+        if due is not None and (self.last_pruned is None or due > self.last_pruned):
+            self.sparsity = self.target(due)
+            if self.sparsity > 0:
+                magnitude_prune(model, self.sparsity, self.scope, self.include, self.exclude)
+            self.last_pruned = due
+
+
+class PruneAtEnd(TrainerCallback):
+    """Mask the smallest |θ| to ``sparsity`` (``scope`` ``global`` or ``layer``) when training
+    ends, or with ``finetune_epochs`` at the start of epoch ``num_train_epochs −
+    finetune_epochs``, so the last epochs train under the fixed mask. Soft masks (STR, CS) are
+    hardened first. ``pruned`` says whether it has pruned."""
+
+    def __init__(
+        self,
+        sparsity: float,
+        scope: str = "global",
+        finetune_epochs: int = 0,
+        include: list | None = None,
+        exclude: list | None = None,
+    ):
+        self.sparsity = check_sparsity(sparsity)
+        self.scope = check_scope(scope)
+        if not (isinstance(finetune_epochs, int) and finetune_epochs >= 0):
+            raise ConfigError(f"finetune_epochs={finetune_epochs!r} is invalid: an integer >= 0")
+        self.finetune_epochs = finetune_epochs
+        self.include, self.exclude = include, exclude
+        self.pruned = False
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.finetune_epochs and self.finetune_epochs >= state.num_train_epochs:
+            raise ConfigError(
+                f"finetune_epochs={self.finetune_epochs} leaves no training before pruning with "
+                f"num_train_epochs={state.num_train_epochs}: it must be smaller"
+            )
+        add_masks(model, self.include, self.exclude)
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        start = state.num_train_epochs - self.finetune_epochs
+        if self.finetune_epochs and epoch_index(state) >= start:
+            self.prune(model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.prune(model)
+
+    def prune(self, model: nn.Module) -> None:
+        if not self.pruned:
+            harden(model)
+            magnitude_prune(model, self.sparsity, self.scope, self.include, self.exclude)
+            self.pruned = True
+
+
+class WeightDecaySwitchOff(TrainerCallback):
+    """Weight decay as the optimizer was built with until ``at`` (a ``fraction`` of all steps by
+    default, or an ``epoch`` or ``step`` with ``unit``), then 0 (Mirror, Mirror of the Flow).
+    ``target="pointwise"`` switches off only the m, w of θ = m ⊙ w (moved into groups of their
+    own when training starts); ``None`` every param group."""
+
+    def __init__(self, at: float = 0.5, unit: str = "fraction", target: str | None = None):
+        self.unit = check_unit(unit)
+        if target not in (None, "pointwise"):
+            raise ConfigError(f"target={target!r} is invalid: choose None or 'pointwise'")
+        if not at >= 0 or (unit == "fraction" and at > 1):
+            raise ConfigError(f"at={at!r} is invalid with unit={unit!r}: >= 0 (<= 1 as a fraction)")
+        self.schedule = make_schedule("switch_off", at=at)
+        self.target = target
+        self.base: list[float] | None = None
+        self._pointwise: list[nn.Parameter] | None = None
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if self.target == "pointwise":
+            self._pointwise = isolate_pointwise(model, optimizer, kwargs.get("lr_scheduler"))
+        self.base = [group["weight_decay"] for group in optimizer.param_groups]
+
+    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+        factor = self.schedule(progress(state, self.unit))
+        selected = None if self._pointwise is None else pointwise_groups(optimizer, self._pointwise)
+        for group, base in zip(optimizer.param_groups, self.base):
+            if selected is None or any(group is g for g in selected):
+                group["weight_decay"] = base * factor
+
+
+class PILoT(TrainerCallback):
+    """PILoT's α_t (Mask in the Mirror, ICLR 2025) as the weight decay of exactly the m, w of
+    θ = m ⊙ w, updated when each epoch begins from the epoch before:
+
+        α ← α·δ  if ``monitor`` improved, ‖m ⊙ w‖₁ > K and k < T/2;   α ← α/δ  otherwise.
+
+    Arguments and rule are those of ``sparsify.callbacks.PILoT`` (whose ``update`` this calls),
+    except the default ``monitor``: the ``Trainer`` computes no train accuracy, so it is the
+    logged training ``loss``, lower being better (``mode="min"``). The value of an epoch is the
+    mean of what the ``Trainer`` logged under ``monitor`` during it, evaluation included: set
+    ``logging_strategy="epoch"`` (or ``logging_steps`` at most the steps of an epoch). The model
+    must be reparametrized before the ``Trainer`` is built (``sparsify.reparametrize`` or
+    ``SignIn``). ``history`` holds the α of every epoch."""
+
+    def __init__(
+        self,
+        alpha_init: float = 1e-3,
+        delta: float = 1.2,
+        K: float = 0.5,
+        K_relative: bool = True,
+        schedule: str = "adaptive",
+        rate: float = 0.95,
+        monitor: str = "loss",
+        mode: str = "min",
+    ):
+        self.rule = PILoTRule(alpha_init, delta, K, K_relative, schedule, rate, monitor, mode)
+        self.history: list[float] = []
+        self.logged: list[float] = []
+        self._pointwise: list[nn.Parameter] = []
+
+    @property
+    def alpha(self) -> float:
+        return self.rule.alpha
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        self._pointwise = isolate_pointwise(model, optimizer, kwargs.get("lr_scheduler"))
+        if self.rule.reference_norm is None:
+            self.rule.reference_norm = pointwise_l1_norm(model)
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        epoch = epoch_index(state)
+        if not self.rule.adaptive:
+            self.rule.alpha = self.rule.alpha_init * float(self.rule.schedule(epoch))
+        elif epoch > 0:
+            if not self.logged:
+                raise ConfigError(
+                    f"monitor={self.rule.monitor!r} was not logged during epoch {epoch - 1}: set "
+                    "logging_strategy='epoch' (or logging_steps <= the steps of an epoch)"
+                )
+            metric = sum(self.logged) / len(self.logged)
+            l1_norm = pointwise_l1_norm(model)
+            self.rule.update(metric, l1_norm, epoch - 1, state.num_train_epochs)
+        self.logged = []
+        self.history.append(self.rule.alpha)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and self.rule.monitor in logs:
+            self.logged.append(float(logs[self.rule.monitor]))
+
+    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+        for group in pointwise_groups(optimizer, self._pointwise):
+            group["weight_decay"] = self.rule.alpha
+
+
+class SignIn(SignInRescale, TrainerCallback):
+    """Sign-In (Sign-In to the Lottery, NeurIPS 2025): the selected weights (with any mask they
+    have, e.g. from ``sparsify.prune_at_init``) become θ = m ⊙ w with m² − w² = ``beta`` when
+    the ``Trainer`` is constructed (``on_init_end``, before it builds its optimizer), and each θ is
+    re-split to m² − w² = ``beta`` at the start of every ``every_n_epochs``-th epoch (or every
+    ``every_n_steps`` optimizer steps), θ unchanged: the schedule of
+    ``sparsify.sign_in.SignInRescale``, as in the Lightning callback. ``measurements`` holds,
+    per epoch, the fraction of kept weights whose sign flipped since the first and since the
+    last rescale and the mean inner scale (the Lightning callback's logged keys)."""
+
+    def __init__(
+        self,
+        beta: float = 1.0,
+        every_n_epochs: int = 1,
+        every_n_steps: int | None = None,
+        include: list | None = None,
+        exclude: list | None = None,
+    ):
+        super().__init__(beta, every_n_epochs, every_n_steps)
+        self.include, self.exclude = include, exclude
+        self.measurements: list[dict[str, float]] = []
+
+    def on_init_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if optimizer is not None:
+            raise ConfigError(
+                "SignIn is invalid with a Trainer given an optimizer: it replaces weights by m, w "
+                "before the Trainer builds its optimizer; let the Trainer build it"
+            )
+        reparametrize(model, self.beta, self.include, self.exclude)
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        self.epoch_start(model, epoch_index(state), state.global_step)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.step_end(model, state.global_step)
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        self.measurements.append(self.measure(model))
