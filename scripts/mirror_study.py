@@ -81,6 +81,7 @@ RECORDS = 50  # points of the range curve over training
 def build(configs: list[str], flags: list[str]) -> SparsifyCLI:
     """Compose the configs as ``sparsify fit`` does and instantiate model, data and trainer."""
     composed = compose([read_config(c) for c in configs])
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # as cli.main
     return SparsifyCLI(
         L.LightningModule,
         L.LightningDataModule,
