@@ -370,22 +370,8 @@ class Regressor(TrainingModule):
         self.save_hyperparameters()
         self.model = create_model(backbone, num_classes=num_outputs, **(model_kwargs or {}))
 
-    def on_fit_start(self) -> None:
-        if self.hparams.compile:
-            # Kept out of the module's children, so state_dict keys stay those of the backbone.
-            options = self.hparams.compile if isinstance(self.hparams.compile, dict) else {}
-            self.__dict__["_compiled"] = torch.compile(self.model, **options)
-
-    def on_train_start(self) -> None:
-        # After the callbacks' own on_train_start: m ⊙ w and the masks exist (and change format
-        # too), and a random mask drawn at the start is drawn in the usual layout.
-        if self.hparams.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.hparams.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return (self._compiled or self.model)(x)
+        return self.model(x)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
