@@ -198,7 +198,7 @@ def test_rigl_with_sign_in_moves_the_masks_of_every_kind_of_layer(tmp_path, name
 
 @pytest.mark.parametrize("name", MODELS)
 def test_acdc_ends_compressed(tmp_path, name):
-    acdc = ACDC(0.8, unit="epoch", warmup=1, length=1, final=1)
+    acdc = ACDC(0.8, unit="epoch", warmup=1, length=1, final=1, last_dense=0)
     module = CausalLM(MODELS[name]())
     fit(tmp_path, module, [acdc])
     assert acdc.phase == "compressed" and masked(module) == set(PRUNABLE[name])
