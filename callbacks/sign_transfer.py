@@ -81,7 +81,7 @@ class SignTransfer(PortableCheckpoint):
             f"sparsity {sparsity:.4f}"
         )
 
-    def layer_masks(self, layers: list[str], source: dict) -> dict:
+    def masks(self, layers: list[str], source: dict) -> dict:
         """The masks of ``layers`` named by ``mask_from`` and ``sparsity``."""
         path = self.checkpoint if self.mask_from == "checkpoint" else self.mask_from
         state = load_state_dict(path)

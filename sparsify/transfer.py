@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sparsify.errors import ConfigError
+from sparsify.portable import restore_state_dict
 from sparsify.reparam import prunable_layers
 
 KEEPS = ("signs", "magnitudes", "both", "none")
@@ -35,7 +36,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise ConfigError(f"checkpoint={str(path)!r} is invalid: it holds no state_dict")
-    return state
+    return restore_state_dict(state)  # masks and m, w of a portable checkpoint
 
 
 def stored_weights(state_dict: dict) -> dict[str, torch.Tensor]:

@@ -133,10 +133,10 @@ class OfflineTransformer(LightningTransformer):
 
 
 def test_lightning_demo_transformer_trains_sparse_with_the_callbacks(tmp_path):
-    tokens = torch.randint(0, 32, (16, 12))
+    tokens = torch.randint(0, 32, (8, 7))
     data = DataLoader(TensorDataset(tokens[:, :-1], tokens[:, 1:]), batch_size=4)
     pilot = PILoT()
-    run = trainer(tmp_path, [Reparametrize(), pilot, PruneAtEnd(0.8)], max_epochs=2)
+    run = trainer(tmp_path, [Reparametrize(), pilot, PruneAtEnd(0.8)], max_epochs=1)
     run.fit(OfflineTransformer(vocab_size=32), data)
     run.save_checkpoint(tmp_path / "lm.ckpt")
     plain = LightningTransformer(vocab_size=32)
