@@ -143,7 +143,7 @@ def magnitude_prune(
     """Mask the smallest |θ| so the selected weights reach ``sparsity`` (globally or per layer).
 
     With ``scope="global"``, every layer keeps at least ``min_density`` of its weights
-    (``layer_densities``' floor). Exact zeros are never kept in place of a non-zero weight nor
+    (``layer_densities``' floor), unless ``regrow`` is given: its rule fills the global target. Exact zeros are never kept in place of a non-zero weight nor
     chosen by tie order: with fewer non-zero weights than the target keeps, the mask keeps them
     all and the sparsity is higher than asked, unless ``regrow`` scores the zero weights
     (``select_mask``). Works on plain and reparametrized models; returns the new masks by
@@ -155,7 +155,7 @@ def magnitude_prune(
     if not theta:
         raise ConfigError("magnitude_prune found no prunable layers (conv or linear) to prune")
     scores = {name: weight.abs() for name, weight in theta.items()}
-    if scope == "global" and min_density > 0:
+    if scope == "global" and min_density > 0 and regrow is None:
         densities = layer_densities(
             module,
             sparsity,
@@ -286,7 +286,7 @@ def _global_densities(scores: dict, theta: dict, rest: list[str], sizes: dict, b
     kept = select_mask(
         {name: scores[name] for name in rest},
         {name: theta[name] for name in rest},
-        sparsity=1 - budget / total,
+        sparsity=max(0.0, 1 - budget / total),
     )
     return {name: int(kept[name].sum()) / sizes[name] for name in rest}
 
