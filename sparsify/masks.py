@@ -143,11 +143,11 @@ def magnitude_prune(
     """Mask the smallest |θ| so the selected weights reach ``sparsity`` (globally or per layer).
 
     With ``scope="global"``, every layer keeps at least ``min_density`` of its weights
-    (``layer_densities``' floor), unless ``regrow`` is given: its rule fills the global target. Exact zeros are never kept in place of a non-zero weight nor
-    chosen by tie order: with fewer non-zero weights than the target keeps, the mask keeps them
-    all and the sparsity is higher than asked, unless ``regrow`` scores the zero weights
-    (``select_mask``). Works on plain and reparametrized models; returns the new masks by
-    layer name.
+    (``layer_densities``' floor), unless ``regrow`` is given: its rule fills the global target.
+    Exact zeros are never kept in place of a non-zero weight nor chosen by tie order: with fewer
+    non-zero weights than the target keeps, the mask keeps them all and the sparsity is higher
+    than asked, unless ``regrow`` scores the zero weights (``select_mask``). Works on plain and
+    reparametrized models; returns the new masks by layer name.
     """
     check_sparsity(sparsity)
     check_scope(scope)
