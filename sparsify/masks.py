@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from sparsify.errors import ConfigError
-from sparsify.reparam import add_masks, layer_masks, prunable_layers
+from sparsify.reparam import add_masks, is_transposed, layer_masks, prunable_layers
 
 SCOPES = ("global", "layer")
+UNSTRUCTURED = "unstructured"
 
 
 def check_sparsity(sparsity: float) -> float:
@@ -30,6 +31,63 @@ def check_scope(scope: str) -> str:
     if scope not in SCOPES:
         raise ConfigError(f"scope={scope!r} is invalid: choose one of {', '.join(SCOPES)}")
     return scope
+
+
+def check_pattern(pattern: str) -> tuple[int, int] | None:
+    """``None`` for ``"unstructured"``, else ``(n, m)`` for an ``"n:m"`` pattern (1 ≤ n ≤ m)."""
+    if pattern == UNSTRUCTURED:
+        return None
+    parts = pattern.split(":") if isinstance(pattern, str) else []
+    if len(parts) == 2 and all(part.isdigit() for part in parts):
+        n, m = int(parts[0]), int(parts[1])
+        if 1 <= n <= m:
+            return n, m
+    raise ConfigError(
+        f"pattern={pattern!r} is invalid: use 'unstructured' or 'n:m' with integers 1 <= n <= m"
+        " (e.g. '2:4')"
+    )
+
+
+def _groups_of(tensor: torch.Tensor, m: int, transposed: bool, name: str) -> torch.Tensor:
+    """``tensor`` (a layer's weight shape) viewed as (out, in / m, m): groups of m consecutive
+    entries along the input dimension (dim 1 of an (out, in, …) weight, with a conv's
+    in · kh · kw flattened per output channel; dim 0 of a transposed (in, out) weight)."""
+    rows = tensor.t() if transposed else tensor.flatten(1) if tensor.dim() > 1 else tensor[None]
+    if rows.shape[1] % m:
+        raise ConfigError(
+            f"an n:{m} pattern is invalid for layer {name!r}: its input dimension {rows.shape[1]} "
+            f"is not a multiple of m={m}; exclude the layer or choose m dividing it"
+        )
+    return rows.reshape(rows.shape[0], -1, m)
+
+
+def _nm_allowed(
+    score: torch.Tensor,
+    theta: torch.Tensor,
+    regrow: torch.Tensor | None,
+    n: int,
+    m: int,
+    transposed: bool,
+    name: str,
+) -> torch.Tensor:
+    """Bool tensor shaped like ``theta``: in each group of m, the (at most) n entries the N:M
+    pattern allows, the highest ``score`` among θ ≠ 0, then, with ``regrow``, the highest
+    ``regrow`` among θ = 0 for the places left."""
+    scores = _groups_of(score.detach().to(theta.device), m, transposed, name)
+    alive = _groups_of(theta.detach() != 0, m, transposed, name)
+    inf = torch.tensor(float("inf"), dtype=scores.dtype, device=scores.device)
+    top = torch.topk(torch.where(alive, scores, -inf), n, dim=-1).indices
+    allowed = torch.zeros_like(alive).scatter_(-1, top, True) & alive
+    if regrow is not None:
+        growth = _groups_of(regrow.detach().to(theta.device), m, transposed, name)
+        growth = torch.where(alive, -inf.to(growth.dtype), growth)
+        order = torch.topk(growth, n, dim=-1, sorted=True).indices
+        free = n - allowed.sum(-1, keepdim=True)
+        rank = torch.arange(n, device=order.device).expand_as(order)
+        grown = torch.zeros_like(alive).scatter_(-1, order, rank < free) & ~alive
+        allowed |= grown
+    rows = allowed.reshape(allowed.shape[0], -1)
+    return (rows.t() if transposed else rows).reshape(theta.shape)
 
 
 @torch.no_grad()
@@ -56,6 +114,8 @@ def select_mask(
     scope: str = "global",
     densities: dict[str, float] | None = None,
     regrow: dict[str, torch.Tensor] | None = None,
+    pattern: str = UNSTRUCTURED,
+    transposed: Iterable[str] = (),
 ) -> dict[str, torch.Tensor]:
     """The one way every method chooses a mask: 0/1 masks (by layer name, shaped and typed
     like ``theta``) keeping the highest ``scores`` among the weights whose effective value θ
@@ -73,14 +133,37 @@ def select_mask(
     the rest of the budget. A grown weight is 0; the caller restarts it from 0 with cleared
     optimizer state (``sparsify.dst.restart_``).
 
-    Selection is unstructured: any subset of the entries of a group (a layer, or all layers)
-    may be kept. A structured pattern (N:M) is a further restriction of that choice, and its
-    place is here, as a keyword of this function, so that every method gets it.
+    ``pattern="unstructured"`` lets any subset of the entries be kept. ``pattern="n:m"``
+    (e.g. ``"2:4"``) first restricts the choice: in every group of m consecutive weights along
+    a layer's input dimension (dim 1 of an (out, in) weight; a conv's in · kh · kw flattened per
+    output channel; dim 0 for the layers named in ``transposed``, stored (in, out) like
+    ``transformers``' ``Conv1D``), only the n highest scores among θ ≠ 0 are allowed (with
+    ``regrow``, the places left are allowed to the highest ``regrow`` among θ = 0). The budget
+    is then chosen among the allowed entries only, by the same rule. So N:M alone gives
+    sparsity 1 − n/m (more where a group has fewer than n non-zero θ); a higher ``sparsity``
+    is a further unstructured choice within the allowed entries; a lower one keeps every
+    allowed entry, and the achieved sparsity is 1 − n/m (the pattern wins; the caller reports
+    it). A layer whose input dimension m does not divide is a ``ConfigError``.
     """
     if (sparsity is None) == (densities is None):
         raise ValueError("select_mask needs exactly one of sparsity and densities")
     if sparsity is not None:
         check_sparsity(sparsity)
+    nm = check_pattern(pattern)
+    transposed = set(transposed)
+    allowed = None
+    if nm is not None:
+        allowed = {
+            name: _nm_allowed(
+                scores[name],
+                theta[name],
+                regrow[name] if regrow is not None else None,
+                *nm,
+                name in transposed,
+                name,
+            )
+            for name in scores
+        }
     names = list(scores)
     sizes = [scores[name].numel() for name in names]
     if densities is not None:
@@ -96,28 +179,40 @@ def select_mask(
             [theta[name] for name in group],
             budget,
             [regrow[name] for name in group] if regrow is not None else None,
+            [allowed[name] for name in group] if allowed is not None else None,
         )
         for name, kept in zip(group, keep.split([scores[name].numel() for name in group])):
             out[name] = kept.view_as(theta[name]).to(theta[name].dtype)
     return out
 
 
-def _keep_highest(scores: list, theta: list, budget: int, regrow: list | None) -> torch.Tensor:
+def _keep_highest(
+    scores: list, theta: list, budget: int, regrow: list | None, allowed: list | None = None
+) -> torch.Tensor:
     """A flat bool tensor over the concatenated entries: the ``budget`` highest ``scores``
-    among θ ≠ 0, then, with ``regrow``, the highest ``regrow`` among θ = 0 up to ``budget``."""
+    among θ ≠ 0, then, with ``regrow``, the highest ``regrow`` among θ = 0 up to ``budget``;
+    only among the ``allowed`` entries when given."""
     device = scores[0].device
     flat = torch.cat([s.detach().flatten().to(device) for s in scores])
     alive = torch.cat([t.detach().flatten().to(device) != 0 for t in theta])
     keep = torch.zeros_like(alive)
+    if allowed is not None:
+        permitted = torch.cat([a.flatten().to(device) for a in allowed])
+        dead = ~alive & permitted
+        alive &= permitted
+    else:
+        dead = ~alive
     budget = max(0, min(budget, flat.numel()))
     live = alive.nonzero().squeeze(1)
     chosen = min(budget, live.numel())
     if chosen:
         keep[live[torch.topk(flat[live], chosen, sorted=False).indices]] = True
     if regrow is not None and budget > chosen:
-        zeros = (~alive).nonzero().squeeze(1)
+        zeros = dead.nonzero().squeeze(1)
         grow = torch.cat([g.detach().flatten().to(device) for g in regrow])[zeros]
-        keep[zeros[torch.topk(grow, budget - chosen, sorted=False).indices]] = True
+        keep[zeros[torch.topk(grow, min(budget - chosen, zeros.numel()), sorted=False).indices]] = (
+            True
+        )
     return keep
 
 
@@ -139,8 +234,12 @@ def magnitude_prune(
     exclude: Iterable | None = None,
     regrow: dict[str, torch.Tensor] | None = None,
     min_density: float = 0.0,
+    pattern: str = UNSTRUCTURED,
 ) -> dict[str, torch.Tensor]:
     """Mask the smallest |θ| so the selected weights reach ``sparsity`` (globally or per layer).
+
+    ``pattern`` (``"unstructured"`` or ``"n:m"``, e.g. ``"2:4"``) restricts the kept weights
+    to at most n in every group of m along each layer's input dimension (``select_mask``).
 
     With ``scope="global"``, every layer keeps at least ``min_density`` of its weights
     (``layer_densities``' floor), unless ``regrow`` is given: its rule fills the global target.
@@ -151,7 +250,13 @@ def magnitude_prune(
     """
     check_sparsity(sparsity)
     check_scope(scope)
-    theta = {name: layer.weight for name, layer in prunable_layers(module, include, exclude)}
+    check_pattern(pattern)
+    layers = dict(prunable_layers(module, include, exclude))
+    theta = {name: layer.weight for name, layer in layers.items()}
+    structure = {
+        "pattern": pattern,
+        "transposed": [name for name, layer in layers.items() if is_transposed(layer)],
+    }
     if not theta:
         raise ConfigError("magnitude_prune found no prunable layers (conv or linear) to prune")
     scores = {name: weight.abs() for name, weight in theta.items()}
@@ -165,9 +270,9 @@ def magnitude_prune(
             scores=scores,
             min_density=min_density,
         )
-        new_masks = select_mask(scores, theta, densities=densities, regrow=regrow)
+        new_masks = select_mask(scores, theta, densities=densities, regrow=regrow, **structure)
     else:
-        new_masks = select_mask(scores, theta, sparsity, scope, regrow=regrow)
+        new_masks = select_mask(scores, theta, sparsity, scope, regrow=regrow, **structure)
     set_masks(module, new_masks)
     return new_masks
 
