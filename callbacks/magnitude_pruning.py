@@ -17,7 +17,7 @@ import lightning as L
 from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.callbacks.progress import progress
 from sparsify.errors import ConfigError
-from sparsify.masks import check_scope, magnitude_prune
+from sparsify.masks import check_pattern, check_scope, magnitude_prune
 from sparsify.reparam import add_masks
 from sparsify.schedules import CubicPruningSchedule
 
@@ -35,6 +35,10 @@ class MagnitudePruning(CubicPruningSchedule, PortableCheckpoint):
         scope: ``"global"`` (one magnitude threshold over all selected weights) or ``"layer"``
             (every layer pruned to s_t).
         include, exclude: layer selection, as in ``sparsify.reparam.prunable_layers``.
+        pattern: ``"unstructured"`` or ``"n:m"`` (e.g. ``"2:4"``): at most n kept weights in
+            every group of m along a layer's input dimension (``sparsify.masks.select_mask``).
+            A target s_t below 1 − n/m prunes to 1 − n/m (the pattern wins), so with a pattern
+            the first pruning already reaches it and the schedule only adds sparsity above it.
 
     Pruning happens before the forward pass of the first step at or after each scheduled time;
     the target of that scheduled time is used, so the value at t₁ is exactly s_f. Works on plain
@@ -54,9 +58,12 @@ class MagnitudePruning(CubicPruningSchedule, PortableCheckpoint):
         scope: str = "global",
         include: list | None = None,
         exclude: list | None = None,
+        pattern: str = "unstructured",
     ):
         super().__init__(final_sparsity, initial_sparsity, start, end, frequency, unit)
         self.scope = check_scope(scope)
+        check_pattern(pattern)
+        self.pattern = pattern
         self.include, self.exclude = include, exclude
         self.last_pruned: float | None = None
         self.sparsity = 0.0
@@ -88,7 +95,14 @@ class MagnitudePruning(CubicPruningSchedule, PortableCheckpoint):
         if due is not None and (self.last_pruned is None or due > self.last_pruned):
             self.sparsity = self.target(due)
             if self.sparsity > 0:
-                magnitude_prune(pl_module, self.sparsity, self.scope, self.include, self.exclude)
+                magnitude_prune(
+                    pl_module,
+                    self.sparsity,
+                    self.scope,
+                    self.include,
+                    self.exclude,
+                    pattern=self.pattern,
+                )
             self.last_pruned = due
         pl_module.log("gmp/sparsity", self.sparsity, on_step=True, on_epoch=False)
 

@@ -12,7 +12,13 @@ from sparsify.callbacks.ddp import rewrap_ddp
 from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.dst import restart_
 from sparsify.errors import ConfigError
-from sparsify.masks import check_scope, check_sparsity, magnitude_prune, sparsity_report
+from sparsify.masks import (
+    check_pattern,
+    check_scope,
+    check_sparsity,
+    magnitude_prune,
+    sparsity_report,
+)
 from sparsify.reparam import add_masks, prunable_layers
 from sparsify.soft_masks import harden
 
@@ -50,6 +56,10 @@ class PruneAtEnd(PortableCheckpoint):
     at the end of training the pruned model is saved as ``pruned.ckpt`` in that callback's
     folder; it becomes ``best_model_path`` where no fine-tuned checkpoint was ranked (no
     ``finetune_epochs``). The log says which checkpoints left the ranking.
+
+    ``pattern="n:m"`` (e.g. ``"2:4"``) keeps at most n weights in every group of m along each
+    layer's input dimension (``sparsify.masks.select_mask``); a ``sparsity`` below 1 − n/m
+    achieves 1 − n/m (the pattern wins), a higher one is chosen by magnitude within the pattern.
     """
 
     def __init__(
@@ -63,8 +73,12 @@ class PruneAtEnd(PortableCheckpoint):
         regrow: str | None = None,
         regrow_seed: int = 0,
         layer_floor: float = 0.2,
+        pattern: str = "unstructured",
     ):
         self.sparsity = check_sparsity(sparsity)
+        nm = check_pattern(pattern)
+        self.pattern = pattern
+        self.pattern_sparsity = 0.0 if nm is None else 1 - nm[0] / nm[1]
         if regrow is not None and regrow not in REGROW:
             raise ConfigError(
                 f"regrow={regrow!r} is invalid: choose one of {', '.join(REGROW)}, or null to "
@@ -181,6 +195,7 @@ class PruneAtEnd(PortableCheckpoint):
             self.exclude,
             regrow=self.regrow_scores(zeros),
             min_density=self.layer_floor * (1 - self.sparsity),
+            pattern=self.pattern,
         )
         grown = {name: zeros[name] & (mask != 0) for name, mask in new.items()}
         restart_(pl_module, grown, trainer.optimizers)
@@ -190,7 +205,8 @@ class PruneAtEnd(PortableCheckpoint):
         # Counted on the mask: a regrown weight is in it, though still 0.
         total = sum(z.numel() for z in zeros.values())
         self.achieved = 1 - sum(int((mask != 0).sum()) for mask in new.values()) / total
-        if self.achieved > self.sparsity + len(zeros) / total:  # more than rounding
+        expected = max(self.sparsity, self.pattern_sparsity)
+        if self.achieved > expected + len(zeros) / total:  # more than rounding
             rank_zero_info(
                 f"PruneAtEnd: only {1 - self.achieved:.4%} of the weights are non-zero, fewer than "
                 f"the target sparsity {self.sparsity:.4g} keeps: the learned mask is kept, "

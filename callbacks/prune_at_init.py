@@ -10,7 +10,13 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.errors import ConfigError
-from sparsify.masks import check_distribution, check_sparsity, set_masks, sparsity_report
+from sparsify.masks import (
+    check_distribution,
+    check_pattern,
+    check_sparsity,
+    set_masks,
+    sparsity_report,
+)
 from sparsify.pai import (
     DATA_SCORES,
     GRASP_TEMPERATURE,
@@ -40,6 +46,9 @@ class PruneAtInit(PortableCheckpoint):
             the training data, as the reference does (alecwangcq/GraSP: 10;
             ``sparsify.pai.grasp_batches``); ``None``: the first ``num_batches`` batches.
         loss_fn: ``loss_fn(output, target)``; cross-entropy by default.
+        pattern: ``"unstructured"`` or ``"n:m"`` (e.g. ``"2:4"``): at most n kept weights, the
+            highest scores, in every group of m along a layer's input dimension
+            (``sparsify.masks.select_mask``; a ``sparsity`` below 1 − n/m achieves 1 − n/m).
 
     The mask is computed in ``on_train_start`` (after the model is on its device and a
     checkpoint has been restored, before any optimizer step) on rank 0 only, from rank 0's
@@ -63,8 +72,11 @@ class PruneAtInit(PortableCheckpoint):
         exclude: list | None = None,
         loss_fn: Callable | None = None,
         samples_per_class: int | None = 10,
+        pattern: str = "unstructured",
     ):
         self.sparsity = check_sparsity(sparsity)
+        check_pattern(pattern)
+        self.pattern = pattern
         self.score = check_score(score)
         self.distribution = check_distribution(distribution)
         check_pai_options(num_batches, temperature, rounds)
@@ -131,6 +143,7 @@ class PruneAtInit(PortableCheckpoint):
                 self.temperature,
                 self.rounds,
                 samples_per_class=self.samples_per_class if balanced else None,
+                pattern=self.pattern,
             )
 
     def batches(self, trainer: L.Trainer) -> list:

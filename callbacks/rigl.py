@@ -11,8 +11,10 @@ from sparsify.dst import restart_, rigl_fraction, rigl_masks
 from sparsify.errors import ConfigError
 from sparsify.masks import (
     check_distribution,
+    check_pattern,
     check_sparsity,
     layer_densities,
+    pattern_keywords,
     select_mask,
     set_masks,
 )
@@ -41,6 +43,11 @@ class RiGL(PortableCheckpoint):
     (``update_interval``). ``f_t`` is logged as ``rigl/update_fraction`` at each update. The
     masks are model buffers and ``started`` is in the ``state_dict``: a resumed run keeps its
     mask and updates at the same steps. Combine with ``SignIn`` for RiGL + Sign-In.
+
+    ``pattern="n:m"`` (e.g. ``"2:4"``): the initial random mask keeps at most n of every m
+    weights along each layer's input dimension (a layer density above n/m gives n/m), and a
+    weight grows only where its group keeps fewer than n after the drop, so every mask stays
+    N:M (``sparsify.masks.select_mask``).
     """
 
     def __init__(
@@ -54,8 +61,11 @@ class RiGL(PortableCheckpoint):
         drop_noise: float = 1e-5,
         include: list | None = None,
         exclude: list | None = None,
+        pattern: str = "unstructured",
     ):
         self.sparsity = check_sparsity(sparsity)
+        check_pattern(pattern)
+        self.pattern = pattern
         self.distribution = check_distribution(distribution)
         if not 0 < update_fraction <= 1:
             raise ConfigError(f"update_fraction={update_fraction!r} is invalid: must be in (0, 1]")
@@ -102,7 +112,8 @@ class RiGL(PortableCheckpoint):
             scores = {name: torch.rand(layer.weight.shape) for name, layer in layers.items()}
         rank_zero_info(f"RiGL: random {self.distribution} mask at sparsity {self.sparsity}")
         theta = {name: layer.weight for name, layer in layers.items()}
-        return select_mask(scores, theta, densities=densities)
+        structure = pattern_keywords(pl_module, self.pattern, self.include, self.exclude)
+        return select_mask(scores, theta, densities=densities, **structure)
 
     def gradient_hook(self, name: str):
         """A forward hook on the layer's parametrization that records ∂L/∂θ when armed."""
@@ -151,7 +162,8 @@ class RiGL(PortableCheckpoint):
         )
         weights = {name: layer.weight for name, layer in layers.items()}
         noise = torch.Generator().manual_seed(step)
-        new = rigl_masks(weights, grads, current, fraction, self.drop_noise, noise)
+        structure = pattern_keywords(pl_module, self.pattern, self.include, self.exclude)
+        new = rigl_masks(weights, grads, current, fraction, self.drop_noise, noise, **structure)
         grown = {name: (new[name] != 0) & (current[name] == 0) for name in layers}
         restart_(pl_module, grown, trainer.optimizers)
         set_masks(pl_module, new)

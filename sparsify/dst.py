@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -36,6 +37,8 @@ def rigl_masks(
     fraction: float,
     noise_std: float = 0.0,
     generator: torch.Generator | None = None,
+    pattern: str = "unstructured",
+    transposed: Iterable[str] = (),
 ) -> dict[str, torch.Tensor]:
     """RiGL's drop-and-grow, per layer: the new 0/1 masks, each keeping as many weights as
     ``current``. Drops the ``floor(fraction · kept)`` smallest scores |θ| + N(0, noise_std²)
@@ -49,6 +52,10 @@ def rigl_masks(
     θ, so a kept weight that is exactly 0 is never kept by tie order; the growth is its stated
     regrowth rule, |g| over every weight that is 0 after the drop (which refills such a weight's
     place too).
+
+    With ``pattern="n:m"`` (``transposed``: the layers stored (in, out); see ``select_mask``),
+    ``current`` is expected to be N:M already; a weight grows only where its group of m keeps
+    fewer than n after the drop, so the masks stay N:M and every layer keeps its count.
     """
     theta = {name: weights[name] * (current[name] != 0) for name in current}
     after_drop_density, density, magnitude = {}, {}, {}
@@ -61,10 +68,11 @@ def rigl_masks(
         if k > 0 and noise_std > 0:
             noise = torch.randn(mask.shape, generator=generator, dtype=magnitude[name].dtype)
             magnitude[name] = magnitude[name] + noise_std * noise.to(magnitude[name].device)
-    survivors = select_mask(magnitude, theta, densities=after_drop_density)
+    structure = {"pattern": pattern, "transposed": transposed}
+    survivors = select_mask(magnitude, theta, densities=after_drop_density, **structure)
     after_drop = {name: theta[name] * survivors[name] for name in theta}
     growth = {name: grads[name].abs() for name in theta}
-    new = select_mask(growth, after_drop, densities=density, regrow=growth)
+    new = select_mask(growth, after_drop, densities=density, regrow=growth, **structure)
     return {name: new[name].to(current[name].dtype) for name in current}
 
 

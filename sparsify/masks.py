@@ -90,6 +90,19 @@ def _nm_allowed(
     return (rows.t() if transposed else rows).reshape(theta.shape)
 
 
+def pattern_keywords(
+    module: nn.Module, pattern: str, include: Iterable | None, exclude: Iterable | None
+) -> dict:
+    """``select_mask``'s ``pattern`` and ``transposed`` keywords for ``module``'s selected layers
+    (``transposed``: the layers that store their weight (in, out), by ``is_transposed``)."""
+    check_pattern(pattern)
+    layers = prunable_layers(module, include, exclude)
+    return {
+        "pattern": pattern,
+        "transposed": [name for name, layer in layers if is_transposed(layer)],
+    }
+
+
 @torch.no_grad()
 def sparsity_report(
     module: nn.Module, include: Iterable | None = None, exclude: Iterable | None = None
@@ -250,13 +263,8 @@ def magnitude_prune(
     """
     check_sparsity(sparsity)
     check_scope(scope)
-    check_pattern(pattern)
-    layers = dict(prunable_layers(module, include, exclude))
-    theta = {name: layer.weight for name, layer in layers.items()}
-    structure = {
-        "pattern": pattern,
-        "transposed": [name for name, layer in layers.items() if is_transposed(layer)],
-    }
+    structure = pattern_keywords(module, pattern, include, exclude)
+    theta = {name: layer.weight for name, layer in prunable_layers(module, include, exclude)}
     if not theta:
         raise ConfigError("magnitude_prune found no prunable layers (conv or linear) to prune")
     scores = {name: weight.abs() for name, weight in theta.items()}

@@ -52,6 +52,7 @@ from sparsify.masks import (
     check_distribution,
     check_sparsity,
     layer_densities,
+    pattern_keywords,
     select_mask,
     set_masks,
 )
@@ -86,6 +87,7 @@ def prune_at_init(
     rounds: int = SYNFLOW_ROUNDS,
     input_shape: tuple[int, ...] | None = None,
     samples_per_class: int | None = None,
+    pattern: str = "unstructured",
 ) -> Scores:
     """Mask ``module`` to ``sparsity`` by the highest ``score`` s, shared among layers by
     ``distribution`` (``global``: one threshold on the scores; ``uniform``, ``erk``: fixed
@@ -95,6 +97,11 @@ def prune_at_init(
     needs the input shape without the batch dimension: ``input_shape``, else the module's
     ``example_input_array``, else the shape of the first batch of ``dataloader``. With
     ``samples_per_class``, ``grasp`` scores on class-balanced data instead (``grasp_batches``).
+
+    ``pattern="n:m"`` (e.g. ``"2:4"``) keeps at most n of every m weights along each layer's
+    input dimension, the n highest scores of the group (``sparsify.masks.select_mask``; a
+    ``sparsity`` below 1 − n/m achieves 1 − n/m). SynFlow applies the pattern in every round,
+    so its first round already reaches 1 − n/m and the rounds prune further within it.
     """
     new_masks = pai_masks(
         module,
@@ -111,6 +118,7 @@ def prune_at_init(
         rounds,
         input_shape,
         samples_per_class,
+        pattern,
     )
     set_masks(module, new_masks)
     return new_masks
@@ -131,9 +139,11 @@ def pai_masks(
     rounds: int = SYNFLOW_ROUNDS,
     input_shape: tuple[int, ...] | None = None,
     samples_per_class: int | None = None,
+    pattern: str = "unstructured",
 ) -> Scores:
     """The masks ``prune_at_init`` would set, without setting them."""
     check_sparsity(sparsity)
+    structure = pattern_keywords(module, pattern, include, exclude)
     check_score(score)
     check_distribution(distribution)
     check_pai_options(num_batches, temperature, rounds)
@@ -155,7 +165,16 @@ def pai_masks(
         shape = input_shape or synflow_input_shape(module, batches)
         dtype = synflow_input_dtype(module, batches)
         return _synflow_masks(
-            module, sparsity, distribution, dense_layers, include, exclude, shape, rounds, dtype
+            module,
+            sparsity,
+            distribution,
+            dense_layers,
+            include,
+            exclude,
+            shape,
+            rounds,
+            dtype,
+            structure,
         )
     if score == "random":
         scores = random_scores(module, include, exclude)
@@ -169,7 +188,7 @@ def pai_masks(
         module, sparsity, distribution, dense_layers, include, exclude, scores=scores
     )
     theta = {name: layer.weight for name, layer in prunable_layers(module, include, exclude)}
-    return select_mask(scores, theta, densities=densities)
+    return select_mask(scores, theta, densities=densities, **structure)
 
 
 def check_pai_options(num_batches: int, temperature: float, rounds: int) -> None:
@@ -276,6 +295,7 @@ def _synflow_masks(
     input_shape,
     rounds,
     input_dtype=torch.float64,
+    structure=None,
 ) -> Scores:
     scorer, weights = scoring_copy(module, include, exclude, dtype=torch.float64)
     _linearize(scorer)
@@ -298,7 +318,7 @@ def _synflow_masks(
         else:
             densities = {name: d ** (k / rounds) for name, d in final.items()}
         live = {name: magnitudes[name] * current[name] for name in magnitudes}
-        current = select_mask(scores, live, densities=densities)
+        current = select_mask(scores, live, densities=densities, **(structure or {}))
     return {name: mask.float() for name, mask in current.items()}
 
 

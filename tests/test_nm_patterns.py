@@ -1,12 +1,21 @@
 """N:M patterns in ``select_mask`` / ``magnitude_prune``: at most n kept in every group of m
 consecutive weights along each layer's input dimension."""
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
 
+from helpers import UserModule, loaders, trainer
 from sparsify import ConfigError
+from sparsify.callbacks.magnitude_pruning import MagnitudePruning
+from sparsify.callbacks.prune_at_end import PruneAtEnd
+from sparsify.callbacks.prune_at_init import PruneAtInit
+from sparsify.callbacks.rigl import RiGL
+from sparsify.dst import rigl_masks
 from sparsify.masks import magnitude_prune, select_mask
+from sparsify.pai import pai_masks
+from sparsify.reparam import layer_masks
 
 
 def groups(mask: torch.Tensor, m: int, transposed: bool = False) -> torch.Tensor:
@@ -86,3 +95,82 @@ def test_bad_pattern_is_one_clear_error(pattern, message):
     net = nn.Sequential(nn.Linear(12, 8))
     with pytest.raises(ConfigError, match=message):
         magnitude_prune(net, 0.5, pattern=pattern)
+
+
+def test_rigl_masks_stay_n_m_and_keep_counts():
+    torch.manual_seed(4)
+    theta = torch.randn(4, 16)
+    current = select_mask({"l": theta.abs()}, {"l": theta}, 0.5, pattern="2:4")
+    grads = {"l": torch.randn(4, 16)}
+    new = rigl_masks({"l": theta}, grads, current, 0.5, pattern="2:4")["l"]
+    assert int(new.sum()) == int(current["l"].sum())
+    assert (groups(new, 4).sum(-1) == 2).all()
+    assert not torch.equal(new, current["l"])  # it did drop and grow
+
+
+class RecordMasks(L.Callback):
+    """Every prunable layer's mask after each training step."""
+
+    def __init__(self):
+        self.masks = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.masks.append({k: v.detach().clone() for k, v in layer_masks(pl_module).items()})
+
+
+def assert_two_four(masks: dict, sparsity: float = 0.5):
+    for name, mask in masks.items():
+        assert groups(mask, 4).sum(-1).max() <= 2, name
+    kept = sum(int(mask.sum()) for mask in masks.values())
+    assert kept == round((1 - sparsity) * sum(mask.numel() for mask in masks.values()))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MagnitudePruning(0.75, start=0, end=0.5, frequency=0.25, pattern="2:4"),
+        lambda: PruneAtEnd(0.75, pattern="2:4"),
+        lambda: PruneAtInit(0.75, score="magnitude", pattern="2:4"),
+        lambda: RiGL(0.75, distribution="uniform", every_n_steps=2, end=1.0, pattern="2:4"),
+    ],
+    ids=["gmp", "prune_at_end", "pai", "rigl"],
+)
+def test_callbacks_train_valid_two_four_masks(tmp_path, make):
+    """Each method ends (and, for RiGL, stays at every step) with at most 2 of every 4 weights
+    along the input dimension, at the requested 75 % (a further choice within the pattern)."""
+    L.seed_everything(0)
+    record = RecordMasks()
+    callback = make()
+    module = UserModule()
+    trainer(tmp_path, [callback, record], max_epochs=2).fit(module, *loaders())
+    assert_two_four(layer_masks(module), 0.75)
+    if isinstance(callback, RiGL):
+        for masks in record.masks:
+            assert_two_four(masks, 0.75)
+        changed = [not torch.equal(m["net.0"], record.masks[0]["net.0"]) for m in record.masks]
+        assert any(changed)
+
+
+def test_prune_at_end_below_pattern_sparsity_achieves_pattern(tmp_path):
+    """sparsity 0.3 with 2:4: the pattern wins, 50 % are masked."""
+    module = UserModule()
+    callback = PruneAtEnd(0.3, pattern="2:4")
+    trainer(tmp_path, [callback], max_epochs=1).fit(module, *loaders())
+    assert_two_four(layer_masks(module), 0.5)
+    assert callback.achieved == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "make", [MagnitudePruning, PruneAtEnd, PruneAtInit, RiGL], ids=lambda c: c.__name__
+)
+def test_callbacks_reject_a_bad_pattern(make):
+    with pytest.raises(ConfigError, match="pattern='4:2' is invalid"):
+        make(0.5, pattern="4:2")
+
+
+def test_pai_synflow_and_random_give_two_four():
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    for score in ("synflow", "random"):
+        masks = pai_masks(net, 0.6, score, input_shape=(8,), rounds=3, pattern="2:4")
+        assert_two_four(masks, 0.6)
