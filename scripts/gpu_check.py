@@ -4,6 +4,7 @@
     python scripts/gpu_check.py fp16_ham OUT    # 16-mixed (GradScaler), HAM: fp32 state, learns
     python scripts/gpu_check.py bf16_fast OUT   # bf16 + channels_last + torch.compile: learns
     python scripts/gpu_check.py step_time OUT   # m ⊙ w vs dense step time, ResNet-50, 224 px
+    python scripts/gpu_check.py semi_structured OUT  # 2:4 masks run as to_sparse_semi_structured
 
 Each prints one line ``PASS ...`` or raises. Runs use digits (no dataset to download),
 W&B disabled; their folders stay under OUT.
@@ -122,8 +123,41 @@ def step_time(out: Path, batch: int = 64, reps: int = 20) -> str:
     return f"ResNet-50 224 px batch {batch} on {name}: " + "; ".join(lines)
 
 
+def semi_structured(out: Path, batch: int = 64) -> str:
+    """2:4 masks from ``magnitude_prune(pattern="2:4")`` convert to
+    ``torch.sparse.to_sparse_semi_structured`` (fp16, rows and columns multiples of 64 / 32),
+    and the converted model's outputs equal the masked dense model's (fp16 tolerances: the
+    sparse kernel sums in another order)."""
+    from torch import nn
+
+    from sparsify import collapse
+    from sparsify.masks import magnitude_prune
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 128))
+    model = model.half().cuda().eval()
+    magnitude_prune(model, 0.5, pattern="2:4")
+    collapse(model)
+    x = torch.randn(batch, 128, dtype=torch.half, device="cuda")
+    with torch.inference_mode():
+        dense = model(x)
+    for layer in (model[0], model[2]):
+        groups = (layer.weight != 0).reshape(layer.weight.shape[0], -1, 4).sum(-1)
+        assert int(groups.max()) <= 2, "the mask is not 2:4"
+        sparse_weight = torch.sparse.to_sparse_semi_structured(layer.weight.detach())
+        layer.weight = nn.Parameter(sparse_weight, requires_grad=False)
+    with torch.inference_mode():
+        sparse = model(x)
+    difference = float((sparse - dense).abs().max())
+    torch.testing.assert_close(sparse, dense, rtol=1e-2, atol=1e-2)
+    (out / "semi_structured.txt").write_text(f"max |sparse - dense| = {difference:.3g}\n")
+    kind = type(model[0].weight).__name__
+    return f"2:4 masks as {kind}: outputs equal the masked dense model (max diff {difference:.3g})"
+
+
 CHECKS = {"ddp_nccl": ddp_nccl, "fp16_ham": fp16_ham, "bf16_fast": bf16_fast}
 CHECKS["step_time"] = step_time
+CHECKS["semi_structured"] = semi_structured
 
 if __name__ == "__main__":
     name, out = sys.argv[1], Path(sys.argv[2]) / sys.argv[1]
