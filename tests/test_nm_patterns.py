@@ -15,7 +15,7 @@ from sparsify.callbacks.rigl import RiGL
 from sparsify.dst import rigl_masks
 from sparsify.masks import magnitude_prune, select_mask
 from sparsify.pai import pai_masks
-from sparsify.reparam import layer_masks
+from sparsify.reparam import is_transposed, layer_masks
 
 
 def groups(mask: torch.Tensor, m: int, transposed: bool = False) -> torch.Tensor:
@@ -174,3 +174,16 @@ def test_pai_synflow_and_random_give_two_four():
     for score in ("synflow", "random"):
         masks = pai_masks(net, 0.6, score, input_shape=(8,), rounds=3, pattern="2:4")
         assert_two_four(masks, 0.6)
+
+
+def test_tiny_gpt2_conv1d_layers_are_two_four_along_their_input_dimension():
+    pytest.importorskip("transformers")
+    from hf_models import tiny_gpt2
+
+    torch.manual_seed(6)
+    model = tiny_gpt2()
+    masks = magnitude_prune(model, 0.5, pattern="2:4")
+    layers = dict(model.named_modules())
+    assert any(is_transposed(layers[name]) for name in masks)
+    for name, mask in masks.items():
+        assert (groups(mask, 4, transposed=is_transposed(layers[name])).sum(-1) == 2).all(), name
