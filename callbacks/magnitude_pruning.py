@@ -17,7 +17,7 @@ import lightning as L
 from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.callbacks.progress import progress
 from sparsify.errors import ConfigError
-from sparsify.masks import check_pattern, check_scope, magnitude_prune
+from sparsify.masks import check_pattern, check_scope, magnitude_prune, pattern_key
 from sparsify.reparam import add_masks
 from sparsify.schedules import CubicPruningSchedule
 
@@ -110,7 +110,10 @@ class MagnitudePruning(CubicPruningSchedule, PortableCheckpoint):
     def state_key(self) -> str:
         """Built from the arguments, so that two instances can be used side by side."""
         return self._generate_state_key(
-            final_sparsity=self.final_sparsity, include=self.include, exclude=self.exclude
+            final_sparsity=self.final_sparsity,
+            include=self.include,
+            exclude=self.exclude,
+            **pattern_key(self.pattern),
         )
 
     def state_dict(self) -> dict:

@@ -17,6 +17,7 @@ from sparsify.masks import (
     check_scope,
     check_sparsity,
     magnitude_prune,
+    pattern_key,
     sparsity_report,
 )
 from sparsify.reparam import add_masks, prunable_layers
@@ -236,7 +237,11 @@ class PruneAtEnd(PortableCheckpoint):
     def state_key(self) -> str:
         """Built from the arguments, so that two instances can be used side by side."""
         return self._generate_state_key(
-            sparsity=self.sparsity, scope=self.scope, include=self.include, exclude=self.exclude
+            sparsity=self.sparsity,
+            scope=self.scope,
+            include=self.include,
+            exclude=self.exclude,
+            **pattern_key(self.pattern),
         )
 
     def state_dict(self) -> dict:

@@ -14,6 +14,7 @@ from sparsify.masks import (
     check_distribution,
     check_pattern,
     check_sparsity,
+    pattern_key,
     set_masks,
     sparsity_report,
 )
@@ -95,7 +96,10 @@ class PruneAtInit(PortableCheckpoint):
     @property
     def state_key(self) -> str:
         return self._generate_state_key(
-            score=self.score, sparsity=self.sparsity, distribution=self.distribution
+            score=self.score,
+            sparsity=self.sparsity,
+            distribution=self.distribution,
+            **pattern_key(self.pattern),
         )
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -14,6 +14,7 @@ from sparsify.masks import (
     check_pattern,
     check_sparsity,
     layer_densities,
+    pattern_key,
     pattern_keywords,
     select_mask,
     set_masks,
@@ -178,7 +179,10 @@ class RiGL(PortableCheckpoint):
     def state_key(self) -> str:
         """Built from the arguments, so that two instances can be used side by side."""
         return self._generate_state_key(
-            sparsity=self.sparsity, include=self.include, exclude=self.exclude
+            sparsity=self.sparsity,
+            include=self.include,
+            exclude=self.exclude,
+            **pattern_key(self.pattern),
         )
 
     def state_dict(self) -> dict:

@@ -90,6 +90,12 @@ def _nm_allowed(
     return (rows.t() if transposed else rows).reshape(theta.shape)
 
 
+def pattern_key(pattern: str) -> dict:
+    """The pattern's part of a callback's ``state_key``: nothing for ``"unstructured"``, so the
+    keys of unstructured runs stay as they were."""
+    return {} if pattern == UNSTRUCTURED else {"pattern": pattern}
+
+
 def pattern_keywords(
     module: nn.Module, pattern: str, include: Iterable | None, exclude: Iterable | None
 ) -> dict:

@@ -187,3 +187,13 @@ def test_tiny_gpt2_conv1d_layers_are_two_four_along_their_input_dimension():
     assert any(is_transposed(layers[name]) for name in masks)
     for name, mask in masks.items():
         assert (groups(mask, 4, transposed=is_transposed(layers[name])).sum(-1) == 2).all(), name
+
+
+def test_two_pruners_that_differ_only_in_pattern_keep_their_own_state():
+    """Lightning keys callback state by ``state_key``: the pattern is part of it, and an
+    unstructured pruner keeps the key it had before patterns existed."""
+    from sparsify.callbacks import MagnitudePruning, PruneAtEnd
+
+    assert MagnitudePruning(pattern="2:4").state_key != MagnitudePruning().state_key
+    assert PruneAtEnd(0.5, pattern="2:4").state_key != PruneAtEnd(0.5).state_key
+    assert "pattern" not in PruneAtEnd(0.5).state_key
