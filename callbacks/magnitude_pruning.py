@@ -17,12 +17,12 @@ import lightning as L
 from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.callbacks.progress import progress
 from sparsify.errors import ConfigError
-from sparsify.masks import check_pattern, check_scope, magnitude_prune, pattern_key
+from sparsify.masks import pattern_key
 from sparsify.reparam import add_masks
-from sparsify.schedules import CubicPruningSchedule
+from sparsify.schedules import GradualMagnitudePruning
 
 
-class MagnitudePruning(CubicPruningSchedule, PortableCheckpoint):
+class MagnitudePruning(GradualMagnitudePruning, PortableCheckpoint):
     """Prune the smallest |θ| to the cubic target ``s_t`` at ``start``, every ``frequency``
     after it, and at ``end``, where the sparsity is exactly ``final_sparsity``.
 
@@ -47,27 +47,6 @@ class MagnitudePruning(CubicPruningSchedule, PortableCheckpoint):
     the same times as an uninterrupted one.
     """
 
-    def __init__(
-        self,
-        final_sparsity: float = 0.9,
-        initial_sparsity: float = 0.0,
-        start: float = 0.1,
-        end: float = 0.75,
-        frequency: float = 0.01,
-        unit: str = "fraction",
-        scope: str = "global",
-        include: list | None = None,
-        exclude: list | None = None,
-        pattern: str = "unstructured",
-    ):
-        super().__init__(final_sparsity, initial_sparsity, start, end, frequency, unit)
-        self.scope = check_scope(scope)
-        check_pattern(pattern)
-        self.pattern = pattern
-        self.include, self.exclude = include, exclude
-        self.last_pruned: float | None = None
-        self.sparsity = 0.0
-
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             self.check_trainer(trainer)
@@ -91,19 +70,7 @@ class MagnitudePruning(CubicPruningSchedule, PortableCheckpoint):
             )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        due = self.scheduled_time(progress(trainer, self.unit))
-        if due is not None and (self.last_pruned is None or due > self.last_pruned):
-            self.sparsity = self.target(due)
-            if self.sparsity > 0:
-                magnitude_prune(
-                    pl_module,
-                    self.sparsity,
-                    self.scope,
-                    self.include,
-                    self.exclude,
-                    pattern=self.pattern,
-                )
-            self.last_pruned = due
+        self.prune_if_due(pl_module, progress(trainer, self.unit))
         pl_module.log("gmp/sparsity", self.sparsity, on_step=True, on_epoch=False)
 
     @property

@@ -1,7 +1,7 @@
 """sparsify for users of Hugging Face's ``Trainer``: ``transformers.TrainerCallback`` adapters of
 the plain-PyTorch core, without Lightning (docs/hf.md). Needs ``pip install "sparsify[hf]"``.
 
-- ``MagnitudePruning``: GMP, the cubic schedule ``sparsify.schedules.CubicPruningSchedule``
+- ``MagnitudePruning``: GMP, ``sparsify.schedules.GradualMagnitudePruning``
   (the one the Lightning callback uses), pruning with ``sparsify.masks.magnitude_prune``;
 - ``PruneAtEnd``: one-shot magnitude pruning when training ends, or before the last
   ``finetune_epochs`` epochs;
@@ -32,7 +32,7 @@ from sparsify.callbacks.pilot import pointwise_l1_norm
 from sparsify.errors import ConfigError
 from sparsify.masks import check_scope, check_sparsity, magnitude_prune
 from sparsify.reparam import add_masks, reparametrize
-from sparsify.schedules import CubicPruningSchedule, check_unit, make_schedule
+from sparsify.schedules import GradualMagnitudePruning, check_unit, make_schedule
 from sparsify.sign_in import SignInRescale
 from sparsify.soft_masks import harden
 
@@ -65,30 +65,12 @@ def isolate_pointwise(model: nn.Module, optimizer, lr_scheduler) -> list[nn.Para
     return params
 
 
-class MagnitudePruning(CubicPruningSchedule, TrainerCallback):
+class MagnitudePruning(GradualMagnitudePruning, TrainerCallback):
     """GMP (Zhu & Gupta 2017): before the first step at or after ``start``, every ``frequency``
     and ``end``, mask the smallest |θ| to the cubic target s_t (``final_sparsity`` from ``end``
     on). Arguments as ``sparsify.callbacks.MagnitudePruning``; ``unit`` ``fraction`` (of
-    ``max_steps``), ``epoch`` or ``step``. ``sparsity`` is the last target, ``last_pruned`` its
-    time."""
-
-    def __init__(
-        self,
-        final_sparsity: float = 0.9,
-        initial_sparsity: float = 0.0,
-        start: float = 0.1,
-        end: float = 0.75,
-        frequency: float = 0.01,
-        unit: str = "fraction",
-        scope: str = "global",
-        include: list | None = None,
-        exclude: list | None = None,
-    ):
-        super().__init__(final_sparsity, initial_sparsity, start, end, frequency, unit)
-        self.scope = check_scope(scope)
-        self.include, self.exclude = include, exclude
-        self.last_pruned: float | None = None
-        self.sparsity = 0.0
+    ``max_steps``), ``epoch`` or ``step``; ``pattern`` too. ``sparsity`` is the last target,
+    ``last_pruned`` its time."""
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         length = {"epoch": state.num_train_epochs, "step": state.max_steps}.get(self.unit)
@@ -100,12 +82,7 @@ class MagnitudePruning(CubicPruningSchedule, TrainerCallback):
         add_masks(model, self.include, self.exclude)
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
-        due = self.scheduled_time(progress(state, self.unit))
-        if due is not None and (self.last_pruned is None or due > self.last_pruned):
-            self.sparsity = self.target(due)
-            if self.sparsity > 0:
-                magnitude_prune(model, self.sparsity, self.scope, self.include, self.exclude)
-            self.last_pruned = due
+        self.prune_if_due(model, progress(state, self.unit))
 
 
 class PruneAtEnd(TrainerCallback):

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 
 from sparsify.errors import ConfigError
-from sparsify.masks import check_sparsity
+from sparsify.masks import check_pattern, check_scope, check_sparsity, magnitude_prune
 
 
 def constant(t: float) -> float:
@@ -109,6 +109,51 @@ class CubicPruningSchedule:
     def target(self, t: float) -> float:
         """The cubic target sparsity s_t at progress t."""
         return cubic_sparsity(t, self.start, self.end, self.initial_sparsity, self.final_sparsity)
+
+
+class GradualMagnitudePruning(CubicPruningSchedule):
+    """GMP itself, trainer-independent: the cubic schedule plus what it prunes (``scope``,
+    ``include``, ``exclude``, ``pattern`` as in ``sparsify.masks.magnitude_prune``), the last
+    pruning time ``last_pruned`` and its target ``sparsity``. The one implementation behind
+    ``sparsify.callbacks.MagnitudePruning`` and ``sparsify.hf.MagnitudePruning``."""
+
+    def __init__(
+        self,
+        final_sparsity: float = 0.9,
+        initial_sparsity: float = 0.0,
+        start: float = 0.1,
+        end: float = 0.75,
+        frequency: float = 0.01,
+        unit: str = "fraction",
+        scope: str = "global",
+        include: list | None = None,
+        exclude: list | None = None,
+        pattern: str = "unstructured",
+    ):
+        super().__init__(final_sparsity, initial_sparsity, start, end, frequency, unit)
+        self.scope = check_scope(scope)
+        check_pattern(pattern)
+        self.pattern = pattern
+        self.include, self.exclude = include, exclude
+        self.last_pruned: float | None = None
+        self.sparsity = 0.0
+
+    def prune_if_due(self, module, t: float) -> None:
+        """At progress ``t``, prune ``module`` to the target of the latest scheduled time not yet
+        pruned at (the target of that time, so the value at t₁ is exactly s_f)."""
+        due = self.scheduled_time(t)
+        if due is not None and (self.last_pruned is None or due > self.last_pruned):
+            self.sparsity = self.target(due)
+            if self.sparsity > 0:
+                magnitude_prune(
+                    module,
+                    self.sparsity,
+                    self.scope,
+                    self.include,
+                    self.exclude,
+                    pattern=self.pattern,
+                )
+            self.last_pruned = due
 
 
 SCHEDULES: dict[str, Callable[..., float]] = {
