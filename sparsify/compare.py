@@ -47,7 +47,7 @@ from sparsify.errors import ConfigError
 from sparsify.launchers import LAUNCHERS, Job, LaunchOptions, describe, finished_summary, launch
 from sparsify.masks import check_sparsity
 
-GRID_KEYS = ("name", "base", "methods", "sparsities", "seeds", "out_dir")
+GRID_KEYS = ("name", "base", "methods", "sparsities", "seeds", "out_dir", "published")
 LAUNCH_KEYS = ("launcher", "parallel", "devices_per_run", "runs_per_gpu", "cpus_per_run")
 LAUNCH_KEYS += ("address", "slurm")
 KEYS = GRID_KEYS + LAUNCH_KEYS
@@ -155,6 +155,9 @@ def load_settings(args: argparse.Namespace, fit_args: list[str]) -> dict:
         raise ConfigError(
             f"unknown key {unknown[0]!r} in {args.config!r}: allowed keys are {', '.join(KEYS)}"
         )
+    settings["published"] = check_published(
+        settings.get("published") or {}, settings.get("methods") or []
+    )
     for key, flag in FLAGS.items():
         if getattr(args, flag) is not None:
             settings[key] = getattr(args, flag)
@@ -189,6 +192,33 @@ def load_settings(args: argparse.Namespace, fit_args: list[str]) -> dict:
     return settings
 
 
+def check_published(published: dict, methods: list) -> dict:
+    """The paper's numbers shown beside the measured ones: ``{label: top-1 %}`` for a method
+    without target sparsity, ``{label: {sparsity: top-1 %}}`` for the others; each label one of
+    the comparison file's ``methods``."""
+    if not isinstance(published, dict):
+        raise ConfigError(
+            f"published={published!r} is invalid: must map method labels to a number, or to "
+            "{sparsity: number}"
+        )
+    labels = [method_label(name) for name in methods if isinstance(name, str)]
+    checked = {}
+    for label, value in published.items():
+        if label not in labels:
+            raise ConfigError(
+                f"published has numbers for {label!r}, which is not one of the methods "
+                f"({', '.join(labels)})"
+            )
+        if isinstance(value, dict):
+            checked[label] = {
+                _number(s, "published sparsity"): _number(v, "published accuracy")
+                for s, v in value.items()
+            }
+        else:
+            checked[label] = _number(value, f"published accuracy of {label}")
+    return checked
+
+
 def launch_options(settings: dict, show_output: bool = False) -> LaunchOptions:
     """The launcher and the resources of each run, checked."""
     options = {key: settings[key] for key in LAUNCH_KEYS if settings.get(key) is not None}
@@ -199,7 +229,7 @@ def launch_options(settings: dict, show_output: bool = False) -> LaunchOptions:
 
 def _number(value, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{what}={value!r} is invalid: must be a number in [0, 1)")
+        raise ConfigError(f"{what}={value!r} is invalid: must be a number")
     return float(value)
 
 
@@ -209,14 +239,23 @@ def _integer(value, what: str) -> int:
     return value
 
 
+def method_label(name: str) -> str:
+    """``method/gmp`` → ``gmp``; ``method/ham+method/acdc`` → ``ham+acdc``."""
+    return "+".join(Path(part).stem for part in name.split("+"))
+
+
 def load_method(name: str) -> Method:
-    """A method recipe, its label and family; unknown names fail with the valid choices."""
+    """A method recipe, its label and family; unknown names fail with the valid choices.
+    ``method/ham+method/acdc`` composes recipes as ``sparsify fit`` composes ``--config``s
+    (callbacks add up, in order), labelled ``ham+acdc``."""
     shipped = [n for n in shipped_configs() if n.startswith("method/")]
-    if not Path(name).is_file() and name.removesuffix(".yaml") not in shipped:
-        raise ConfigError(
-            f"unknown method {name!r}: not a file, nor a shipped recipe ({', '.join(shipped)})"
-        )
-    recipe = read_config(name)
+    parts = name.split("+")
+    for part in parts:
+        if not Path(part).is_file() and part.removesuffix(".yaml") not in shipped:
+            raise ConfigError(
+                f"unknown method {part!r}: not a file, nor a shipped recipe ({', '.join(shipped)})"
+            )
+    recipe = compose([read_config(part) for part in parts])
     callbacks = (recipe.get("trainer") or {}).get("callbacks")
     if not isinstance(callbacks, list):
         raise ConfigError(
@@ -224,7 +263,7 @@ def load_method(name: str) -> Method:
             "(method/dense lists none)"
         )
     classes = [_callback_class(name, callback) for callback in callbacks]
-    label = Path(name).stem
+    label = method_label(name)
     if not any(_target_arg(cls) for cls in classes):
         family = "reference"
     elif label.startswith(PAI_PREFIXES) or any(c.__name__ == "PruneAtInit" for c in classes):
@@ -436,7 +475,7 @@ def main(argv: list[str]) -> None:
     finally:
         progress.bar.close()
         signal.signal(signal.SIGTERM, previous)
-    for path in write_report(result_rows(runs), out, density_at):
+    for path in write_report(result_rows(runs), out, density_at, settings["published"]):
         print(f"wrote {path}")
     if args.wandb:
         print(f"W&B: plots and table logged to {log_to_wandb(out, settings['name'], project)}")

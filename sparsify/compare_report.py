@@ -23,11 +23,18 @@ COLUMNS = (
 )
 
 
-def write_report(rows: list[dict], out: Path, density_at: float) -> list[Path]:
-    """Write the table, the summary and the plots of ``rows``; return the paths written."""
-    written = [write_csv(rows, out / "results.csv"), write_markdown(rows, out / "results.md")]
+def write_report(
+    rows: list[dict], out: Path, density_at: float, published: dict | None = None
+) -> list[Path]:
+    """Write the table, the summary and the plots of ``rows``, with the ``published`` numbers
+    (``sparsify.compare.check_published``) beside them; return the paths written."""
+    published = published or {}
+    written = [
+        write_csv(rows, out / "results.csv"),
+        write_markdown(rows, out / "results.md", published),
+    ]
     if rows:
-        written.append(plot_accuracy(rows, out / "accuracy_vs_sparsity.png"))
+        written.append(plot_accuracy(rows, out / "accuracy_vs_sparsity.png", published))
     if any(row["sparsity_target"] == density_at for row in rows):
         written.append(plot_layer_density(rows, density_at, out / "layer_density.png"))
     return written
@@ -66,11 +73,17 @@ def _cell(values: list, scale: float, digits: int) -> str:
     return f"{mean:.{digits}f}" if len(present) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def write_markdown(rows: list[dict], path: Path) -> Path:
-    header = (
-        "| method | family | target sparsity | runs | test acc (%) | before pruning (%) "
-        "| achieved sparsity (%) | sign flips | wall time (s) |"
-    )
+def published_value(published: dict, method: str, target: float | None) -> float | None:
+    """The paper's top-1 (%) for ``method`` at ``target``, if the comparison gives one."""
+    value = published.get(method)
+    return value.get(target) if isinstance(value, dict) else value
+
+
+def write_markdown(rows: list[dict], path: Path, published: dict | None = None) -> Path:
+    published = published or {}
+    header = "| method | family | target sparsity | runs | test acc (%) | "
+    header += "published (%) | " if published else ""
+    header += "before pruning (%) | achieved sparsity (%) | sign flips | wall time (s) |"
     lines = [
         "Mean ± sample standard deviation over seeds.",
         "",
@@ -86,6 +99,7 @@ def write_markdown(rows: list[dict], path: Path) -> Path:
             target_text,
             str(len(group)),
             _cell(column["test_acc"], 100, 2),
+            *([_cell([published_value(published, method, target)], 1, 2)] if published else []),
             _cell(column["test_acc_before_pruning"], 100, 2),
             _cell(column["sparsity"], 100, 2),
             _cell(column["sign_flips"], 1, 1),
@@ -107,10 +121,10 @@ def compression(sparsity: float) -> float:
     return -math.log10(1 - sparsity)
 
 
-def plot_accuracy(rows: list[dict], path: Path) -> Path:
+def plot_accuracy(rows: list[dict], path: Path, published: dict | None = None) -> Path:
     """Test accuracy against target sparsity: dense-to-sparse methods solid, PaI dashed,
     reference methods (dense) a dotted horizontal line with its ± std band; error bars are ± std
-    over seeds."""
+    over seeds; ``published`` numbers as crosses in the method's color."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,6 +157,21 @@ def plot_accuracy(rows: list[dict], path: Path) -> Path:
             linestyle="--" if data["family"] == "PaI" else "-",
             label=f"{method} (PaI)" if data["family"] == "PaI" else method,
         )
+    for method, value in (published or {}).items():
+        if method not in color_of:
+            continue
+        points = sorted(value.items()) if isinstance(value, dict) else []
+        if not isinstance(value, dict):
+            ax.axhline(value, color=color_of[method], linestyle="-.", linewidth=0.8)
+        ax.plot(
+            [compression(t) for t, _ in points],
+            [v for _, v in points],
+            "x",
+            color=color_of[method],
+            markersize=8,
+        )
+    if published:
+        ax.plot([], [], "x", color="gray", label="published")
     ax.set_xticks([compression(t) for t in targets], [f"{100 * t:g}" for t in targets])
     ax.set_xlabel("target sparsity (%), log scale of 1 / (1 − s)")
     ax.set_ylabel("test accuracy (%)")

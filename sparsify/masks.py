@@ -265,7 +265,8 @@ def magnitude_prune(
     Exact zeros are never kept in place of a non-zero weight nor chosen by tie order: with fewer
     non-zero weights than the target keeps, the mask keeps them all and the sparsity is higher
     than asked, unless ``regrow`` scores the zero weights (``select_mask``). Works on plain and
-    reparametrized models; returns the new masks by layer name.
+    reparametrized models; returns the new masks by layer name. Weights that are not finite (a
+    diverged run) are an error, not a mask.
     """
     check_sparsity(sparsity)
     check_scope(scope)
@@ -273,6 +274,12 @@ def magnitude_prune(
     theta = {name: layer.weight for name, layer in prunable_layers(module, include, exclude)}
     if not theta:
         raise ConfigError("magnitude_prune found no prunable layers (conv or linear) to prune")
+    for name, weight in theta.items():
+        if not torch.isfinite(weight).all():
+            raise ConfigError(
+                f"cannot prune by magnitude: {name}'s weights are not finite (NaN or inf), "
+                "training diverged; lower the learning rate or warm it up"
+            )
     scores = {name: weight.abs() for name, weight in theta.items()}
     if scope == "global" and min_density > 0 and regrow is None:
         densities = layer_densities(

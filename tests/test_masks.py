@@ -100,3 +100,18 @@ def test_rigl_drop_never_keeps_a_zero_weight_by_tie_order():
     assert rigl_masks(weights, grads, current, 0.25)["a"].tolist() == [0, 0, 1, 1, 1, 1]
     grads["a"][0] = 9.0  # a zero kept weight with a large gradient keeps its place
     assert rigl_masks(weights, grads, current, 0.25)["a"].tolist() == [1, 0, 1, 1, 1, 0]
+
+
+@pytest.mark.parametrize("reparam", [False, True])
+def test_a_diverged_weight_is_an_error_naming_its_layer_not_a_mask(reparam):
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    if reparam:
+        reparametrize(model, beta=1.0)
+    with torch.no_grad():  # a NaN in θ, whichever way it is held (w, or m and w)
+        for name, parameter in model[2].named_parameters():
+            if "bias" not in name:
+                parameter.view(-1)[3] = float("nan")
+    before = model[0].weight.detach().clone()
+    with pytest.raises(ConfigError, match=r"2's weights are not finite .* training diverged"):
+        magnitude_prune(model, 0.5)
+    assert torch.equal(model[0].weight, before)  # nothing was masked
