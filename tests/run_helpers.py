@@ -5,11 +5,15 @@ from pathlib import Path
 import lightning as L
 import torch
 
-# Overrides that make a recipe act within a short test run (RiGL updates every 5 steps); they
-# apply to the recipe's last callback.
+# Overrides that make a recipe act within a short test run (RiGL updates every 5 steps, the
+# ImageNet recipes fine-tune 1 epoch instead of 5); they apply to the recipe's last callback.
 OVERRIDES = {
     "method/rigl": ["--trainer.callbacks.every_n_steps=5"],
     "method/rigl_signin": ["--trainer.callbacks.every_n_steps=5"],
+    "method/rigl_signin_imagenet": ["--trainer.callbacks.every_n_steps=5"],
+    "method/pilot_imagenet": ["--trainer.callbacks.finetune_epochs=1"],
+    "method/spred_imagenet": ["--trainer.callbacks.finetune_epochs=1"],
+    "method/str_imagenet": ["--trainer.callbacks.finetune_epochs=1"],
 }
 
 # The methods the resume test runs, each with its overrides.

@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from run_helpers import OVERRIDES
 
 from sparsify.cli import main, shipped_configs
 
@@ -69,6 +70,7 @@ def test_bf16_mixed_keeps_every_methods_state_in_fp32(method, tmp_path, one_thre
         "--trainer.max_epochs=4",
         "--trainer.limit_train_batches=2",
         "--trainer.limit_val_batches=1",
+        *OVERRIDES.get(method, []),  # for the recipe's last callback: before RecordDtypes
         "--trainer.callbacks+=test_precision.RecordDtypes",
         f"--trainer.callbacks.out_dir={tmp_path}",
     )
