@@ -240,13 +240,15 @@ def match_structure(module: nn.Module, state_dict: dict) -> None:
     so that a checkpoint of a sparsified model (plain or portable form) loads into a freshly
     built one."""
     state_dict = restore_state_dict(state_dict)
-    pointwise = [k.rsplit(".parametrizations.", 1)[0] for k in state_dict if k.endswith(_M_KEY)]
-    masked = [k.rsplit(".parametrizations.", 1)[0] for k in state_dict if k.endswith(_W_KEY)]
+    layer_of = {k: k.rsplit(".parametrizations.", 1)[0] for k in state_dict}
+    pointwise = [layer_of[k] for k in state_dict if k.endswith(_POINTWISE_M_KEY)]
+    masked = [layer_of[k] for k in state_dict if k.endswith(_MASKED_WEIGHT_KEY)]
     if masked:
         add_masks(module, include=masked)
     if pointwise:
         reparametrize(module, include=pointwise)
 
 
-_M_KEY = ".parametrizations.weight.original0"
-_W_KEY = ".parametrizations.weight.original"
+# The state-dict keys of a PointwiseProduct's m (its w is original1) and of a Mask's weight.
+_POINTWISE_M_KEY = ".parametrizations.weight.original0"
+_MASKED_WEIGHT_KEY = ".parametrizations.weight.original"

@@ -34,8 +34,8 @@ from sparsify import (  # noqa: E402
 )
 from sparsify.callbacks import (  # noqa: E402
     ACDC,
-    HAM,
     ContinuousSparsification,
+    HAMStep,
     L1Penalty,
     MagnitudePruning,
     PILoT,
@@ -51,7 +51,7 @@ from sparsify.callbacks import (  # noqa: E402
     WeightDecaySwitchOff,
 )
 from sparsify.export import SparseLinear, to_sparse  # noqa: E402
-from sparsify.optim import HAM as HAMOptimizer  # noqa: E402
+from sparsify.optim import HAM  # noqa: E402
 from sparsify.reparam import Mask, prunable_layers, weight_parametrization  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -245,13 +245,13 @@ def test_sign_transfer_random_state_and_ham(tmp_path, name):
     module = CausalLM(MODELS[name](), lr=0.01)
     record = RecordWeights()
     cbs = [SignTransfer(str(tmp_path / "source.pt"), sparsity=0.5), record]
-    trainer = fit(tmp_path, module, cbs + [RandomStateCheckpoint(), HAM()], max_epochs=1)
+    trainer = fit(tmp_path, module, cbs + [RandomStateCheckpoint(), HAMStep()], max_epochs=1)
     for layer in PRUNABLE[name]:
         start, src = record.start[layer], source.get_submodule(layer).weight
         kept = start != 0
         assert torch.equal(torch.sign(start[kept]), torch.sign(src[kept])), layer
     kept_fraction_is(module, 0.5, PRUNABLE[name])
-    assert isinstance(trainer.optimizers[0], HAMOptimizer)
+    assert isinstance(trainer.optimizers[0], HAM)
     assert all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
 
