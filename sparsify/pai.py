@@ -132,14 +132,14 @@ def pai_masks(
         return _synflow_masks(
             module,
             sparsity,
-            distribution=distribution,
-            dense_layers=dense_layers,
-            include=include,
-            exclude=exclude,
-            input_shape=shape,
-            rounds=rounds,
-            input_dtype=dtype,
-            structure=structure,
+            distribution,
+            dense_layers,
+            include,
+            exclude,
+            shape,
+            rounds,
+            dtype,
+            structure,
         )
     if score == "random":
         scores = random_scores(module, include, exclude)
@@ -259,17 +259,16 @@ def synflow_scores(
 
 
 def _synflow_masks(
-    module,
-    sparsity,
-    *,
-    distribution,
-    dense_layers,
-    include,
-    exclude,
-    input_shape,
-    rounds,
-    input_dtype=torch.float64,
-    structure=None,
+    module: nn.Module,
+    sparsity: float,
+    distribution: str,
+    dense_layers: Iterable | None,
+    include: Iterable | None,
+    exclude: Iterable | None,
+    input_shape: tuple[int, ...],
+    rounds: int,
+    input_dtype: torch.dtype = torch.float64,
+    structure: dict | None = None,
 ) -> Scores:
     scorer, weights = scoring_copy(module, include, exclude, dtype=torch.float64)
     _linearize(scorer)
