@@ -3,7 +3,7 @@
 
 from sparsify.callbacks.acdc import ACDC
 from sparsify.callbacks.continuous_sparsification import ContinuousSparsification
-from sparsify.callbacks.ham import HAM
+from sparsify.callbacks.ham_step import HAMStep
 from sparsify.callbacks.l1 import L1Penalty
 from sparsify.callbacks.magnitude_pruning import MagnitudePruning
 from sparsify.callbacks.one_shot_curve import OneShotPruningCurve
@@ -22,7 +22,7 @@ from sparsify.callbacks.weight_decay import WeightDecaySchedule, WeightDecaySwit
 __all__ = [
     "ACDC",
     "ContinuousSparsification",
-    "HAM",
+    "HAMStep",
     "L1Penalty",
     "MagnitudePruning",
     "OneShotPruningCurve",

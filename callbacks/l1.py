@@ -11,10 +11,9 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from sparsify.errors import ConfigError
-from sparsify.reparam import PointwiseProduct, prunable_layers
+from sparsify.reparam import PointwiseProduct, prunable_layers, weight_parametrization
 
 TARGETS = ("theta", "m")
 
@@ -59,7 +58,7 @@ class L1Penalty(L.Callback):
         reparametrized ones (with their mask) for ``m``."""
         layers = []
         for _, layer in prunable_layers(module, self.include, self.exclude):
-            product = _pointwise_product(layer)
+            product = weight_parametrization(layer, PointwiseProduct)
             if self.on == "theta":
                 layers.append((layer, None))
             elif product is not None:
@@ -87,11 +86,3 @@ class L1Penalty(L.Callback):
             if g is not None:
                 p.grad = g if p.grad is None else p.grad.add_(g)
         pl_module.log("l1/penalty", penalty.detach())
-
-
-def _pointwise_product(layer: nn.Module) -> PointwiseProduct | None:
-    if parametrize.is_parametrized(layer, "weight"):
-        for p in layer.parametrizations.weight:
-            if isinstance(p, PointwiseProduct):
-                return p
-    return None

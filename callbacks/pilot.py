@@ -46,9 +46,10 @@ class PILoT(L.Callback):
     Args:
         alpha_init: α during the first epoch (the paper's grid: 1e-4, 3e-4, 1e-3).
         delta: the factor δ > 1 of each update.
-        K: the L1 norm below which α stops growing; with ``K_relative`` a fraction of
-            ‖m ⊙ w‖₁ when training starts, otherwise an absolute value.
-        K_relative: whether ``K`` is relative to the initial ‖m ⊙ w‖₁.
+        l1_threshold: K, the L1 norm below which α stops growing; with
+            ``l1_threshold_relative`` a fraction of ‖m ⊙ w‖₁ when training starts, otherwise an
+            absolute value.
+        l1_threshold_relative: whether ``l1_threshold`` is relative to the initial ‖m ⊙ w‖₁.
         schedule: ``"adaptive"`` (the rule above) or a fixed schedule of the epoch k from the
             paper's synthetic study, α_k = alpha_init · f(k): ``constant``, ``inverse`` (1/k),
             ``inverse_square`` (1/k²), ``exponential`` (``rate``^k), or a callable f.
@@ -72,8 +73,8 @@ class PILoT(L.Callback):
         self,
         alpha_init: float = 1e-3,
         delta: float = 1.2,
-        K: float = 0.5,
-        K_relative: bool = True,
+        l1_threshold: float = 0.5,
+        l1_threshold_relative: bool = True,
         schedule: str | Callable[[float], float] = "adaptive",
         rate: float = 0.95,
         monitor: str | None = None,
@@ -83,8 +84,8 @@ class PILoT(L.Callback):
             raise ConfigError(f"alpha_init={alpha_init!r} is invalid: must be > 0")
         if not delta > 1:
             raise ConfigError(f"delta={delta!r} is invalid: must be > 1")
-        if not K >= 0:
-            raise ConfigError(f"K={K!r} is invalid: must be >= 0")
+        if not l1_threshold >= 0:
+            raise ConfigError(f"l1_threshold={l1_threshold!r} is invalid: must be >= 0")
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r} is invalid: choose one of {', '.join(MODES)}")
         if not (callable(schedule) or schedule in ("adaptive", *FIXED_SCHEDULES)):
@@ -92,7 +93,8 @@ class PILoT(L.Callback):
                 f"schedule={schedule!r} is invalid: choose adaptive, "
                 f"{', '.join(FIXED_SCHEDULES)} or a callable of the epoch"
             )
-        self.alpha_init, self.delta, self.K, self.K_relative = alpha_init, delta, K, K_relative
+        self.alpha_init, self.delta = alpha_init, delta
+        self.l1_threshold, self.l1_threshold_relative = l1_threshold, l1_threshold_relative
         self.adaptive = schedule == "adaptive"
         self.schedule = None if self.adaptive else make_schedule(schedule, rate=rate)
         self.monitor, self.mode = monitor, mode
@@ -126,8 +128,10 @@ class PILoT(L.Callback):
 
     @property
     def threshold(self) -> float:
-        """K as an absolute L1 norm."""
-        return self.K * self.reference_norm if self.K_relative else self.K
+        """K (``l1_threshold``) as an absolute L1 norm."""
+        if self.l1_threshold_relative:
+            return self.l1_threshold * self.reference_norm
+        return self.l1_threshold
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.adaptive:

@@ -80,13 +80,7 @@ class PruneAtInit(PortableCheckpoint):
         self.pattern = pattern
         self.score = check_score(score)
         self.distribution = check_distribution(distribution)
-        check_pai_options(num_batches, temperature, rounds)
-        if samples_per_class is not None and not (
-            isinstance(samples_per_class, int) and samples_per_class >= 1
-        ):
-            raise ConfigError(
-                f"samples_per_class={samples_per_class!r} is invalid: an integer >= 1 or null"
-            )
+        check_pai_options(num_batches, temperature, rounds, samples_per_class)
         self.samples_per_class = samples_per_class
         self.dense_layers = dense_layers
         self.num_batches, self.temperature, self.rounds = num_batches, temperature, rounds
@@ -137,15 +131,15 @@ class PruneAtInit(PortableCheckpoint):
                 pl_module,
                 self.sparsity,
                 self.score,
-                self.distribution,
-                data,
-                self.loss_fn,
-                self.num_batches,
-                self.dense_layers,
-                self.include,
-                self.exclude,
-                self.temperature,
-                self.rounds,
+                distribution=self.distribution,
+                dataloader=data,
+                loss_fn=self.loss_fn,
+                num_batches=self.num_batches,
+                dense_layers=self.dense_layers,
+                include=self.include,
+                exclude=self.exclude,
+                temperature=self.temperature,
+                rounds=self.rounds,
                 samples_per_class=self.samples_per_class if balanced else None,
                 pattern=self.pattern,
             )

@@ -19,7 +19,7 @@ from sparsify.masks import (
     select_mask,
     set_masks,
 )
-from sparsify.reparam import add_masks, layer_masks, prunable_layers
+from sparsify.reparam import add_masks, layer_masks, prunable_layers, weight_parametrization
 
 
 class RiGL(PortableCheckpoint):
@@ -95,7 +95,7 @@ class RiGL(PortableCheckpoint):
             set_masks(pl_module, trainer.strategy.broadcast(initial, src=0))
             self.started = True
         for name, layer in prunable_layers(pl_module, self.include, self.exclude):
-            parametrization = layer.parametrizations.weight[0]
+            parametrization = weight_parametrization(layer)
             self.hooks.append(parametrization.register_forward_hook(self.gradient_hook(name)))
 
     def initial_masks(self, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:

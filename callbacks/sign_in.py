@@ -5,8 +5,7 @@ from __future__ import annotations
 import lightning as L
 
 from sparsify.callbacks.portable import PortableCheckpoint
-from sparsify.reparam import reparametrize
-from sparsify.sign_in import SignInRescale
+from sparsify.sign_flips import SignInRescale
 
 
 class SignIn(SignInRescale, PortableCheckpoint):
@@ -29,19 +28,8 @@ class SignIn(SignInRescale, PortableCheckpoint):
     last rescale time are in the ``state_dict``, so a resumed run continues as it would have.
     """
 
-    def __init__(
-        self,
-        beta: float = 1.0,
-        every_n_epochs: int = 1,
-        every_n_steps: int | None = None,
-        include: list | None = None,
-        exclude: list | None = None,
-    ):
-        super().__init__(beta, every_n_epochs, every_n_steps)
-        self.include, self.exclude = include, exclude
-
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        reparametrize(pl_module, self.beta, self.include, self.exclude)
+        self.reparametrize(pl_module)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch_start(pl_module, trainer.current_epoch, trainer.global_step)

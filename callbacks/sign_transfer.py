@@ -8,6 +8,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
 from sparsify.callbacks.portable import PortableCheckpoint
+from sparsify.checkpoint import read_state_dict
 from sparsify.errors import ConfigError
 from sparsify.masks import (
     check_scope,
@@ -17,7 +18,7 @@ from sparsify.masks import (
     sparsity_report,
 )
 from sparsify.reparam import add_masks, prunable_layers
-from sparsify.transfer import check_keep, load_state_dict, stored_masks, stored_weights
+from sparsify.transfer import check_keep, stored_masks, stored_weights
 from sparsify.transfer import transfer_weights as transfer
 
 
@@ -70,7 +71,7 @@ class SignTransfer(PortableCheckpoint):
         if self.done:
             return
         layers = [name for name, _ in prunable_layers(pl_module, self.include, self.exclude)]
-        source = _weights(load_state_dict(self.checkpoint), layers, "checkpoint")
+        source = _weights(read_state_dict(self.checkpoint), layers, "checkpoint")
         if self.mask_from != "current":
             set_masks(pl_module, self.masks(layers, source))
         transfer(pl_module, source, self.keep, self.include, self.exclude)
@@ -84,7 +85,7 @@ class SignTransfer(PortableCheckpoint):
     def masks(self, layers: list[str], source: dict) -> dict:
         """The masks of ``layers`` named by ``mask_from`` and ``sparsity``."""
         path = self.checkpoint if self.mask_from == "checkpoint" else self.mask_from
-        state = load_state_dict(path)
+        state = read_state_dict(path, "checkpoint" if path == self.checkpoint else "mask_from")
         weights = source if path == self.checkpoint else _weights(state, layers, "mask_from")
         if self.sparsity is not None:
             scores = {name: weights[name].abs() for name in layers}

@@ -1,7 +1,9 @@
-"""Pieces shared by the image datamodules: a transformed index subset and loader settings."""
+"""Pieces shared by the datamodules: the loaders of a train / val / test split, a transformed
+index subset and loader settings."""
 
 from __future__ import annotations
 
+import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -48,3 +50,24 @@ def make_loader(
         pin_memory=pin_memory and torch.cuda.is_available(),
         persistent_workers=persistent_workers and num_workers > 0,
     )
+
+
+class SplitDataModule(L.LightningDataModule):
+    """The loaders of a datamodule whose ``setup`` makes ``train_set``, ``val_set`` and, if it
+    has a test split of its own, ``test_set`` (otherwise the test loader reads ``val_set``).
+    Loader settings come from the hyper-parameters: ``batch_size``, ``num_workers`` and, where
+    the datamodule has them, ``pin_memory`` and ``persistent_workers`` (``make_loader``)."""
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        hp = self.hparams
+        pin_memory, persistent = hp.get("pin_memory", False), hp.get("persistent_workers", False)
+        return make_loader(dataset, hp.batch_size, shuffle, hp.num_workers, pin_memory, persistent)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(getattr(self, "test_set", self.val_set), shuffle=False)

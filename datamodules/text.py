@@ -23,17 +23,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from sparsify.datamodules.common import SplitDataModule
 from sparsify.errors import ConfigError
 
 TASKS = ("copy", "permute", "file")
 TOKENS = ("char", "byte")
 
 
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(SplitDataModule):
     """Next-token prediction data with ``vocab_size`` and ``block_size`` attributes.
 
     Args:
@@ -178,23 +178,6 @@ class TextDataModule(L.LightningDataModule):
             text = self._check_file().read_text(encoding="utf-8", errors="replace")
             self._chars = sorted(set(text))
         return self._chars
-
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
 
 
 class _Sequences(Dataset):

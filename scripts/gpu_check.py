@@ -60,16 +60,18 @@ def ddp_nccl(out: Path) -> str:
     return f"DDP on {gpus} GPU(s) (backend {backend}): identical weights and masks on every rank"
 
 
+def precision_fit(out: Path, precision: str, *args: str) -> dict:
+    """``fit`` for ten epochs on one GPU in ``precision``."""
+    run = ["--trainer.devices=1", "--trainer.max_epochs=10", f"--trainer.precision={precision}"]
+    return fit(out, *args, *run)
+
+
 def fp16_ham(out: Path) -> str:
-    summary = fit(
-        out,
-        "--config=method/ham",
-        "--trainer.precision=16-mixed",
-        "--trainer.devices=1",
-        "--trainer.max_epochs=10",
+    recorder = [
         "--trainer.callbacks+=test_precision.RecordDtypes",
         f"--trainer.callbacks.out_dir={out}",
-    )
+    ]
+    summary = precision_fit(out, "16-mixed", "--config=method/ham", *recorder)
     record = json.loads((out / "dtypes.json").read_text())
     assert record["outputs"] == ["torch.float16"], record["outputs"]
     assert set(record["params"].values()) == {"torch.float32"}
@@ -79,14 +81,8 @@ def fp16_ham(out: Path) -> str:
 
 
 def bf16_fast(out: Path) -> str:
-    summary = fit(
-        out,
-        "--trainer.precision=bf16-mixed",
-        "--trainer.devices=1",
-        "--trainer.max_epochs=10",
-        "--model.init_args.channels_last=true",
-        "--model.init_args.compile=true",
-    )
+    fast = ["--model.init_args.channels_last=true", "--model.init_args.compile=true"]
+    summary = precision_fit(out, "bf16-mixed", *fast)
     assert summary["test_acc"] > 0.3, summary  # chance is 0.1
     return f"bf16-mixed + channels_last + torch.compile (PILoT): test acc {summary['test_acc']:.3f}"
 

@@ -38,7 +38,7 @@ def train(
     data.setup()
     model = create_model("cnn_digits", num_classes=10)
     if pai is not None:
-        prune_at_init(model, pai[0], "random", pai[1])
+        prune_at_init(model, pai[0], "random", distribution=pai[1])
     groups = [
         {"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": 5e-4},
         {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0},

@@ -11,6 +11,7 @@ from sparsify.reparam import (
     pointwise_factors,
     reparametrize,
     rescale_,
+    weight_parametrization,
 )
 
 __version__ = "0.1.0"
@@ -28,4 +29,5 @@ __all__ = [
     "reparametrize",
     "rescale_",
     "sparsity_report",
+    "weight_parametrization",
 ]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from sparsify.masks import select_mask
-from sparsify.reparam import PointwiseProduct, _parametrization
+from sparsify.reparam import PointwiseProduct, weight_parametrization
 from sparsify.schedules import cosine
 
 PHASES = ("dense", "compressed")
@@ -105,7 +105,7 @@ def restart_(
     layers = dict(module.named_modules())
     for name, where in positions.items():
         layer = layers[name]
-        product = _parametrization(layer)
+        product = weight_parametrization(layer)
         if product is None:
             params = [(layer.weight, 0.0)]
         elif isinstance(product, PointwiseProduct):

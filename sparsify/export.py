@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sparsify.checkpoint import read_checkpoint
 from sparsify.errors import ConfigError
 from sparsify.masks import sparsity_report
 from sparsify.reparam import collapse, is_transposed, layer_masks, match_structure
@@ -53,10 +54,7 @@ def load_module(checkpoint_path: str | Path, factory: str | None = None) -> nn.M
     ``sparsify fit``, whose hyper-parameters name the module's class.
     """
     path = Path(checkpoint_path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint={str(path)!r} is invalid: no such file")
-    # The user's own checkpoint: Lightning checkpoints hold more than tensors.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ConfigError(f"checkpoint={str(path)!r} is invalid: no state_dict in it")
     if factory is not None:
@@ -119,9 +117,7 @@ def export(
     if format not in FORMATS:
         raise ConfigError(f"format={format!r} is invalid: choose one of {', '.join(FORMATS)}")
     module = load_module(checkpoint_path, factory)
-    network = copy.deepcopy(network_of(module, submodule))
-    saved_masks = {name: mask.detach().clone() for name, mask in layer_masks(network).items()}
-    network = collapse(network).eval()
+    network, saved_masks = collapsed_copy(network_of(module, submodule))
     check_writable(format, network)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,6 +142,19 @@ def export(
     elif format == "pretrained":
         paths["pretrained"] = to_pretrained(network, out / "pretrained")
     return paths
+
+
+def collapsed_copy(
+    network: nn.Module, device: torch.device | str | None = None
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A copy of ``network`` in eval mode (on ``device`` if given), its masks and m ⊙ w
+    multiplied out (``collapse``: plain weights with exact zeros), and the masks it had,
+    ``{layer: mask}``."""
+    plain = copy.deepcopy(network)
+    if device is not None:
+        plain.to(device)
+    masks = {name: mask.detach().clone() for name, mask in layer_masks(plain).items()}
+    return collapse(plain).eval(), masks
 
 
 def network_of(module: nn.Module, submodule: str | None) -> nn.Module:
@@ -248,7 +257,7 @@ def to_sparse(model: nn.Module) -> nn.Module:
     ``transformers`` ``Conv1D``) layers are ``SparseLinear``; its outputs equal the masked dense
     model's (up to float rounding). Convolutions stay dense (faster on CPU; see the module
     docstring)."""
-    sparse = collapse(copy.deepcopy(model)).eval()
+    sparse, _ = collapsed_copy(model)
     for name, layer in list(sparse.named_modules()):
         if isinstance(layer, nn.Linear) or is_transposed(layer):
             parent_name, _, child = name.rpartition(".")

@@ -31,9 +31,9 @@ from sparsify.callbacks.pilot import PILoT as PILoTRule
 from sparsify.callbacks.pilot import pointwise_l1_norm
 from sparsify.errors import ConfigError
 from sparsify.masks import check_scope, check_sparsity, magnitude_prune
-from sparsify.reparam import add_masks, reparametrize
+from sparsify.reparam import add_masks
 from sparsify.schedules import GradualMagnitudePruning, check_unit, make_schedule
-from sparsify.sign_in import SignInRescale
+from sparsify.sign_flips import SignInRescale
 from sparsify.soft_masks import harden
 
 
@@ -166,26 +166,17 @@ class PILoT(TrainerCallback):
 
         α ← α·δ  if ``monitor`` improved, ‖m ⊙ w‖₁ > K and k < T/2;   α ← α/δ  otherwise.
 
-    Arguments and rule are those of ``sparsify.callbacks.PILoT`` (whose ``update`` this calls),
-    except the default ``monitor``: the ``Trainer`` computes no train accuracy, so it is the
+    Arguments (``rule_options``: ``alpha_init``, ``delta``, ``l1_threshold``, ...) and rule are
+    those of ``sparsify.callbacks.PILoT`` (whose ``update`` this calls), except the default
+    ``monitor``: the ``Trainer`` computes no train accuracy, so it is the
     logged training ``loss``, lower being better (``mode="min"``). The value of an epoch is the
     mean of what the ``Trainer`` logged under ``monitor`` during it, evaluation included: set
     ``logging_strategy="epoch"`` (or ``logging_steps`` at most the steps of an epoch). The model
     must be reparametrized before the ``Trainer`` is built (``sparsify.reparametrize`` or
     ``SignIn``). ``history`` holds the α of every epoch."""
 
-    def __init__(
-        self,
-        alpha_init: float = 1e-3,
-        delta: float = 1.2,
-        K: float = 0.5,
-        K_relative: bool = True,
-        schedule: str = "adaptive",
-        rate: float = 0.95,
-        monitor: str = "loss",
-        mode: str = "min",
-    ):
-        self.rule = PILoTRule(alpha_init, delta, K, K_relative, schedule, rate, monitor, mode)
+    def __init__(self, monitor: str = "loss", mode: str = "min", **rule_options):
+        self.rule = PILoTRule(monitor=monitor, mode=mode, **rule_options)
         self.history: list[float] = []
         self.logged: list[float] = []
         self._pointwise: list[nn.Parameter] = []
@@ -230,21 +221,11 @@ class SignIn(SignInRescale, TrainerCallback):
     the ``Trainer`` is constructed (``on_init_end``, before it builds its optimizer), and each θ is
     re-split to m² − w² = ``beta`` at the start of every ``every_n_epochs``-th epoch (or every
     ``every_n_steps`` optimizer steps), θ unchanged: the schedule of
-    ``sparsify.sign_in.SignInRescale``, as in the Lightning callback. ``measurements`` holds,
+    ``sparsify.sign_flips.SignInRescale``, as in the Lightning callback. ``measurements`` holds,
     per epoch, the fraction of kept weights whose sign flipped since the first and since the
     last rescale and the mean inner scale (the Lightning callback's logged keys)."""
 
-    def __init__(
-        self,
-        beta: float = 1.0,
-        every_n_epochs: int = 1,
-        every_n_steps: int | None = None,
-        include: list | None = None,
-        exclude: list | None = None,
-    ):
-        super().__init__(beta, every_n_epochs, every_n_steps)
-        self.include, self.exclude = include, exclude
-        self.measurements: list[dict[str, float]] = []
+    measurements: list[dict[str, float]]
 
     def on_init_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         if optimizer is not None:
@@ -252,7 +233,8 @@ class SignIn(SignInRescale, TrainerCallback):
                 "SignIn is invalid with a Trainer given an optimizer: it replaces weights by m, w "
                 "before the Trainer builds its optimizer; let the Trainer build it"
             )
-        reparametrize(model, self.beta, self.include, self.exclude)
+        self.reparametrize(model)
+        self.measurements = []
 
     def on_epoch_begin(self, args, state, control, model=None, **kwargs):
         self.epoch_start(model, epoch_index(state), state.global_step)

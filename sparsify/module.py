@@ -10,7 +10,6 @@ adapter factors of ``sparsify.lora``, when there are any).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
+from sparsify.checkpoint import read_state_dict
 from sparsify.errors import ConfigError
 from sparsify.lora import add_lora, lora_parameters
 from sparsify.models import create_model
@@ -314,15 +314,7 @@ class LanguageModel(TrainingModule):
 def load_weights(model: torch.nn.Module, path: str) -> None:
     """Load a ``LanguageModel`` checkpoint or a backbone ``state_dict`` into ``model``, with the
     masks and m ⊙ w it was saved with, then multiply them out (``collapse``)."""
-    if not Path(path).is_file():
-        raise ConfigError(f"init_from={path!r} is invalid: no such file")
-    # The user's own file: Lightning checkpoints hold more than tensors.
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and "state_dict" in state:
-        prefix = "model."
-        state = {
-            k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)
-        }
+    state = read_state_dict(path, "init_from", submodule="model")
     match_structure(model, state)
     own = model.state_dict()
     problems = {

@@ -72,10 +72,19 @@ def check_score(score: str) -> str:
     return score
 
 
-def prune_at_init(
+def prune_at_init(module: nn.Module, sparsity: float, score: str = "random", **options) -> Scores:
+    """Mask ``module`` to ``sparsity`` by the highest ``score``; return the masks it set.
+    ``options`` are ``pai_masks``'s keyword arguments (see there)."""
+    new_masks = pai_masks(module, sparsity, score, **options)
+    set_masks(module, new_masks)
+    return new_masks
+
+
+def pai_masks(
     module: nn.Module,
     sparsity: float,
     score: str = "random",
+    *,
     distribution: str = "global",
     dataloader: Iterable | None = None,
     loss_fn: Callable | None = None,
@@ -89,9 +98,10 @@ def prune_at_init(
     samples_per_class: int | None = None,
     pattern: str = "unstructured",
 ) -> Scores:
-    """Mask ``module`` to ``sparsity`` by the highest ``score`` s, shared among layers by
-    ``distribution`` (``global``: one threshold on the scores; ``uniform``, ``erk``: fixed
-    layer densities, see ``sparsify.masks.layer_densities``). Returns the masks it set.
+    """The masks that keep the highest ``score`` s at ``sparsity`` (``prune_at_init`` sets them),
+    shared among layers by ``distribution`` (``global``: one threshold on the scores;
+    ``uniform``, ``erk``: fixed layer densities, see ``sparsify.masks.layer_densities``). Every
+    argument after ``score`` is keyword-only.
 
     ``snip`` / ``grasp`` use the first ``num_batches`` batches of ``dataloader``; ``synflow``
     needs the input shape without the batch dimension: ``input_shape``, else the module's
@@ -103,58 +113,13 @@ def prune_at_init(
     ``sparsity`` below 1 − n/m achieves 1 − n/m). SynFlow applies the pattern in every round,
     so its first round already reaches 1 − n/m and the rounds prune further within it.
     """
-    new_masks = pai_masks(
-        module,
-        sparsity,
-        score,
-        distribution,
-        dataloader,
-        loss_fn,
-        num_batches,
-        dense_layers,
-        include,
-        exclude,
-        temperature,
-        rounds,
-        input_shape,
-        samples_per_class,
-        pattern,
-    )
-    set_masks(module, new_masks)
-    return new_masks
-
-
-def pai_masks(
-    module: nn.Module,
-    sparsity: float,
-    score: str = "random",
-    distribution: str = "global",
-    dataloader: Iterable | None = None,
-    loss_fn: Callable | None = None,
-    num_batches: int = 1,
-    dense_layers: Iterable | None = None,
-    include: Iterable | None = None,
-    exclude: Iterable | None = None,
-    temperature: float = GRASP_TEMPERATURE,
-    rounds: int = SYNFLOW_ROUNDS,
-    input_shape: tuple[int, ...] | None = None,
-    samples_per_class: int | None = None,
-    pattern: str = "unstructured",
-) -> Scores:
-    """The masks ``prune_at_init`` would set, without setting them."""
     check_sparsity(sparsity)
     structure = pattern_keywords(module, pattern, include, exclude)
     check_score(score)
     check_distribution(distribution)
-    check_pai_options(num_batches, temperature, rounds)
+    check_pai_options(num_batches, temperature, rounds, samples_per_class)
     if score in DATA_SCORES and dataloader is None:
         raise ConfigError(f"score={score!r} needs data: give a dataloader")
-    if samples_per_class is not None and not (
-        isinstance(samples_per_class, int) and samples_per_class >= 1
-    ):
-        raise ConfigError(
-            f"samples_per_class={samples_per_class!r} is invalid: an integer >= 1 or null"
-        )
     if score == "grasp" and samples_per_class is not None:
         batches = grasp_batches(module, dataloader, samples_per_class)
     elif dataloader:
@@ -191,13 +156,21 @@ def pai_masks(
     return select_mask(scores, theta, densities=densities, **structure)
 
 
-def check_pai_options(num_batches: int, temperature: float, rounds: int) -> None:
+def check_pai_options(
+    num_batches: int, temperature: float, rounds: int, samples_per_class: int | None = None
+) -> None:
     if not (isinstance(num_batches, int) and num_batches >= 1):
         raise ConfigError(f"num_batches={num_batches!r} is invalid: must be an integer >= 1")
     if not temperature > 0:
         raise ConfigError(f"temperature={temperature!r} is invalid: must be > 0")
     if not (isinstance(rounds, int) and rounds >= 1):
         raise ConfigError(f"rounds={rounds!r} is invalid: must be an integer >= 1")
+    if samples_per_class is not None and not (
+        isinstance(samples_per_class, int) and samples_per_class >= 1
+    ):
+        raise ConfigError(
+            f"samples_per_class={samples_per_class!r} is invalid: an integer >= 1 or null"
+        )
 
 
 # The scores, each a {layer name: tensor shaped like the layer's weight}.
@@ -286,16 +259,16 @@ def synflow_scores(
 
 
 def _synflow_masks(
-    module,
-    sparsity,
-    distribution,
-    dense_layers,
-    include,
-    exclude,
-    input_shape,
-    rounds,
-    input_dtype=torch.float64,
-    structure=None,
+    module: nn.Module,
+    sparsity: float,
+    distribution: str,
+    dense_layers: Iterable | None,
+    include: Iterable | None,
+    exclude: Iterable | None,
+    input_shape: tuple[int, ...],
+    rounds: int,
+    input_dtype: torch.dtype = torch.float64,
+    structure: dict | None = None,
 ) -> Scores:
     scorer, weights = scoring_copy(module, include, exclude, dtype=torch.float64)
     _linearize(scorer)
@@ -402,8 +375,9 @@ def _unparametrize(layer: nn.Module) -> None:
     class, which a deep copy shares with the original: the original would lose its weight.
     """
     values = {name: getattr(layer, name).detach().clone() for name in layer.parametrizations}
+    plain = parametrize.type_before_parametrizations(layer)
     del layer._modules["parametrizations"]
-    layer.__class__ = type(layer).__bases__[0]
+    layer.__class__ = plain
     for name, value in values.items():
         layer.register_parameter(name, nn.Parameter(value))
 

@@ -43,12 +43,10 @@ def register(layer: nn.Module, tensor_name: str, parametrization: nn.Module) -> 
 
 def plain_copy(layer: nn.Module) -> nn.Module:
     """A copy of ``layer`` with every parametrized tensor multiplied out (``layer`` unchanged)."""
-    from sparsify.reparam import _own_class
-
     plain = copy.deepcopy(layer)
     for module in plain.modules():
         if parametrize.is_parametrized(module):
-            _own_class(module)
+            own_class(module)
             names = list(module.parametrizations)
             for tensor_name in names:
                 parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=True)
@@ -56,6 +54,16 @@ def plain_copy(layer: nn.Module) -> nn.Module:
             rest = {k: v for k, v in module._parameters.items() if k not in names}
             module._parameters = {**{k: module._parameters[k] for k in names}, **rest}
     return plain
+
+
+def own_class(layer: nn.Module) -> None:
+    """Give a parametrized layer a class of its own. ``copy.deepcopy`` keeps the class that
+    ``parametrize`` made for the original layer, and ``remove_parametrizations`` deletes the
+    ``weight`` property from that class: collapsing a copy would break the original."""
+    cls = type(layer)
+    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    plain = parametrize.type_before_parametrizations(layer)
+    layer.__class__ = type(cls.__name__, (plain,), namespace)
 
 
 def _reduce_as_plain(self: nn.Module, protocol: int):

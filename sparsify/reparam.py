@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sparsify.errors import ConfigError
-from sparsify.portable import register, restore_state_dict
+from sparsify.portable import own_class, register, restore_state_dict
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -132,11 +132,15 @@ def _has_weight(layer: nn.Module) -> bool:
     return "weight" in layer._parameters or parametrize.is_parametrized(layer, "weight")
 
 
-def _parametrization(layer: nn.Module) -> nn.Module | None:
+def weight_parametrization(
+    layer: nn.Module, kind: type | tuple[type, ...] = (PointwiseProduct, Mask)
+) -> nn.Module | None:
+    """The sparsify parametrization of ``layer.weight`` (a ``PointwiseProduct``, a ``Mask`` or a
+    soft mask, which subclasses ``Mask``) if it is an instance of ``kind``, else ``None``."""
     if parametrize.is_parametrized(layer, "weight"):
         for p in layer.parametrizations.weight:
             if isinstance(p, (PointwiseProduct, Mask)):
-                return p
+                return p if isinstance(p, kind) else None
     return None
 
 
@@ -157,7 +161,7 @@ def reparametrize(
     mask = dict(mask or {})
     names = []
     for name, layer in list(prunable_layers(module, include, exclude)):
-        existing = _parametrization(layer)
+        existing = weight_parametrization(layer)
         if isinstance(existing, PointwiseProduct):
             continue
         layer_mask = mask.pop(name, None)
@@ -180,7 +184,7 @@ def add_masks(
 ) -> None:
     """Give every selected weight a mask buffer (all ones) if it has none yet. Idempotent."""
     for _, layer in prunable_layers(module, include, exclude):
-        if _parametrization(layer) is None:
+        if weight_parametrization(layer) is None:
             weight = layer.weight
             masked = Mask(weight.shape).to(weight.device, weight.dtype)
             register(layer, "weight", masked)
@@ -190,7 +194,7 @@ def layer_masks(module: nn.Module) -> dict[str, torch.Tensor]:
     """The mask buffer of every masked or reparametrized layer, by layer name (live tensors)."""
     out = {}
     for name, layer in module.named_modules():
-        p = _parametrization(layer)
+        p = weight_parametrization(layer)
         if p is not None:
             out[name] = p.mask
     return out
@@ -199,7 +203,7 @@ def layer_masks(module: nn.Module) -> dict[str, torch.Tensor]:
 def pointwise_factors(module: nn.Module) -> Iterator[tuple[str, nn.Parameter, nn.Parameter]]:
     """Yield ``(name, m, w)`` for every reparametrized weight; m and w are the parameters."""
     for name, layer in module.named_modules():
-        if isinstance(_parametrization(layer), PointwiseProduct):
+        if isinstance(weight_parametrization(layer), PointwiseProduct):
             originals = layer.parametrizations.weight
             yield (f"{name}.weight" if name else "weight"), originals.original0, originals.original1
 
@@ -209,7 +213,7 @@ def rescale_(module: nn.Module, beta: float = 1.0) -> None:
     """Re-split every θ = m ⊙ w so that m² − w² = β, θ unchanged (Sign-In's reset), in place."""
     check_beta(beta)
     for layer in module.modules():
-        product = _parametrization(layer)
+        product = weight_parametrization(layer)
         if isinstance(product, PointwiseProduct):
             m, w = layer.parametrizations.weight.original0, layer.parametrizations.weight.original1
             new_m, new_w = split(m * w * product.mask, beta)
@@ -225,25 +229,10 @@ def collapse(module: nn.Module) -> nn.Module:
     ``state_dict`` loads into a model built without sparsify.
     """
     for _, layer in module.named_modules():
-        if _parametrization(layer) is not None:
-            _own_class(layer)
+        if weight_parametrization(layer) is not None:
+            own_class(layer)
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
     return module
-
-
-def _own_class(layer: nn.Module) -> None:
-    """Give a parametrized layer a class of its own. ``copy.deepcopy`` keeps the class that
-    ``parametrize`` made for the original layer, and ``remove_parametrizations`` deletes the
-    ``weight`` property from that class: collapsing a copy would break the original."""
-    cls = type(layer)
-    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
-    layer.__class__ = type(cls.__name__, cls.__bases__, namespace)
-
-
-def effective_weights(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(layer name, θ)`` for every prunable layer, θ being the weight the forward uses."""
-    for name, layer in prunable_layers(module):
-        yield name, layer.weight
 
 
 def match_structure(module: nn.Module, state_dict: dict) -> None:
@@ -251,13 +240,15 @@ def match_structure(module: nn.Module, state_dict: dict) -> None:
     so that a checkpoint of a sparsified model (plain or portable form) loads into a freshly
     built one."""
     state_dict = restore_state_dict(state_dict)
-    pointwise = [k.rsplit(".parametrizations.", 1)[0] for k in state_dict if k.endswith(_M_KEY)]
-    masked = [k.rsplit(".parametrizations.", 1)[0] for k in state_dict if k.endswith(_W_KEY)]
+    layer_of = {k: k.rsplit(".parametrizations.", 1)[0] for k in state_dict}
+    pointwise = [layer_of[k] for k in state_dict if k.endswith(_POINTWISE_M_KEY)]
+    masked = [layer_of[k] for k in state_dict if k.endswith(_MASKED_WEIGHT_KEY)]
     if masked:
         add_masks(module, include=masked)
     if pointwise:
         reparametrize(module, include=pointwise)
 
 
-_M_KEY = ".parametrizations.weight.original0"
-_W_KEY = ".parametrizations.weight.original"
+# The state-dict keys of a PointwiseProduct's m (its w is original1) and of a Mask's weight.
+_POINTWISE_M_KEY = ".parametrizations.weight.original0"
+_MASKED_WEIGHT_KEY = ".parametrizations.weight.original"

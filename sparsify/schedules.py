@@ -203,11 +203,12 @@ def pilot_update(
     delta: float,
     improved: bool,
     l1_norm: float,
-    K: float,
+    l1_threshold: float,
     epoch: int,
     total_epochs: int,
 ) -> float:
     """PILoT's adaptive regularization strength (Mask in the Mirror, ICLR 2025), once per epoch:
-    α·δ while the train accuracy improved, ‖m ⊙ w‖₁ > K and epoch < T/2; otherwise α/δ."""
-    grows = improved and l1_norm > K and epoch < total_epochs / 2
+    α·δ while the train accuracy improved, ‖m ⊙ w‖₁ > K (``l1_threshold``) and epoch < T/2;
+    otherwise α/δ."""
+    grows = improved and l1_norm > l1_threshold and epoch < total_epochs / 2
     return alpha * delta if grows else alpha / delta

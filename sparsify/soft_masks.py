@@ -27,7 +27,7 @@ from torch.nn.utils import parametrize
 
 from sparsify.errors import ConfigError
 from sparsify.portable import register
-from sparsify.reparam import Mask, PointwiseProduct, prunable_layers
+from sparsify.reparam import Mask, PointwiseProduct, prunable_layers, weight_parametrization
 
 
 class SoftThreshold(Mask):
@@ -82,10 +82,9 @@ SOFT_MASKS = (SoftThreshold, SigmoidMask)
 def soft_masks(module: nn.Module, kind: type = Mask) -> Iterator[tuple[str, nn.Module]]:
     """Yield ``(layer name, parametrization)`` for every weight parametrized by ``kind``."""
     for name, layer in module.named_modules():
-        if parametrize.is_parametrized(layer, "weight"):
-            for p in layer.parametrizations.weight:
-                if isinstance(p, kind) and isinstance(p, SOFT_MASKS):
-                    yield name, p
+        p = weight_parametrization(layer, kind)
+        if isinstance(p, SOFT_MASKS):
+            yield name, p
 
 
 def soft_threshold(
@@ -118,7 +117,7 @@ def _install(module: nn.Module, make, include, exclude) -> list[str]:
     mask. Idempotent: weights that already carry a soft mask are left alone."""
     names = []
     for name, layer in list(prunable_layers(module, include, exclude)):
-        existing = _sparsify_parametrization(layer)
+        existing = weight_parametrization(layer)
         if isinstance(existing, SOFT_MASKS):
             continue
         if isinstance(existing, PointwiseProduct):
@@ -137,14 +136,6 @@ def _install(module: nn.Module, make, include, exclude) -> list[str]:
     return names
 
 
-def _sparsify_parametrization(layer: nn.Module) -> nn.Module | None:
-    if parametrize.is_parametrized(layer, "weight"):
-        for p in layer.parametrizations.weight:
-            if isinstance(p, (Mask, PointwiseProduct)):
-                return p
-    return None
-
-
 @torch.no_grad()
 def harden(module: nn.Module) -> list[str]:
     """Replace every soft mask by a plain ``Mask`` with exact zeros, in place; return the layers.
@@ -154,7 +145,7 @@ def harden(module: nn.Module) -> list[str]:
     """
     names = []
     for name, layer in list(module.named_modules()):
-        soft = _sparsify_parametrization(layer)
+        soft = weight_parametrization(layer)
         if not isinstance(soft, SOFT_MASKS):
             continue
         weight, mask = soft.hardened(layer.parametrizations.weight.original)

@@ -4,7 +4,6 @@ artifact."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -12,8 +11,8 @@ import lightning as L
 import torch
 
 from sparsify.callbacks import PruneAtEnd
+from sparsify.export import collapsed_copy
 from sparsify.masks import sparsity_report
-from sparsify.reparam import collapse, layer_masks
 from sparsify.tracking import WandbLogger
 
 TRACKED_AT_END = ("signin/flips_since_init",)
@@ -71,17 +70,11 @@ def log_to_wandb(logger: WandbLogger, model: L.LightningModule, summary: dict, f
     rows = [[name, density] for name, density in summary["layer_density"].items()]
     run.log({"final/layer_density": wandb.Table(columns=["layer", "density"], data=rows)})
     path = folder / "sparse_model.pt"
-    torch.save(sparse_export(model), path)
+    network, masks = collapsed_copy(model, device="cpu")
+    torch.save({"state_dict": network.state_dict(), "masks": masks}, path)
     artifact = wandb.Artifact(f"sparse-model-{run.id}", type="model", metadata=summary)
     artifact.add_file(str(path))
     run.log_artifact(artifact)
-
-
-def sparse_export(model: torch.nn.Module) -> dict:
-    """``{"state_dict": plain weights m ⊙ w ⊙ mask, "masks": {layer: 0/1}}`` of a copy."""
-    plain = copy.deepcopy(model).cpu()
-    saved_masks = {name: mask.detach().clone() for name, mask in layer_masks(plain).items()}
-    return {"state_dict": collapse(plain).state_dict(), "masks": saved_masks}
 
 
 def _has_test_data(datamodule) -> bool:

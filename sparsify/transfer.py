@@ -9,13 +9,10 @@ are read as the forward pass would compute them.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from sparsify.errors import ConfigError
-from sparsify.portable import restore_state_dict
 from sparsify.reparam import prunable_layers
 
 KEEPS = ("signs", "magnitudes", "both", "none")
@@ -27,16 +24,6 @@ def check_keep(keep: str) -> str:
     if keep not in KEEPS:
         raise ConfigError(f"keep={keep!r} is invalid: choose one of {', '.join(KEEPS)}")
     return keep
-
-
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The model state of a Lightning checkpoint, or a file holding a plain ``state_dict``.
-    The file is unpickled in full: load only checkpoints you trust."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise ConfigError(f"checkpoint={str(path)!r} is invalid: it holds no state_dict")
-    return restore_state_dict(state)  # masks and m, w of a portable checkpoint
 
 
 def stored_weights(state_dict: dict) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from helpers import UserModule, blobs
+from helpers import QUIET, UserModule, blobs
 from sparsify.callbacks.prune_at_init import PruneAtInit
 from sparsify.pai import pai_masks
 from sparsify.reparam import layer_masks
@@ -46,10 +46,7 @@ def main(out_dir):
         devices=2,
         max_steps=1,
         callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        **QUIET,
         num_sanity_val_steps=0,
         limit_val_batches=0,
         use_distributed_sampler=False,

@@ -1,4 +1,8 @@
-"""A LightningModule that has never heard of sparsify, and data for it."""
+"""A LightningModule that has never heard of sparsify, data for it, and what the tests share."""
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -48,17 +52,23 @@ def loaders(batch_size=16):
     return train, val
 
 
+# A Trainer that logs and checkpoints nothing and prints no progress bar or model summary.
+QUIET = {
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
+
+
 def trainer(tmp_path, callbacks, max_epochs=4, **kwargs):
+    """A quiet CPU Trainer, checkpointing as usual unless ``kwargs`` say otherwise."""
+    settings = {**QUIET, "enable_checkpointing": True, "accelerator": "cpu", "devices": 1}
     return L.Trainer(
         max_epochs=max_epochs,
         callbacks=callbacks,
         default_root_dir=tmp_path,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
-        **kwargs,
+        **{**settings, **kwargs},
     )
 
 
@@ -70,3 +80,16 @@ class RecordWeightDecay(L.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         self.seen.append([g["weight_decay"] for g in optimizer.param_groups])
+
+
+SCRIPTS = Path(__file__).parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """The module of ``scripts/<name>.py`` (the scripts are no package), registered in
+    ``sys.modules`` so that its dataclasses can look their module up."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -148,7 +148,9 @@ def synflow_reference(model: nn.Sequential, density: float, rounds: int) -> dict
 def test_snip_masks_match_synaptic_flow():
     model, data = mlp(), batches()
     density = 0.25  # (1 − 0.25) · 688 weights is a whole number: both keep 172
-    ours = pai_masks(model, 1 - density, "snip", "global", dataloader=data, num_batches=len(data))
+    ours = pai_masks(
+        model, 1 - density, "snip", distribution="global", dataloader=data, num_batches=len(data)
+    )
     reference = snip_reference(model, data, density)
     for name in LINEAR:
         assert torch.equal(ours[name].float(), reference[name]), name
@@ -158,7 +160,9 @@ def test_snip_masks_match_synaptic_flow():
 def test_synflow_masks_match_synaptic_flow():
     model = mlp()
     density, rounds = 0.25, 10
-    ours = pai_masks(model, 1 - density, "synflow", "global", rounds=rounds, input_shape=(10,))
+    ours = pai_masks(
+        model, 1 - density, "synflow", distribution="global", rounds=rounds, input_shape=(10,)
+    )
     reference = synflow_reference(model, density, rounds)
     kept = [int(m.sum()) for m in reference.values()]
     assert all(count > 0 for count in kept)  # no layer cut off at this density

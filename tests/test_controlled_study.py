@@ -1,20 +1,8 @@
-import importlib.util
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).parents[1] / "scripts" / "controlled_study.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("controlled_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 def test_fast_mode_reproduces_the_qualitative_results_of_methods_md(tmp_path):
-    errors = load_script().main(["--fast", "--out", str(tmp_path)])
+    errors = load_script("controlled_study").main(["--fast", "--out", str(tmp_path)])
     # METHODS.md §2: switching weight decay off part-way reaches the sparse truth.
     assert errors["weight decay 0.05: off after 50 %"] < 0.01
     assert errors["weight decay 0.2: off after 10 %"] < 0.01

@@ -145,32 +145,31 @@ def test_cifar_split_is_decided_by_its_seed(tiny_cifar):
     assert dm.val_set is dm.test_set and len(dm.train_set) == 60
 
 
-def test_cifar_fit_end_to_end(tiny_cifar, tmp_path):
-    data_dir, _ = tiny_cifar("cifar10", per_file=8)
-    summary = run_fit(
-        "--config=experiment/cifar10_resnet20",
-        "--config=method/dense",
-        f"--data.init_args.data_dir={data_dir}",
-        "--data.init_args.batch_size=16",
-        "--data.init_args.num_workers=0",
-        "--trainer.max_steps=2",
-        "--trainer.limit_val_batches=1",
-        root=tmp_path / "runs",
-    )
-    assert 0 <= summary["test_acc"] <= 1
+# dataset: (experiment, its flags in a short run)
+CIFAR_RUNS = {
+    "cifar10": ("cifar10_resnet20", ["--data.init_args.batch_size=16", "--trainer.max_steps=2"]),
+    "cifar100": (
+        "cifar100_resnet18",
+        [
+            "--data.init_args.batch_size=4",
+            "--trainer.max_steps=1",
+            "--trainer.limit_test_batches=1",
+        ],
+    ),
+}
 
 
-def test_cifar100_fit_end_to_end(tiny_cifar, tmp_path):
-    data_dir, _ = tiny_cifar("cifar100", per_file=8)
+@pytest.mark.parametrize("dataset", CIFAR_RUNS)
+def test_cifar_fit_end_to_end(tiny_cifar, tmp_path, dataset):
+    experiment, flags = CIFAR_RUNS[dataset]
+    data_dir, _ = tiny_cifar(dataset, per_file=8)
     summary = run_fit(
-        "--config=experiment/cifar100_resnet18",
+        f"--config=experiment/{experiment}",
         "--config=method/dense",
         f"--data.init_args.data_dir={data_dir}",
-        "--data.init_args.batch_size=4",
         "--data.init_args.num_workers=0",
-        "--trainer.max_steps=1",
         "--trainer.limit_val_batches=1",
-        "--trainer.limit_test_batches=1",
+        *flags,
         root=tmp_path / "runs",
     )
     assert 0 <= summary["test_acc"] <= 1
@@ -419,23 +418,14 @@ def test_synthetic_experiments_fit(experiment, tmp_path):
 
 def test_sparse_regression_through_the_trainer_lowers_the_recovery_error(tmp_path):
     """The shipped lr on the MSE is stable and moves θ towards x*."""
-    import lightning as L
-
+    from helpers import trainer
     from sparsify.module import Regressor
 
     config = yaml.safe_load(prepare_argv(["fit", "--config", "experiment/sparse_regression"])[2])
     dm = SparseRegressionDataModule(**{**config["data"]["init_args"], "passes_per_epoch": 300})
     model = Regressor(**config["model"]["init_args"])
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        limit_val_batches=0,
-    )
-    trainer.fit(model, dm)
+    run = trainer(tmp_path, [], max_epochs=1, enable_checkpointing=False, limit_val_batches=0)
+    run.fit(model, dm)
     error = torch.linalg.norm(model.model.weight[0] - dm.x_star) / torch.linalg.norm(dm.x_star)
     assert math.isfinite(float(error)) and error < 0.9
 

@@ -14,15 +14,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import sparsify.configs
-from helpers import UserModule, blobs, trainer
-from sparsify.callbacks import HAM, MagnitudePruning
+from helpers import UserModule, blobs, load_script, trainer
+from sparsify.callbacks import HAMStep, MagnitudePruning
 from sparsify.callbacks.prune_at_init import PruneAtInit
 from sparsify.errors import ConfigError
 from sparsify.masks import sparsity_report
-from sparsify.optim import HAM as HAMOptimizer
+from sparsify.optim import HAM
 
 CONFIGS = Path(sparsify.configs.__file__).parent
-SCRIPTS = Path(__file__).parents[1] / "scripts"
 
 
 def test_step_equals_the_formula_on_a_small_tensor():
@@ -31,7 +30,7 @@ def test_step_equals_the_formula_on_a_small_tensor():
     grad_w, grad_b = torch.randn(2, 3), torch.randn(2)
     w0, b0 = layer.weight.detach().clone(), layer.bias.detach().clone()
     lr, alpha, beta = 0.01, 200.0, 1e-3
-    opt = HAMOptimizer(torch.optim.SGD(layer.parameters(), lr=lr), alpha, beta)
+    opt = HAM(torch.optim.SGD(layer.parameters(), lr=lr), alpha, beta)
     layer.weight.grad, layer.bias.grad = grad_w.clone(), grad_b.clone()
     opt.step()
 
@@ -82,7 +81,7 @@ def test_matches_the_reference_wrapper_over_several_steps():
     def sgd(model):
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
 
-    ours = HAMOptimizer(sgd(net), alpha, beta, max_weight_norm=clip)
+    ours = HAM(sgd(net), alpha, beta, max_weight_norm=clip)
     plain = sgd(twin)
     x, y = torch.randn(16, 6, dtype=torch.float64), torch.randint(0, 3, (16,))
     x[:, :2] = 0.0
@@ -107,7 +106,7 @@ def test_a_tensor_with_nan_keeps_the_ordinary_step():
     def step(**options):
         torch.manual_seed(0)
         layer = nn.Linear(3, 2)
-        opt = HAMOptimizer(torch.optim.SGD(layer.parameters(), lr=0.1), **options)
+        opt = HAM(torch.optim.SGD(layer.parameters(), lr=0.1), **options)
         layer.weight.grad = torch.full((2, 3), 0.5)
         layer.weight.grad[0, 0] = float("nan")  # a bad batch: SGD makes this entry NaN
         layer.bias.grad = torch.zeros(2)
@@ -128,9 +127,7 @@ def ham_step_on_one_row(grad=-1.0, **options):
         layer.weight.copy_(torch.tensor([[0.0, 1.0, -1.0, 2.0]] * 3))
     layer.weight.grad = torch.full((3, 4), grad)
     layer.weight.grad[:, 0] = float("inf")  # at the zero entries: sign 0 · inf is NaN
-    HAMOptimizer(
-        torch.optim.SGD(layer.parameters(), lr=10.0), alpha=1.0, **options
-    ).hyperbolic_step()
+    HAM(torch.optim.SGD(layer.parameters(), lr=10.0), alpha=1.0, **options).hyperbolic_step()
     return layer.weight.detach()
 
 
@@ -159,7 +156,7 @@ def test_biases_and_norm_parameters_are_untouched():
     x = torch.randn(5, 2, 4, 4)
     net(x).square().mean().backward()
     grads = [p.grad.clone() for p in net.parameters()]
-    opt = HAMOptimizer(torch.optim.AdamW(net.parameters(), lr=0.01, weight_decay=0.1))
+    opt = HAM(torch.optim.AdamW(net.parameters(), lr=0.01, weight_decay=0.1))
     reference = torch.optim.AdamW([nn.Parameter(p) for p in plain], lr=0.01, weight_decay=0.1)
     for p, g in zip(reference.param_groups[0]["params"], grads):
         p.grad = g
@@ -175,11 +172,11 @@ def test_biases_and_norm_parameters_are_untouched():
 def test_state_dict_is_the_wrapped_optimizers():
     layer = nn.Linear(3, 2)
     inner = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
-    opt = HAMOptimizer(inner)
+    opt = HAM(inner)
     layer(torch.randn(4, 3)).sum().backward()
     opt.step()
     state = opt.state_dict()
-    fresh = HAMOptimizer(torch.optim.SGD(layer.parameters(), lr=0.5, momentum=0.9))
+    fresh = HAM(torch.optim.SGD(layer.parameters(), lr=0.5, momentum=0.9))
     fresh.load_state_dict(state)
     assert fresh.param_groups[0]["lr"] == 0.1
     assert torch.equal(
@@ -190,7 +187,7 @@ def test_state_dict_is_the_wrapped_optimizers():
 @pytest.mark.parametrize("kwargs", [{"alpha": -1.0}, {"beta": -0.1}])
 def test_bad_arguments_fail_with_config_error(kwargs):
     with pytest.raises(ConfigError, match="is invalid"):
-        HAM(**kwargs)
+        HAMStep(**kwargs)
 
 
 def fit(tmp_path, callbacks, max_epochs, ckpt_path=None):
@@ -205,17 +202,17 @@ def fit(tmp_path, callbacks, max_epochs, ckpt_path=None):
 def test_trainer_run_wraps_the_users_optimizer_and_resumes(tmp_path):
     # The published α = 200 with this module's SGD lr 0.1 makes lr·α·|∇f| reach the clamp of
     # the exponent (docs/performance.md); a smaller α trains.
-    run, straight = fit(tmp_path / "a", [HAM(alpha=5.0)], max_epochs=4)
-    assert isinstance(run.optimizers[0], HAMOptimizer)
+    run, straight = fit(tmp_path / "a", [HAMStep(alpha=5.0)], max_epochs=4)
+    assert isinstance(run.optimizers[0], HAM)
     assert isinstance(run.optimizers[0].optimizer, torch.optim.SGD)
     _, plain = fit(tmp_path / "b", [], max_epochs=4)
     assert all(torch.isfinite(p).all() for p in straight.parameters())
     assert not torch.allclose(straight.net[0].weight, plain.net[0].weight)
 
-    first, _ = fit(tmp_path / "c", [HAM(alpha=5.0)], max_epochs=2)
+    first, _ = fit(tmp_path / "c", [HAMStep(alpha=5.0)], max_epochs=2)
     first.save_checkpoint(tmp_path / "half.ckpt")
     half = tmp_path / "half.ckpt"
-    _, resumed = fit(tmp_path / "d", [HAM(alpha=5.0)], max_epochs=4, ckpt_path=half)
+    _, resumed = fit(tmp_path / "d", [HAMStep(alpha=5.0)], max_epochs=4, ckpt_path=half)
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
 
@@ -228,8 +225,8 @@ def test_trainer_run_wraps_the_users_optimizer_and_resumes(tmp_path):
     ],
 )
 def test_ham_combines_with_pruning(pruner, tmp_path):
-    run, module = fit(tmp_path, [HAM(alpha=20.0), pruner], max_epochs=4)
-    assert isinstance(run.optimizers[0], HAMOptimizer)
+    run, module = fit(tmp_path, [HAMStep(alpha=20.0), pruner], max_epochs=4)
+    assert isinstance(run.optimizers[0], HAM)
     assert sparsity_report(module)["global"] == pytest.approx(0.8, abs=0.01)
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
@@ -248,24 +245,17 @@ def test_recipes_build_their_callbacks(name):
             getattr(importlib.import_module(module_name), class_name)(**entry["init_args"])
         )
     ham = callbacks[0]
-    assert isinstance(ham, HAM) and (ham.alpha, ham.beta) == (5.0, 1e-3)
+    assert isinstance(ham, HAMStep) and (ham.alpha, ham.beta) == (5.0, 1e-3)
     assert ham.options["max_exponent"] == 5.0 and ham.options["max_weight_norm"] == 1000.0
     assert ham.options["skip_zeros"] and ham.options["revert_nan"]
     assert config["model"]["init_args"]["warmup_epochs"] == 1
     assert len(callbacks) == (1 if name == "ham" else 2)
 
 
-def ham_alpha_script():
-    spec = importlib.util.spec_from_file_location("ham_alpha", SCRIPTS / "ham_alpha.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_recipe_trains_digits_where_the_published_alpha_stays_at_chance(one_thread):
     """Issue 11, item 1: α = 200 on digits diverged to NaN; with the reference's safeguards it
     stays finite but at chance, and the recipe's α with the warm-up trains."""
-    train = ham_alpha_script().train  # the digits recipe's training in plain PyTorch
+    train = load_script("ham_alpha").train  # the digits recipe's training in plain PyTorch
     config = recipe("ham")
     alpha = config["trainer"]["callbacks"][0]["init_args"]["alpha"]
     warmup = config["model"]["init_args"]["warmup_epochs"]

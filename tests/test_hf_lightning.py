@@ -34,8 +34,8 @@ from sparsify import (  # noqa: E402
 )
 from sparsify.callbacks import (  # noqa: E402
     ACDC,
-    HAM,
     ContinuousSparsification,
+    HAMStep,
     L1Penalty,
     MagnitudePruning,
     PILoT,
@@ -51,8 +51,8 @@ from sparsify.callbacks import (  # noqa: E402
     WeightDecaySwitchOff,
 )
 from sparsify.export import SparseLinear, to_sparse  # noqa: E402
-from sparsify.optim import HAM as HAMOptimizer  # noqa: E402
-from sparsify.reparam import Mask, _parametrization, prunable_layers  # noqa: E402
+from sparsify.optim import HAM  # noqa: E402
+from sparsify.reparam import Mask, prunable_layers, weight_parametrization  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -85,7 +85,7 @@ def kept_fraction_is(module, sparsity, layers):
 def assert_embeddings_dense_and_tie_kept(module, name):
     lm = module.model
     embedding = lm.get_input_embeddings()
-    assert "weight" in embedding._parameters and _parametrization(embedding) is None
+    assert "weight" in embedding._parameters and weight_parametrization(embedding) is None
     if name == "gpt2":
         assert lm.lm_head.weight is lm.transformer.wte.weight
 
@@ -112,7 +112,7 @@ def test_reparametrized_conv1d_computes_the_same_function_and_masks_exactly():
     # The masked model is a plain GPT-2 whose Conv1D weights (in × out) are the masked θ.
     plain = tiny_gpt2().eval()
     plain.load_state_dict(collapse(module.model).state_dict())
-    assert all(_parametrization(layer) is None for layer in plain.modules())
+    assert all(weight_parametrization(layer) is None for layer in plain.modules())
     c_attn = plain.transformer.h[0].attn.c_attn
     assert c_attn.weight.shape == (32, 96) and float((c_attn.weight == 0).float().mean()) > 0.3
     torch.testing.assert_close(plain(x).logits, module(x))
@@ -131,7 +131,9 @@ def test_erk_density_of_a_conv1d_is_that_of_the_linear_computing_the_same_map():
 def test_pai_scores_mask_language_models(name, score):
     module = CausalLM(MODELS[name]())
     loader = torch.utils.data.DataLoader(token_data(16), batch_size=8)
-    new = prune_at_init(module, 0.8, score, "erk", loader, lm_loss, rounds=2)
+    new = prune_at_init(
+        module, 0.8, score, distribution="erk", dataloader=loader, loss_fn=lm_loss, rounds=2
+    )
     assert sorted(new) == sorted(PRUNABLE[name]) == sorted(masked(module))
     kept_fraction_is(module, 0.8, PRUNABLE[name])
     densities = layer_densities(module, 0.8, "erk")
@@ -210,7 +212,9 @@ def test_soft_threshold_hardened_then_pruned_at_end(tmp_path, name):
     module = CausalLM(MODELS[name]())
     fit(tmp_path, module, [SoftThresholdReparametrization(), PruneAtEnd(0.5)], max_epochs=2)
     assert masked(module) == set(PRUNABLE[name])
-    assert all(type(_parametrization(module.get_submodule(n))) is Mask for n in PRUNABLE[name])
+    assert all(
+        type(weight_parametrization(module.get_submodule(n))) is Mask for n in PRUNABLE[name]
+    )
     kept_fraction_is(module, 0.5, PRUNABLE[name])
 
 
@@ -220,7 +224,7 @@ def test_continuous_sparsification_hardens_to_exact_zeros(tmp_path, name):
     fit(tmp_path, module, [ContinuousSparsification(temperature_final=50.0)], max_epochs=2)
     assert masked(module) == set(PRUNABLE[name])
     for layer in PRUNABLE[name]:
-        parametrization = _parametrization(module.get_submodule(layer))
+        parametrization = weight_parametrization(module.get_submodule(layer))
         assert type(parametrization) is Mask
         weight = module.get_submodule(layer).weight
         assert bool((weight[parametrization.mask == 0] == 0).all())
@@ -241,13 +245,13 @@ def test_sign_transfer_random_state_and_ham(tmp_path, name):
     module = CausalLM(MODELS[name](), lr=0.01)
     record = RecordWeights()
     cbs = [SignTransfer(str(tmp_path / "source.pt"), sparsity=0.5), record]
-    trainer = fit(tmp_path, module, cbs + [RandomStateCheckpoint(), HAM()], max_epochs=1)
+    trainer = fit(tmp_path, module, cbs + [RandomStateCheckpoint(), HAMStep()], max_epochs=1)
     for layer in PRUNABLE[name]:
         start, src = record.start[layer], source.get_submodule(layer).weight
         kept = start != 0
         assert torch.equal(torch.sign(start[kept]), torch.sign(src[kept])), layer
     kept_fraction_is(module, 0.5, PRUNABLE[name])
-    assert isinstance(trainer.optimizers[0], HAMOptimizer)
+    assert isinstance(trainer.optimizers[0], HAM)
     assert all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
 

@@ -20,7 +20,7 @@ from sparsify.hf import (  # noqa: E402
 )
 from sparsify.reparam import pointwise_factors  # noqa: E402
 from sparsify.schedules import CubicPruningSchedule  # noqa: E402
-from sparsify.sign_in import inner_scale  # noqa: E402
+from sparsify.sign_flips import inner_scale  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,7 +106,7 @@ def test_weight_decay_switch_off_on_the_pointwise_group_keeps_the_lr_schedule(tm
 def test_pilot_grows_then_decays_alpha_on_exactly_m_and_w(tmp_path):
     model, record = tiny_gpt2(), Record()
     reparametrize(model)
-    pilot = PILoT(alpha_init=1e-3, delta=2.0, K=0.0)
+    pilot = PILoT(alpha_init=1e-3, delta=2.0, l1_threshold=0.0)
     train(tmp_path, model, [pilot, record], epochs=4)
     # Epochs 0 and 1 come before T/2 = 2: α doubles after each while the loss falls; then halves.
     assert pilot.history[:2] == pytest.approx([1e-3, 2e-3])

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from wandb_records import read_run
 
-from helpers import UserModule, blobs
+from helpers import UserModule, blobs, trainer
 from sparsify import ConfigError
 from sparsify.callbacks import OneShotPruningCurve
 from sparsify.callbacks.one_shot_curve import accuracy, curve_sparsities
@@ -31,16 +31,7 @@ def trained(tmp_path, curve, logger=False):
     module = Classifier(lr=0.2)
     train = DataLoader(TensorDataset(*blobs()), batch_size=16, shuffle=True)
     test = DataLoader(TensorDataset(*blobs(60, seed=1)), batch_size=16)
-    run = L.Trainer(
-        max_epochs=3,
-        callbacks=[curve],
-        default_root_dir=tmp_path,
-        logger=logger,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        accelerator="cpu",
-    )
+    run = trainer(tmp_path, [curve], max_epochs=3, logger=logger, enable_checkpointing=False)
     run.fit(module, train)
     before = copy.deepcopy(module.state_dict())
     run.test(module, test, verbose=False)

@@ -47,7 +47,7 @@ def test_erk_makes_layers_dense_and_solves_again():
     # puts C over 1 too; A keeps the remaining 1680 of its 10000.
     assert densities == pytest.approx({"0": 0.168, "1": 1.0, "2": 1.0})
     pruned = copy.deepcopy(net)
-    prune_at_init(pruned, 0.8, "random", "erk")
+    prune_at_init(pruned, 0.8, "random", distribution="erk")
     assert kept(pruned) == 2080
 
 
@@ -93,7 +93,7 @@ def test_impossible_layer_densities_are_refused(kwargs, message):
 def test_parameter_weighted_density_is_the_target(distribution):
     net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 32, 3), nn.Linear(288, 10))
     n = 3 * 16 * 9 + 16 * 32 * 9 + 2880
-    prune_at_init(net, 0.93, "magnitude", distribution, dense_layers=["first"])
+    prune_at_init(net, 0.93, "magnitude", distribution=distribution, dense_layers=["first"])
     assert abs(kept(net) - round(0.07 * n)) <= 3
     assert layer_masks(net)["0"].all()
 
@@ -286,7 +286,17 @@ def test_reparametrized_and_rescaled_models_get_the_same_masks(score):
     got = []
     for model in (plain, reparam):
         torch.manual_seed(1)
-        got.append(prune_at_init(model, 0.7, score, "global", batches, input_shape=(8,), rounds=3))
+        got.append(
+            prune_at_init(
+                model,
+                0.7,
+                score,
+                distribution="global",
+                dataloader=batches,
+                input_shape=(8,),
+                rounds=3,
+            )
+        )
     for name in got[0]:
         assert torch.equal(got[0][name], got[1][name])
     rescale_(reparam, 1.0)

@@ -18,7 +18,7 @@ class RecordAlpha(L.Callback):
 
 
 def test_adaptive_rule_on_a_scripted_sequence_of_accuracies_and_norms():
-    pilot = PILoT(alpha_init=1.0, delta=2.0, K=10.0, K_relative=False)
+    pilot = PILoT(alpha_init=1.0, delta=2.0, l1_threshold=10.0, l1_threshold_relative=False)
     script = [  # (train accuracy, ‖m ⊙ w‖₁, α after the epoch): T = 10 epochs
         (0.50, 20.0, 2.0),  # the first epoch counts as improving: grow
         (0.60, 15.0, 4.0),  # improved, norm > K, epoch 1 < 5: grow
@@ -33,12 +33,14 @@ def test_adaptive_rule_on_a_scripted_sequence_of_accuracies_and_norms():
 
 
 def test_mode_min_counts_a_falling_loss_as_improvement():
-    pilot = PILoT(alpha_init=1.0, delta=2.0, K=0.0, K_relative=False, mode="min")
+    pilot = PILoT(
+        alpha_init=1.0, delta=2.0, l1_threshold=0.0, l1_threshold_relative=False, mode="min"
+    )
     assert [pilot.update(loss, 1.0, e, 10) for e, loss in enumerate([3.0, 2.0, 2.5])] == [2, 4, 2]
 
 
 def test_relative_K_is_a_fraction_of_the_initial_norm(tmp_path):
-    pilot = PILoT(K=0.25, monitor="train/loss", mode="min")
+    pilot = PILoT(l1_threshold=0.25, monitor="train/loss", mode="min")
     module = UserModule()
     trainer(tmp_path, [Reparametrize(), pilot], max_epochs=1).fit(module, *loaders())
     L.seed_everything(0)
@@ -50,10 +52,21 @@ def test_relative_K_is_a_fraction_of_the_initial_norm(tmp_path):
     assert pilot.threshold == pytest.approx(0.25 * norm, rel=1e-5)
 
 
+def halving_pilot() -> PILoT:
+    """K beyond any norm: α never grows, it halves after every epoch."""
+    return PILoT(
+        alpha_init=0.01,
+        delta=2.0,
+        l1_threshold=1e9,
+        l1_threshold_relative=False,
+        monitor="train/loss",
+    )
+
+
 def test_exactly_m_and_w_get_the_papers_penalty_under_a_single_group_optimizer(tmp_path):
     # K beyond any norm: α never grows, it halves after every epoch. The paper's objective
     # f + α(‖m‖² + ‖w‖²) has gradient f' + 2αp: weight decay 2α, not α.
-    pilot = PILoT(alpha_init=0.01, delta=2.0, K=1e9, K_relative=False, monitor="train/loss")
+    pilot = halving_pilot()
     record, alphas = RecordWeightDecay(), RecordAlpha(pilot)
     module = UserModule(lr=0.01, weight_decay=1e-3)
     t = trainer(tmp_path, [Reparametrize(), pilot, record, alphas], max_epochs=4)
@@ -79,7 +92,7 @@ def test_alpha_follows_a_fixed_schedule_of_the_epoch(tmp_path):
 
 def test_resume_restores_alpha_and_the_reference_norm(tmp_path):
     def run(max_epochs, ckpt_path=None):
-        pilot = PILoT(alpha_init=0.01, delta=2.0, K=1e9, K_relative=False, monitor="train/loss")
+        pilot = halving_pilot()
         alphas = RecordAlpha(pilot)
         t = trainer(tmp_path, [Reparametrize(), pilot, alphas], max_epochs=max_epochs)
         L.seed_everything(0)
@@ -109,7 +122,7 @@ def test_missing_metric_and_missing_factors_are_clear_errors(tmp_path):
     [
         ({"alpha_init": 0.0}, "alpha_init=0.0 is invalid"),
         ({"delta": 1.0}, "delta=1.0 is invalid"),
-        ({"K": -1.0}, "K=-1.0 is invalid"),
+        ({"l1_threshold": -1.0}, "l1_threshold=-1.0 is invalid"),
         ({"mode": "up"}, "mode='up' is invalid"),
         ({"schedule": "sometimes"}, "schedule='sometimes' is invalid"),
     ],
@@ -136,14 +149,19 @@ class RecordEpochLoss(L.Callback):
 def test_without_a_logged_accuracy_the_rule_follows_the_mean_training_loss(tmp_path, caplog):
     """The user's module logs no train/acc: PILoT() compares the epochs' mean training losses
     (lower is better) and says so once."""
-    pilot, record = PILoT(alpha_init=0.01, delta=2.0, K=0.0, K_relative=False), RecordEpochLoss()
+    pilot, record = (
+        PILoT(alpha_init=0.01, delta=2.0, l1_threshold=0.0, l1_threshold_relative=False),
+        RecordEpochLoss(),
+    )
     alphas = RecordAlpha(pilot)
     with caplog.at_level("INFO"):
         trainer(tmp_path, [Reparametrize(), pilot, record, alphas], max_epochs=4).fit(
             UserModule(lr=0.05), *loaders()
         )
     assert pilot.follows_loss and pilot.last == pytest.approx(record.means[-1])
-    expected = PILoT(alpha_init=0.01, delta=2.0, K=0.0, K_relative=False, mode="min")
+    expected = PILoT(
+        alpha_init=0.01, delta=2.0, l1_threshold=0.0, l1_threshold_relative=False, mode="min"
+    )
     for epoch, mean in enumerate(record.means[:-1]):
         assert alphas.seen[epoch + 1] == pytest.approx(expected.update(mean, 1.0, epoch, 4))
     assert caplog.text.count("follows the epoch's mean training loss") == 1

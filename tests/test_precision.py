@@ -111,6 +111,7 @@ class RecordLosses(L.Callback):
 
 def train_digits(**module_args):
     """Three steps of m ⊙ w with a random 80 % mask on the digits CNN, from seed 0."""
+    from helpers import QUIET
     from sparsify.callbacks import PruneAtInit, Reparametrize
     from sparsify.datamodules import DigitsDataModule
     from sparsify.module import ImageClassifier
@@ -121,11 +122,8 @@ def train_digits(**module_args):
         max_epochs=1,
         limit_train_batches=3,
         limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[Reparametrize(), PruneAtInit(sparsity=0.8), record],
+        **QUIET,
     )
     model = ImageClassifier(lr=0.05, **module_args)
     trainer.fit(model, DigitsDataModule(batch_size=32))

@@ -11,7 +11,7 @@ from sparsify import ConfigError, reparametrize
 from sparsify.callbacks import PruneAtInit, SignIn
 from sparsify.masks import set_masks
 from sparsify.reparam import layer_masks, pointwise_factors
-from sparsify.sign_in import inner_scale, sign_flips, signs
+from sparsify.sign_flips import inner_scale, sign_flips, signs
 
 PROBE = torch.linspace(-2, 2, 40).view(5, 8)
 

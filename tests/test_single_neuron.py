@@ -1,22 +1,12 @@
 """The single-neuron study (scripts/single_neuron.py, --fast): which initial signs recover."""
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).parents[1] / "scripts" / "single_neuron.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("single_neuron", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 def test_plain_recovers_from_plus_plus_sign_in_also_from_minus_plus_neither_from_w_negative(
     tmp_path,
 ):
-    script = load_script()
+    script = load_script("single_neuron")
     results = script.main(["--fast", "--out", str(tmp_path)])
     recovered = {key: r["loss"] < script.RECOVERED for key, r in results.items()}
     assert recovered == {

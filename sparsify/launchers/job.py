@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,30 @@ def record(job: Job, returncode: int, started: float) -> bool:
     run = {"wall_time_s": time.time() - started, "command": job.command}
     (job.folder / "run.json").write_text(json.dumps(run, indent=2))
     return True
+
+
+def settle(
+    job: Job,
+    result: Callable[[], object],
+    errors: type[BaseException] | tuple[type[BaseException], ...],
+    failed: list[Job],
+    progress,
+    running: list[Job],
+    log: object = None,
+) -> None:
+    """Record the end of a remote ``job``: ``result()`` is its outcome (true: it finished); a
+    task that died instead raises one of ``errors``, whose first line the progress notes (with
+    the task's ``log`` to see, if given). A job that did not finish joins ``failed``."""
+    try:
+        ok = bool(result())
+    except errors as err:
+        ok = False
+        text = str(err).strip()
+        why = text.splitlines()[0] if text else ""
+        progress.note(f"{job.title}: {why}" + (f" (see {log})" if log is not None else ""))
+    if not ok:
+        failed.append(job)
+    progress.finished(job, ok, running)
 
 
 def run_job(job: Job, log: Path | None = None, rank: int = 0) -> bool:

@@ -9,9 +9,12 @@ GPU to pack small runs; Ray then sets the task's ``CUDA_VISIBLE_DEVICES`` and
 
 from __future__ import annotations
 
-import ray
+from functools import partial
 
-from sparsify.launchers.job import Job, run_job
+import ray
+from ray.exceptions import RayError
+
+from sparsify.launchers.job import Job, run_job, settle
 
 
 def task_resources(options, cluster_gpus: float) -> dict:
@@ -44,14 +47,8 @@ def run_ray(jobs: list[Job], options, progress) -> list[Job]:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in done:
                     job = pending.pop(ref)
-                    try:
-                        ok = ray.get(ref)
-                    except ray.exceptions.RayError as err:
-                        ok = False
-                        progress.note(f"{job.title}: {str(err).strip().splitlines()[0]}")
-                    if not ok:
-                        failed.append(job)
-                    progress.finished(job, ok, list(pending.values()))
+                    running = list(pending.values())
+                    settle(job, partial(ray.get, ref), RayError, failed, progress, running)
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)

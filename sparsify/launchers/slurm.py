@@ -14,7 +14,7 @@ import time
 
 import submitit
 
-from sparsify.launchers.job import Job, run_job
+from sparsify.launchers.job import Job, run_job, settle
 
 DEFAULT_TIME_MIN = 60
 
@@ -68,15 +68,9 @@ def run_slurm(jobs: list[Job], options, progress) -> list[Job]:
             time.sleep(1.0)
             for task in [t for t in pending if t.done()]:
                 job = pending.pop(task)
-                try:
-                    ok = bool(task.result())
-                except Exception as err:  # the task itself died: submitit's log says why
-                    ok = False
-                    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                    progress.note(f"{job.title}: {first} (see {task.paths.stderr})")
-                if not ok:
-                    failed.append(job)
-                progress.finished(job, ok, list(pending.values()))
+                # A task that died raises from result(): submitit's log says why.
+                running, log = list(pending.values()), task.paths.stderr
+                settle(job, task.result, Exception, failed, progress, running, log)
     finally:
         for task in pending:
             task.cancel(check=False)

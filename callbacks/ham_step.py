@@ -1,15 +1,14 @@
-"""HAM (Hyperbolic Aware Minimization, ICLR 2026) for any LightningModule: its own optimizers,
-wrapped in ``sparsify.optim.HAM`` when fitting starts (METHODS.md §6)."""
+"""The HAM step (Hyperbolic Aware Minimization, ICLR 2026) for any LightningModule: its own
+optimizers, wrapped in the optimizer ``sparsify.optim.HAM`` when fitting starts (METHODS.md §6)."""
 
 from __future__ import annotations
 
 import lightning as L
 
-from sparsify.optim import HAM as HAMOptimizer
-from sparsify.optim import check_ham
+from sparsify.optim import HAM, check_ham
 
 
-class HAM(L.Callback):
+class HAMStep(L.Callback):
     """Wrap every optimizer of the run in ``sparsify.optim.HAM``: after each ordinary step,
     every weight θ with ≥ 2 dims is multiplied by exp(clamp(lr · (−α · sign(θ) ⊙ ∇f − β), −5,
     5)); biases and norm parameters get no HAM step. The reference's safeguards
@@ -46,6 +45,6 @@ class HAM(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.strategy.optimizers = [
-            opt if isinstance(opt, HAMOptimizer) else HAMOptimizer(opt, **self.options)
+            opt if isinstance(opt, HAM) else HAM(opt, **self.options)
             for opt in trainer.strategy.optimizers
         ]

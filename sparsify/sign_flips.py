@@ -1,4 +1,5 @@
-"""Sign-In's measurements (Sign-In to the Lottery, NeurIPS 2025; METHODS.md §4).
+"""Sign-In's sign flips: their measurement and the rescale schedule that causes them (Sign-In to
+the Lottery, NeurIPS 2025; METHODS.md §4).
 
 Sign-In trains the kept weights of a sparse mask as θ = m ⊙ w with inner scale β = m² − w² = 1
 and re-splits θ every p epochs (``sparsify.reparam.rescale_``), so that weights keep crossing
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from sparsify.errors import ConfigError
-from sparsify.reparam import check_beta, layer_masks, pointwise_factors, rescale_
+from sparsify.reparam import check_beta, layer_masks, pointwise_factors, reparametrize, rescale_
 
 
 def _kept_factors(module: nn.Module):
@@ -64,14 +65,21 @@ def inner_scale(module: nn.Module) -> float:
 
 
 class SignInRescale:
-    """When Sign-In re-splits θ = m ⊙ w to m² − w² = ``beta`` (``sparsify.reparam.rescale_``):
-    at the start of the first epoch, then at the start of every ``every_n_epochs``-th epoch, or,
-    if given, every ``every_n_steps`` optimizer steps; and the signs of θ at the first and at the
-    last rescale, against which flips are measured. Trainer-independent: the caller says which
-    epoch or step it is."""
+    """Sign-In on the selected weights (``include`` / ``exclude`` as in
+    ``sparsify.reparametrize``): ``reparametrize`` makes them θ = m ⊙ w with m² − w² = ``beta``;
+    then when it re-splits them to m² − w² = ``beta`` (``sparsify.reparam.rescale_``): at the
+    start of the first epoch, then at the start of every ``every_n_epochs``-th epoch, or, if
+    given, every ``every_n_steps`` optimizer steps; and the signs of θ at the first and at the
+    last rescale, against which flips are measured. Trainer-independent: the caller says when
+    the weights are reparametrized and which epoch or step it is."""
 
     def __init__(
-        self, beta: float = 1.0, every_n_epochs: int = 1, every_n_steps: int | None = None
+        self,
+        beta: float = 1.0,
+        every_n_epochs: int = 1,
+        every_n_steps: int | None = None,
+        include: list | None = None,
+        exclude: list | None = None,
     ):
         check_beta(beta)
         for name, value in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
@@ -79,9 +87,14 @@ class SignInRescale:
                 raise ConfigError(f"{name}={value!r} is invalid: must be an integer >= 1")
         self.beta = float(beta)
         self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
+        self.include, self.exclude = include, exclude
         self.init_signs: dict | None = None
         self.rescale_signs: dict | None = None
         self.last_rescale: int | None = None
+
+    def reparametrize(self, module: nn.Module) -> None:
+        """θ = m ⊙ w on the selected weights of ``module``, keeping any mask they have."""
+        reparametrize(module, self.beta, self.include, self.exclude)
 
     def rescale(self, module: nn.Module, at: int) -> None:
         """Re-split every θ with m² − w² = β and take its signs as the new reference."""
