@@ -7,6 +7,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from sparsify.callbacks.portable import PortableCheckpoint
+from sparsify.callbacks.state_key import argument_key
 from sparsify.dst import restart_, rigl_fraction, rigl_masks
 from sparsify.errors import ConfigError
 from sparsify.masks import (
@@ -14,7 +15,6 @@ from sparsify.masks import (
     check_pattern,
     check_sparsity,
     layer_densities,
-    pattern_key,
     pattern_keywords,
     select_mask,
     set_masks,
@@ -178,12 +178,7 @@ class RiGL(PortableCheckpoint):
     @property
     def state_key(self) -> str:
         """Built from the arguments, so that two instances can be used side by side."""
-        return self._generate_state_key(
-            sparsity=self.sparsity,
-            include=self.include,
-            exclude=self.exclude,
-            **pattern_key(self.pattern),
-        )
+        return argument_key(self, "sparsity", "include", "exclude", "pattern")
 
     def state_dict(self) -> dict:
         return {"started": self.started}
