@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from helpers import trainer
+from sparsify.callbacks import WeightDecaySchedule
 from sparsify.errors import ConfigError
 from sparsify.module import ImageClassifier, LanguageModel, Regressor, lr_scheduler
 
@@ -79,12 +80,19 @@ def test_library_callers_get_one_line_naming_value_and_choices(kwargs, message):
     "name, expected, decoupled",
     [("sgd", torch.optim.SGD, None), ("adamw", torch.optim.AdamW, True), ("adam", None, False)],
 )
-def test_each_optimizer_choice_builds_its_torch_optimizer(name, expected, decoupled, tmp_path):
-    """``adam`` is torch's Adam with coupled weight decay, not AdamW (docs/integration.md)."""
+def test_each_optimizer_choice_builds_its_torch_optimizer(
+    name, expected, decoupled, tmp_path, recwarn
+):
+    """``adam`` is torch's Adam with coupled weight decay, not AdamW: the weight-decay methods
+    warn about it (docs/integration.md, 'Adam and AdamW'), and only about it."""
     module = Regressor(model_kwargs={"in_features": 3}, optimizer=name, weight_decay=0.01)
     data = DataLoader(TensorDataset(torch.randn(8, 3), torch.randn(8)), batch_size=4)
-    fitted = trainer(tmp_path, [], max_steps=2, enable_checkpointing=False)
+    fitted = trainer(
+        tmp_path, [WeightDecaySchedule("constant")], max_steps=2, enable_checkpointing=False
+    )
     fitted.fit(module, data)
+    coupled = [w for w in recwarn if "(coupled)" in str(w.message)]
+    assert len(coupled) == (name == "adam")
     (optimizer,) = fitted.optimizers
     assert type(optimizer) is (expected or torch.optim.Adam)
     (group,) = optimizer.param_groups
