@@ -11,13 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import torch
 from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 
-from sparsify.datamodules.common import TransformedSubset, check_loader_args, make_loader
+from sparsify.datamodules.common import SplitDataModule, TransformedSubset, check_loader_args
 from sparsify.errors import ConfigError, check_choice
 
 # name: (torchvision class, number of classes, per-channel mean, per-channel std)
@@ -29,7 +28,7 @@ TRAIN_SIZE = 50_000
 DOWNLOAD_FLAG = "--data.init_args.download=true"
 
 
-class CIFARDataModule(L.LightningDataModule):
+class CIFARDataModule(SplitDataModule):
     """CIFAR-10 or CIFAR-100, with a validation set held out from the training images.
 
     Args:
@@ -141,18 +140,3 @@ class CIFARDataModule(L.LightningDataModule):
                     f"check (a partial or corrupted download); delete {str(folder)!r} and add "
                     f"{DOWNLOAD_FLAG}"
                 )
-
-    def _loader(self, dataset, shuffle: bool):
-        hp = self.hparams
-        return make_loader(
-            dataset, hp.batch_size, shuffle, hp.num_workers, hp.pin_memory, hp.persistent_workers
-        )
-
-    def train_dataloader(self):
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader(self.test_set, shuffle=False)

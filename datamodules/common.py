@@ -1,7 +1,9 @@
-"""Pieces shared by the image datamodules: a transformed index subset and loader settings."""
+"""Pieces shared by the datamodules: the loaders over their splits, loader settings, and a
+transformed index subset."""
 
 from __future__ import annotations
 
+import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -48,3 +50,30 @@ def make_loader(
         pin_memory=pin_memory and torch.cuda.is_available(),
         persistent_workers=persistent_workers and num_workers > 0,
     )
+
+
+class SplitDataModule(L.LightningDataModule):
+    """The loaders of a datamodule whose ``setup`` makes ``train_set`` (shuffled), ``val_set``
+    and ``test_set`` (one without a test split assigns ``test_dataloader = val_dataloader``),
+    from ``hparams`` ``batch_size``, ``num_workers`` and, where the datamodule has them,
+    ``pin_memory`` and ``persistent_workers``."""
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        hp = self.hparams
+        return make_loader(
+            dataset,
+            hp.batch_size,
+            shuffle,
+            hp.num_workers,
+            hp.get("pin_memory", False),
+            hp.get("persistent_workers", False),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

@@ -13,19 +13,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import torch
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
-from sparsify.datamodules.common import TransformedSubset, check_loader_args, make_loader
+from sparsify.datamodules.common import SplitDataModule, TransformedSubset, check_loader_args
 from sparsify.errors import ConfigError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LAYOUT = "<data_dir>/train/<class>/*.JPEG and <data_dir>/val/<class>/*.JPEG"
 
 
-class ImageNetDataModule(L.LightningDataModule):
+class ImageNetDataModule(SplitDataModule):
     """ImageNet, or a deterministic class / per-class sample subset of it for quick runs.
 
     Args:
@@ -162,20 +161,8 @@ class ImageNetDataModule(L.LightningDataModule):
             )
         return wanted
 
-    def _loader(self, dataset, shuffle: bool):
-        hp = self.hparams
-        return make_loader(
-            dataset, hp.batch_size, shuffle, hp.num_workers, hp.pin_memory, hp.persistent_workers
-        )
-
-    def train_dataloader(self):
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader(self.val_set, shuffle=False)
+    # No test split: testing is on the validation set.
+    test_dataloader = SplitDataModule.val_dataloader
 
 
 class _ClassFolder(ImageFolder):

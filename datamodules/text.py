@@ -24,17 +24,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from sparsify.datamodules.common import SplitDataModule
 from sparsify.errors import ConfigError, check_choice
 
 Task = Literal["copy", "permute", "file"]
 Tokens = Literal["char", "byte"]
 
 
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(SplitDataModule):
     """Next-token prediction data with ``vocab_size`` and ``block_size`` attributes.
 
     Args:
@@ -178,22 +178,8 @@ class TextDataModule(L.LightningDataModule):
             self._chars = sorted(set(text))
         return self._chars
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+    # No test split: testing is on the validation set.
+    test_dataloader = SplitDataModule.val_dataloader
 
 
 class _Sequences(Dataset):
