@@ -11,6 +11,7 @@ from sparsify.callbacks.state_key import argument_key
 from sparsify.dst import restart_, rigl_fraction, rigl_masks
 from sparsify.errors import ConfigError
 from sparsify.masks import (
+    Distribution,
     check_distribution,
     check_pattern,
     check_sparsity,
@@ -54,7 +55,7 @@ class RiGL(PortableCheckpoint):
     def __init__(
         self,
         sparsity: float = 0.9,
-        distribution: str = "erk",
+        distribution: Distribution = "erk",
         dense_layers: list | None = None,
         update_fraction: float = 0.3,
         every_n_steps: int | None = None,

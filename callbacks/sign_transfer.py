@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.errors import ConfigError
 from sparsify.masks import (
+    Scope,
     check_scope,
     check_sparsity,
     select_mask,
@@ -49,7 +50,7 @@ class SignTransfer(PortableCheckpoint):
         keep: str = "signs",
         mask_from: str = "checkpoint",
         sparsity: float | None = None,
-        scope: str = "global",
+        scope: Scope = "global",
         include: list | None = None,
         exclude: list | None = None,
     ):
