@@ -30,7 +30,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 
 import sparsify.datamodules
 from sparsify.errors import ConfigError
-from sparsify.module import ImageClassifier, Optimizer
+from sparsify.module import ImageClassifier, OptimizerName
 from sparsify.summary import format_summary, run_dir, summarize
 from sparsify.tracking import WandbLogger
 
@@ -230,7 +230,7 @@ class SparsifyCLI(LightningCLI):
                 f"--optimizer={optimizer_init['class_path']} is not used: "
                 f"{type(self.model).__name__} builds its own optimizer (configure_optimizers); "
                 "set its own arguments instead (sparsify's modules: --model.optimizer, one of "
-                f"{', '.join(get_args(Optimizer))})"
+                f"{', '.join(get_args(OptimizerName))})"
             )
         configure = partial(configure_from_cli, optimizer=optimizer_init, scheduler=scheduler_init)
         update_wrapper(configure, configure_from_cli)

@@ -31,14 +31,14 @@ from sparsify.lora import add_lora, lora_parameters
 from sparsify.models import create_model
 from sparsify.reparam import collapse, match_structure, pointwise_factors
 
-Optimizer = Literal["sgd", "adamw", "adam"]
-Scheduler = Literal["cosine", "step", "constant"]
+OptimizerName = Literal["sgd", "adamw", "adam"]
+SchedulerName = Literal["cosine", "step", "constant"]
 
 
 def check_optimization(optimizer, scheduler, lr, weight_decay, warmup_epochs) -> None:
     """Fail early on optimizer settings ``TrainingModule`` cannot use."""
-    check_choice("optimizer", optimizer, Optimizer)
-    check_choice("scheduler", scheduler, Scheduler)
+    check_choice("optimizer", optimizer, OptimizerName)
+    check_choice("scheduler", scheduler, SchedulerName)
     if not lr > 0:
         raise ConfigError(f"lr={lr!r} is invalid: must be > 0")
     for name, value in (("weight_decay", weight_decay), ("warmup_epochs", warmup_epochs)):
@@ -73,14 +73,14 @@ class TrainingModule(L.LightningModule):
 
     def __init__(
         self,
-        optimizer: Optimizer = "sgd",
+        optimizer: OptimizerName = "sgd",
         lr: float = 0.1,
         momentum: float = 0.9,
         nesterov: bool = False,
         weight_decay: float = 5e-4,
         pointwise_weight_decay: float | None = None,
         betas: tuple[float, float] = (0.9, 0.999),
-        scheduler: Scheduler = "cosine",
+        scheduler: SchedulerName = "cosine",
         milestones: list[float] = (0.5, 0.75),
         gamma: float = 0.1,
         warmup_epochs: float = 0.0,
@@ -236,7 +236,7 @@ class ImageClassifier(TrainingModule):
 
 def lr_scheduler(
     optimizer: torch.optim.Optimizer,
-    kind: Scheduler,
+    kind: SchedulerName,
     total: int,
     warmup: float = 0.0,
     milestones=(),
@@ -303,7 +303,7 @@ class LanguageModel(TrainingModule):
         lora: dict | None = None,
         init_from: str | None = None,
         ignore_index: int = -100,
-        optimizer: Optimizer = "adamw",
+        optimizer: OptimizerName = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
@@ -389,7 +389,7 @@ class Regressor(TrainingModule):
         lr: float = 0.02,
         momentum: float = 0.0,
         weight_decay: float = 0.0,
-        scheduler: Scheduler = "constant",
+        scheduler: SchedulerName = "constant",
         **optimization,
     ):
         super().__init__(
