@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from sparsify.callbacks.portable import PortableCheckpoint
+from sparsify.callbacks.state_key import argument_key
 from sparsify.dst import acdc_phase, restart_
-from sparsify.errors import ConfigError
-from sparsify.masks import check_scope, check_sparsity, magnitude_prune, set_masks
+from sparsify.errors import ConfigError, check_choice
+from sparsify.masks import Scope, check_scope, check_sparsity, magnitude_prune, set_masks
 from sparsify.reparam import add_masks, layer_masks, prunable_layers
 
-UNITS = ("fraction", "epoch")
+PhaseUnit = Literal["fraction", "epoch"]
 
 
 class ACDC(PortableCheckpoint):
@@ -49,14 +52,13 @@ class ACDC(PortableCheckpoint):
         final: float = 0.15,
         last_dense: float | None = None,
         reset_momentum: bool = True,
-        unit: str = "fraction",
-        scope: str = "global",
+        unit: PhaseUnit = "fraction",
+        scope: Scope = "global",
         include: list | None = None,
         exclude: list | None = None,
     ):
         self.sparsity = check_sparsity(sparsity)
-        if unit not in UNITS:
-            raise ConfigError(f"unit={unit!r} is invalid: choose one of {', '.join(UNITS)}")
+        check_choice("unit", unit, PhaseUnit)
         last_dense = 2 * length if last_dense is None else last_dense
         lengths = (("warmup", warmup), ("length", length), ("final", final))
         for name, value in (*lengths, ("last_dense", last_dense)):
@@ -122,9 +124,7 @@ class ACDC(PortableCheckpoint):
     @property
     def state_key(self) -> str:
         """Built from the arguments, so that two instances can be used side by side."""
-        return self._generate_state_key(
-            sparsity=self.sparsity, include=self.include, exclude=self.exclude
-        )
+        return argument_key(self, "sparsity", "include", "exclude")
 
     def state_dict(self) -> dict:
         return {"phase": self.phase}

@@ -16,8 +16,8 @@ import lightning as L
 
 from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.callbacks.progress import progress
+from sparsify.callbacks.state_key import argument_key
 from sparsify.errors import ConfigError
-from sparsify.masks import pattern_key
 from sparsify.reparam import add_masks
 from sparsify.schedules import GradualMagnitudePruning
 
@@ -76,12 +76,7 @@ class MagnitudePruning(GradualMagnitudePruning, PortableCheckpoint):
     @property
     def state_key(self) -> str:
         """Built from the arguments, so that two instances can be used side by side."""
-        return self._generate_state_key(
-            final_sparsity=self.final_sparsity,
-            include=self.include,
-            exclude=self.exclude,
-            **pattern_key(self.pattern),
-        )
+        return argument_key(self, "final_sparsity", "include", "exclude", "pattern")
 
     def state_dict(self) -> dict:
         return {"last_pruned": self.last_pruned, "sparsity": self.sparsity}

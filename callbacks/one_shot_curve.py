@@ -7,17 +7,18 @@ from __future__ import annotations
 import copy
 import csv
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from sparsify.errors import ConfigError
-from sparsify.masks import check_scope, magnitude_prune
-from sparsify.pai import to_device
+from sparsify.errors import ConfigError, check_choice
+from sparsify.masks import Scope, check_scope, magnitude_prune
 
-STAGES = ("test", "fit")
+Stage = Literal["test", "fit"]
 
 
 def curve_sparsities(steps: int = 25, rate: float = 0.8) -> list[float]:
@@ -45,16 +46,15 @@ class OneShotPruningCurve(L.Callback):
         self,
         steps: int = 25,
         rate: float = 0.8,
-        scope: str = "global",
-        stage: str = "test",
+        scope: Scope = "global",
+        stage: Stage = "test",
         dirpath: str | None = None,
     ):
         if not (isinstance(steps, int) and steps >= 1):
             raise ConfigError(f"steps={steps!r} is invalid: an integer >= 1")
         if not 0 < rate < 1:
             raise ConfigError(f"rate={rate!r} is invalid: must be in (0, 1)")
-        if stage not in STAGES:
-            raise ConfigError(f"stage={stage!r} is invalid: choose one of {', '.join(STAGES)}")
+        check_choice("stage", stage, Stage)
         self.steps, self.rate, self.scope = steps, float(rate), check_scope(scope)
         self.stage, self.dirpath = stage, dirpath
         self.rows: list[dict] = []
@@ -102,7 +102,7 @@ def accuracy(module: torch.nn.Module, loader) -> float:
     device = next(module.parameters()).device
     right = total = 0
     for batch in loader:
-        x, y = to_device(batch[0], device), to_device(batch[1], device)
+        x, y = move_data_to_device(batch[:2], device)
         right += int((module(x).argmax(-1) == y).sum())
         total += y.numel()
     module.train(was_training)

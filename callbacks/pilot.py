@@ -10,6 +10,7 @@ second half of training is nearly unregularized: sparse bias without Lasso shrin
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import lightning as L
 import torch
@@ -21,13 +22,14 @@ from sparsify.callbacks.param_groups import (
     pointwise_parameters,
     warn_coupled_decay,
 )
-from sparsify.errors import ConfigError
+from sparsify.callbacks.state_key import argument_key
+from sparsify.errors import ConfigError, check_choice
 from sparsify.reparam import layer_masks, pointwise_factors
 from sparsify.schedules import make_schedule, pilot_update
 
 DEFAULT_MONITOR = "train/acc"
 FIXED_SCHEDULES = ("constant", "inverse", "inverse_square", "exponential")
-MODES = ("max", "min")
+MonitorMode = Literal["max", "min"]
 
 
 class PILoT(L.Callback):
@@ -78,7 +80,7 @@ class PILoT(L.Callback):
         schedule: str | Callable[[float], float] = "adaptive",
         rate: float = 0.95,
         monitor: str | None = None,
-        mode: str = "max",
+        mode: MonitorMode = "max",
     ):
         if not alpha_init > 0:
             raise ConfigError(f"alpha_init={alpha_init!r} is invalid: must be > 0")
@@ -86,8 +88,7 @@ class PILoT(L.Callback):
             raise ConfigError(f"delta={delta!r} is invalid: must be > 1")
         if not l1_threshold >= 0:
             raise ConfigError(f"l1_threshold={l1_threshold!r} is invalid: must be >= 0")
-        if mode not in MODES:
-            raise ConfigError(f"mode={mode!r} is invalid: choose one of {', '.join(MODES)}")
+        check_choice("mode", mode, MonitorMode)
         if not (callable(schedule) or schedule in ("adaptive", *FIXED_SCHEDULES)):
             raise ConfigError(
                 f"schedule={schedule!r} is invalid: choose adaptive, "
@@ -203,9 +204,7 @@ class PILoT(L.Callback):
     @property
     def state_key(self) -> str:
         """Built from the arguments, so that two instances can be used side by side."""
-        return self._generate_state_key(
-            alpha_init=self.alpha_init, adaptive=self.adaptive, monitor=self.monitor
-        )
+        return argument_key(self, "alpha_init", "adaptive", "monitor")
 
     def state_dict(self) -> dict:
         return {

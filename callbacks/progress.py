@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import lightning as L
 
-from sparsify.schedules import UNITS, check_unit  # noqa: F401  (callbacks import them here)
+from sparsify.schedules import UNITS, Unit, check_unit  # noqa: F401  (callbacks import them here)
 
 
-def progress(trainer: L.Trainer, unit: str) -> float:
+def progress(trainer: L.Trainer, unit: Unit) -> float:
     """Optimizer steps taken (``step``), the index of the current epoch (``epoch``), or steps
     taken over the run's total steps (``fraction``)."""
     if unit == "step":

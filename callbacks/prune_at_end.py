@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 import lightning as L
 import torch
@@ -10,20 +11,21 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from sparsify.callbacks.ddp import rewrap_ddp
 from sparsify.callbacks.portable import PortableCheckpoint
+from sparsify.callbacks.state_key import argument_key
 from sparsify.dst import restart_
 from sparsify.errors import ConfigError
 from sparsify.masks import (
+    Scope,
     check_pattern,
     check_scope,
     check_sparsity,
     magnitude_prune,
-    pattern_key,
     sparsity_report,
 )
 from sparsify.reparam import add_masks, prunable_layers
 from sparsify.soft_masks import harden
 
-REGROW = ("random",)
+Regrow = Literal["random"]
 
 
 class PruneAtEnd(PortableCheckpoint):
@@ -66,12 +68,12 @@ class PruneAtEnd(PortableCheckpoint):
     def __init__(
         self,
         sparsity: float,
-        scope: str = "global",
+        scope: Scope = "global",
         finetune_epochs: int = 0,
         include: list | None = None,
         exclude: list | None = None,
         monitor: str = "val/acc",
-        regrow: str | None = None,
+        regrow: Regrow | None = None,
         regrow_seed: int = 0,
         layer_floor: float = 0.2,
         pattern: str = "unstructured",
@@ -80,10 +82,10 @@ class PruneAtEnd(PortableCheckpoint):
         nm = check_pattern(pattern)
         self.pattern = pattern
         self.pattern_sparsity = 0.0 if nm is None else 1 - nm[0] / nm[1]
-        if regrow is not None and regrow not in REGROW:
+        if regrow is not None and regrow not in get_args(Regrow):
             raise ConfigError(
-                f"regrow={regrow!r} is invalid: choose one of {', '.join(REGROW)}, or null to "
-                "keep a learned mask that is sparser than the target"
+                f"regrow={regrow!r} is invalid: choose one of {', '.join(get_args(Regrow))}, or "
+                "null to keep a learned mask that is sparser than the target"
             )
         self.regrow, self.regrow_seed = regrow, int(regrow_seed)
         self.scope = check_scope(scope)
@@ -236,13 +238,7 @@ class PruneAtEnd(PortableCheckpoint):
     @property
     def state_key(self) -> str:
         """Built from the arguments, so that two instances can be used side by side."""
-        return self._generate_state_key(
-            sparsity=self.sparsity,
-            scope=self.scope,
-            include=self.include,
-            exclude=self.exclude,
-            **pattern_key(self.pattern),
-        )
+        return argument_key(self, "sparsity", "scope", "include", "exclude", "pattern")
 
     def state_dict(self) -> dict:
         return {

@@ -9,12 +9,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from sparsify.callbacks.portable import PortableCheckpoint
+from sparsify.callbacks.state_key import argument_key
 from sparsify.errors import ConfigError
 from sparsify.masks import (
     check_distribution,
     check_pattern,
     check_sparsity,
-    pattern_key,
     set_masks,
     sparsity_report,
 )
@@ -89,12 +89,7 @@ class PruneAtInit(PortableCheckpoint):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(
-            score=self.score,
-            sparsity=self.sparsity,
-            distribution=self.distribution,
-            **pattern_key(self.pattern),
-        )
+        return argument_key(self, "score", "sparsity", "distribution", "pattern")
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         add_masks(pl_module, self.include, self.exclude)

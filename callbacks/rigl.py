@@ -7,14 +7,15 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from sparsify.callbacks.portable import PortableCheckpoint
+from sparsify.callbacks.state_key import argument_key
 from sparsify.dst import restart_, rigl_fraction, rigl_masks
 from sparsify.errors import ConfigError
 from sparsify.masks import (
+    Distribution,
     check_distribution,
     check_pattern,
     check_sparsity,
     layer_densities,
-    pattern_key,
     pattern_keywords,
     select_mask,
     set_masks,
@@ -54,7 +55,7 @@ class RiGL(PortableCheckpoint):
     def __init__(
         self,
         sparsity: float = 0.9,
-        distribution: str = "erk",
+        distribution: Distribution = "erk",
         dense_layers: list | None = None,
         update_fraction: float = 0.3,
         every_n_steps: int | None = None,
@@ -178,12 +179,7 @@ class RiGL(PortableCheckpoint):
     @property
     def state_key(self) -> str:
         """Built from the arguments, so that two instances can be used side by side."""
-        return self._generate_state_key(
-            sparsity=self.sparsity,
-            include=self.include,
-            exclude=self.exclude,
-            **pattern_key(self.pattern),
-        )
+        return argument_key(self, "sparsity", "include", "exclude", "pattern")
 
     def state_dict(self) -> dict:
         return {"started": self.started}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 
 from sparsify.callbacks.portable import PortableCheckpoint
+from sparsify.callbacks.state_key import argument_key
 from sparsify.sign_flips import SignInRescale
 
 
@@ -43,4 +44,4 @@ class SignIn(SignInRescale, PortableCheckpoint):
     @property
     def state_key(self) -> str:
         """Built from the arguments, so that two instances can be used side by side."""
-        return self._generate_state_key(include=self.include, exclude=self.exclude)
+        return argument_key(self, "include", "exclude")

@@ -11,6 +11,7 @@ from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.checkpoint import read_state_dict
 from sparsify.errors import ConfigError
 from sparsify.masks import (
+    Scope,
     check_scope,
     check_sparsity,
     select_mask,
@@ -50,7 +51,7 @@ class SignTransfer(PortableCheckpoint):
         keep: str = "signs",
         mask_from: str = "checkpoint",
         sparsity: float | None = None,
-        scope: str = "global",
+        scope: Scope = "global",
         include: list | None = None,
         exclude: list | None = None,
     ):

@@ -17,7 +17,7 @@ from sparsify.callbacks.param_groups import (
     pointwise_parameters,
     warn_coupled_decay,
 )
-from sparsify.callbacks.progress import check_unit, progress
+from sparsify.callbacks.progress import Unit, check_unit, progress
 from sparsify.errors import ConfigError
 from sparsify.schedules import make_schedule
 
@@ -52,7 +52,7 @@ class WeightDecaySchedule(L.Callback):
     def __init__(
         self,
         schedule: str | Callable[[float], float] = "constant",
-        unit: str = "fraction",
+        unit: Unit = "fraction",
         at: float = 0.5,
         end: float = 1.0,
         rate: float = 0.9,
@@ -169,7 +169,7 @@ class WeightDecaySwitchOff(WeightDecaySchedule):
     def __init__(
         self,
         at: float = 0.5,
-        unit: str = "fraction",
+        unit: Unit = "fraction",
         groups: list[str] | None = None,
         target: str | None = None,
         weight_decay: float | None = None,

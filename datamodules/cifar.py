@@ -9,6 +9,7 @@ images are only normalized.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torchvision import transforms
@@ -16,7 +17,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 
 from sparsify.datamodules.common import SplitDataModule, TransformedSubset, check_loader_args
-from sparsify.errors import ConfigError
+from sparsify.errors import ConfigError, check_choice
 
 # name: (torchvision class, number of classes, per-channel mean, per-channel std)
 DATASETS = {
@@ -46,7 +47,7 @@ class CIFARDataModule(SplitDataModule):
 
     def __init__(
         self,
-        dataset: str = "cifar10",
+        dataset: Literal["cifar10", "cifar100"] = "cifar10",
         data_dir: str = "data",
         download: bool = False,
         batch_size: int = 256,
@@ -58,8 +59,7 @@ class CIFARDataModule(SplitDataModule):
         persistent_workers: bool = True,
     ):
         super().__init__()
-        if dataset not in DATASETS:
-            raise ConfigError(f"dataset={dataset!r} is invalid: choose one of {list(DATASETS)}")
+        check_choice("dataset", dataset, DATASETS)
         if not 0 <= val_size < TRAIN_SIZE:
             raise ConfigError(f"val_size={val_size!r} is invalid: must be in [0, {TRAIN_SIZE})")
         check_loader_args(batch_size, num_workers)

@@ -22,15 +22,16 @@ single-layer attention solves by attending ``lag`` tokens back.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch.utils.data import Dataset
 
 from sparsify.datamodules.common import SplitDataModule
-from sparsify.errors import ConfigError
+from sparsify.errors import ConfigError, check_choice
 
-TASKS = ("copy", "permute", "file")
-TOKENS = ("char", "byte")
+Task = Literal["copy", "permute", "file"]
+Tokens = Literal["char", "byte"]
 
 
 class TextDataModule(SplitDataModule):
@@ -52,9 +53,9 @@ class TextDataModule(SplitDataModule):
 
     def __init__(
         self,
-        task: str = "copy",
+        task: Task = "copy",
         path: str | None = None,
-        tokens: str = "char",
+        tokens: Tokens = "char",
         block_size: int = 64,
         vocab_size: int = 16,
         lag: int | None = None,
@@ -66,10 +67,8 @@ class TextDataModule(SplitDataModule):
         num_workers: int = 0,
     ):
         super().__init__()
-        if task not in TASKS:
-            raise ConfigError(f"task={task!r} is invalid: choose one of {TASKS}")
-        if tokens not in TOKENS:
-            raise ConfigError(f"tokens={tokens!r} is invalid: choose one of {TOKENS}")
+        check_choice("task", task, Task)
+        check_choice("tokens", tokens, Tokens)
         if task == "file" and path is None:
             raise ConfigError("path=None is invalid with task='file': give the text file")
         if task != "file" and path is not None:

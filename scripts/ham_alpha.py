@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from sparsify.datamodules import DigitsDataModule
 from sparsify.models import create_model
-from sparsify.module import lr_factor
+from sparsify.module import lr_scheduler
 from sparsify.optim import HAM
 from sparsify.pai import prune_at_init
 
@@ -45,8 +45,7 @@ def train(
     ]
     sgd = torch.optim.SGD(groups, lr=0.05, momentum=0.9)
     steps = len(data.train_dataloader())
-    schedule = lr_factor("cosine", epochs * steps, warmup_epochs * steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(sgd, schedule)
+    scheduler = lr_scheduler(sgd, "cosine", epochs * steps, warmup_epochs * steps)
     opt = sgd if alpha is None else HAM(sgd, alpha=alpha, beta=beta)
     for _ in range(epochs):
         for x, y in data.train_dataloader():

@@ -12,20 +12,25 @@ callback pruned it) and summarized in a table and in ``summary.json`` in the run
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 import warnings
 from contextlib import contextmanager
+from functools import partial, update_wrapper
 from importlib import resources
 from pathlib import Path
+from types import MethodType
+from typing import get_args
 
 import lightning as L
 import yaml
 from jsonargparse import ArgumentError, Namespace
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback, instantiate_class
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 import sparsify.datamodules
 from sparsify.errors import ConfigError
-from sparsify.module import ImageClassifier
+from sparsify.module import ImageClassifier, OptimizerName
 from sparsify.summary import format_summary, run_dir, summarize
 from sparsify.tracking import WandbLogger
 
@@ -209,6 +214,28 @@ class SparsifyCLI(LightningCLI):
                 logger.init_args.save_dir = trainer.default_root_dir or "."
         trainer.logger = loggers if isinstance(trainer.logger, list) else loggers[0]
 
+    def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
+        """``--optimizer`` (and ``--lr_scheduler``) for a module without a
+        ``configure_optimizers`` of its own. Unlike LightningCLI, which builds the optimizer
+        when it parses the command line, we build it when Lightning asks for it: after the
+        method's callbacks have made m, w in ``setup``, so they are trained too."""
+        optimizer_init = self._get(self.config_init, "optimizer")
+        scheduler_init = self._get(self.config_init, "lr_scheduler")
+        if not optimizer_init:
+            if scheduler_init:
+                raise ConfigError("--lr_scheduler needs an --optimizer to schedule")
+            return
+        if is_overridden("configure_optimizers", self.model):
+            raise ConfigError(
+                f"--optimizer={optimizer_init['class_path']} is not used: "
+                f"{type(self.model).__name__} builds its own optimizer (configure_optimizers); "
+                "set its own arguments instead (sparsify's modules: --model.optimizer, one of "
+                f"{', '.join(get_args(OptimizerName))})"
+            )
+        configure = partial(configure_from_cli, optimizer=optimizer_init, scheduler=scheduler_init)
+        update_wrapper(configure, configure_from_cli)
+        self.model.configure_optimizers = MethodType(configure, self.model)
+
     def before_fit(self) -> None:
         for callback in self.trainer.callbacks:
             if hasattr(callback, "check_trainer"):
@@ -228,6 +255,14 @@ class SparsifyCLI(LightningCLI):
                     logger.experiment.finish()  # the run's files complete before we return
                     if hint:
                         print(hint)
+
+
+def configure_from_cli(module: L.LightningModule, optimizer: dict, scheduler: dict | None):
+    """``configure_optimizers`` from the ``--optimizer``/``--lr_scheduler`` configs (class
+    path and arguments) over the module's parameters as they are now."""
+    built = instantiate_class(module.parameters(), optimizer)
+    schedule = instantiate_class(built, scheduler) if scheduler else None
+    return LightningCLI.configure_optimizers(module, built, schedule)
 
 
 def _is_wandb(logger) -> bool:
@@ -271,7 +306,6 @@ def main(argv: list[str] | None = None) -> None:
             },
             save_config_callback=SaveRunConfig,
             save_config_kwargs={"overwrite": True},
-            auto_configure_optimizers=False,
             args=args,
         )
 
@@ -301,10 +335,30 @@ def user_error(err: BaseException) -> str | None:
     if isinstance(err, ArgumentError):
         lines = [line.strip(" -") for line in str(err).splitlines()]
         useful = [line for line in lines if line and not line.startswith(_PARSER_NOISE)]
+        choice = _bad_choice(useful)
+        if choice is not None:
+            return choice
         message = " ".join(useful[:2]) or lines[0]
         if message.startswith("unrecognized arguments"):
             message += " (`sparsify fit --help` lists the valid options)"
         return message
+    return None
+
+
+def _bad_choice(lines: list[str]) -> str | None:
+    """jsonargparse's message for a value outside a ``Literal[...]`` annotation, in the words of
+    ``check_choice``: ``model.optimizer='lion' is invalid: choose one of sgd, adamw, adam``."""
+    keys = []
+    for line in lines:
+        key = re.fullmatch(r'Parser key "(.+)":', line)
+        if key:
+            keys.append(key.group(1))
+            continue
+        literal = re.fullmatch(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)", line)
+        if literal:
+            choices = ", ".join(c.strip(" '\"") for c in literal.group(1).split(","))
+            value = literal.group(2)
+            return f"{'.'.join(keys)}={value!r} is invalid: choose one of {choices}"
     return None
 
 

@@ -22,6 +22,7 @@ submitit); the folders, ``results.csv`` and W&B groups are the same whichever ru
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import inspect
 import json
@@ -295,7 +296,7 @@ def _target_arg(cls: type) -> str | None:
 
 def with_sparsity(method: Method, sparsity: float) -> dict:
     """The recipe with ``sparsity`` as the target of every callback that takes one."""
-    recipe = json.loads(json.dumps(method.recipe))  # a deep copy of plain YAML data
+    recipe = copy.deepcopy(method.recipe)
     for i, callback in enumerate(recipe["trainer"]["callbacks"]):
         arg = _target_arg(_callback_class(method.name, callback))
         if arg is None:

@@ -1,5 +1,18 @@
-"""The one exception type for bad user input: the CLI prints its message as one line, exit 2."""
+"""The one exception type for bad user input (the CLI prints its message as one line, exit 2),
+and the one check of a value against its choices."""
+
+from typing import Literal, get_args, get_origin
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the value and what is allowed."""
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raise a ``ConfigError`` naming ``value`` and the allowed ones unless ``value`` is one of
+    ``choices``: a ``typing.Literal[...]`` (the annotation jsonargparse validates the command
+    line with) or a sequence. For library callers, who get no parser in between."""
+    allowed = get_args(choices) if get_origin(choices) is Literal else tuple(choices)
+    if value not in allowed:
+        names = ", ".join(str(choice) for choice in allowed)
+        raise ConfigError(f"{name}={value!r} is invalid: choose one of {names}")

@@ -30,9 +30,9 @@ from sparsify.callbacks.param_groups import pointwise_groups, pointwise_paramete
 from sparsify.callbacks.pilot import PILoT as PILoTRule
 from sparsify.callbacks.pilot import pointwise_l1_norm
 from sparsify.errors import ConfigError
-from sparsify.masks import check_scope, check_sparsity, magnitude_prune
+from sparsify.masks import Scope, check_scope, check_sparsity, magnitude_prune
 from sparsify.reparam import add_masks
-from sparsify.schedules import GradualMagnitudePruning, check_unit, make_schedule
+from sparsify.schedules import GradualMagnitudePruning, Unit, check_unit, make_schedule
 from sparsify.sign_flips import SignInRescale
 from sparsify.soft_masks import harden
 
@@ -42,7 +42,7 @@ def epoch_index(state) -> int:
     return math.floor((state.epoch or 0.0) + 1e-9)
 
 
-def progress(state, unit: str) -> float:
+def progress(state, unit: Unit) -> float:
     """Optimizer steps taken (``step``), the current epoch's index (``epoch``), or the fraction
     of all steps taken (``fraction``), as the Lightning callbacks measure them."""
     if unit == "step":
@@ -94,7 +94,7 @@ class PruneAtEnd(TrainerCallback):
     def __init__(
         self,
         sparsity: float,
-        scope: str = "global",
+        scope: Scope = "global",
         finetune_epochs: int = 0,
         include: list | None = None,
         exclude: list | None = None,
@@ -136,7 +136,7 @@ class WeightDecaySwitchOff(TrainerCallback):
     ``target="pointwise"`` switches off only the m, w of θ = m ⊙ w (moved into groups of their
     own when training starts); ``None`` every param group."""
 
-    def __init__(self, at: float = 0.5, unit: str = "fraction", target: str | None = None):
+    def __init__(self, at: float = 0.5, unit: Unit = "fraction", target: str | None = None):
         self.unit = check_unit(unit)
         if target not in (None, "pointwise"):
             raise ConfigError(f"target={target!r} is invalid: choose None or 'pointwise'")

@@ -20,15 +20,16 @@ Masks are model buffers (``Mask`` or ``PointwiseProduct``), so they carry from r
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 import lightning as L
 import torch
 
-from sparsify.errors import ConfigError
-from sparsify.masks import check_scope, check_sparsity, magnitude_prune, sparsity_report
+from sparsify.errors import ConfigError, check_choice
+from sparsify.masks import Scope, check_scope, check_sparsity, magnitude_prune, sparsity_report
 from sparsify.reparam import add_masks
 
-REWINDS = ("weights", "lr")
+Rewind = Literal["weights", "lr"]
 
 
 def round_sparsities(sparsity: float, rounds: int) -> list[float]:
@@ -63,9 +64,9 @@ def iterative_pruning(
     make_trainer: Callable[[list[L.Callback]], L.Trainer],
     sparsity: float,
     rounds: int = 3,
-    rewind: str = "weights",
+    rewind: Rewind = "weights",
     rewind_epoch: int = 1,
-    scope: str = "global",
+    scope: Scope = "global",
     include: Iterable | None = None,
     exclude: Iterable | None = None,
     after_round: Callable[[int, L.Trainer, L.LightningModule], None] | None = None,
@@ -93,8 +94,7 @@ def iterative_pruning(
     check_scope(scope)
     if not (isinstance(rounds, int) and rounds >= 1):
         raise ConfigError(f"rounds={rounds!r} is invalid: must be an integer >= 1")
-    if rewind not in REWINDS:
-        raise ConfigError(f"rewind={rewind!r} is invalid: choose one of {', '.join(REWINDS)}")
+    check_choice("rewind", rewind, Rewind)
     if not (isinstance(rewind_epoch, int) and rewind_epoch >= 0):
         raise ConfigError(f"rewind_epoch={rewind_epoch!r} is invalid: must be an integer >= 0")
     add_masks(module, include, exclude)

@@ -10,14 +10,16 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Iterable
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
-from sparsify.errors import ConfigError
+from sparsify.errors import ConfigError, check_choice
 from sparsify.reparam import add_masks, is_transposed, layer_masks, prunable_layers
 
-SCOPES = ("global", "layer")
+Scope = Literal["global", "layer"]
+SCOPES = get_args(Scope)
 UNSTRUCTURED = "unstructured"
 
 
@@ -27,9 +29,8 @@ def check_sparsity(sparsity: float) -> float:
     return float(sparsity)
 
 
-def check_scope(scope: str) -> str:
-    if scope not in SCOPES:
-        raise ConfigError(f"scope={scope!r} is invalid: choose one of {', '.join(SCOPES)}")
+def check_scope(scope: Scope) -> Scope:
+    check_choice("scope", scope, Scope)
     return scope
 
 
@@ -130,7 +131,7 @@ def select_mask(
     scores: dict[str, torch.Tensor],
     theta: dict[str, torch.Tensor],
     sparsity: float | None = None,
-    scope: str = "global",
+    scope: Scope = "global",
     densities: dict[str, float] | None = None,
     regrow: dict[str, torch.Tensor] | None = None,
     pattern: str = UNSTRUCTURED,
@@ -248,7 +249,7 @@ def set_masks(module: nn.Module, new_masks: dict[str, torch.Tensor]) -> None:
 def magnitude_prune(
     module: nn.Module,
     sparsity: float,
-    scope: str = "global",
+    scope: Scope = "global",
     include: Iterable | None = None,
     exclude: Iterable | None = None,
     regrow: dict[str, torch.Tensor] | None = None,
@@ -300,21 +301,19 @@ def magnitude_prune(
 
 # Layer densities: how a global sparsity target is shared among layers (METHODS.md §5).
 
-DISTRIBUTIONS = ("uniform", "global", "erk")
+Distribution = Literal["uniform", "global", "erk"]
+DISTRIBUTIONS = get_args(Distribution)
 
 
-def check_distribution(distribution: str) -> str:
-    if distribution not in DISTRIBUTIONS:
-        raise ConfigError(
-            f"distribution={distribution!r} is invalid: choose one of {', '.join(DISTRIBUTIONS)}"
-        )
+def check_distribution(distribution: Distribution) -> Distribution:
+    check_choice("distribution", distribution, Distribution)
     return distribution
 
 
 def layer_densities(
     module: nn.Module,
     sparsity: float,
-    distribution: str = "erk",
+    distribution: Distribution = "erk",
     dense_layers: Iterable | None = None,
     include: Iterable | None = None,
     exclude: Iterable | None = None,

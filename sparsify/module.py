@@ -10,29 +10,35 @@ adapter factors of ``sparsify.lora``, when there are any).
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch.optim.lr_scheduler import (
+    ConstantLR,
+    CosineAnnealingLR,
+    LinearLR,
+    MultiStepLR,
+    SequentialLR,
+)
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
 from sparsify.checkpoint import read_state_dict
-from sparsify.errors import ConfigError
+from sparsify.errors import ConfigError, check_choice
 from sparsify.lora import add_lora, lora_parameters
 from sparsify.models import create_model
 from sparsify.reparam import collapse, match_structure, pointwise_factors
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULERS = ("cosine", "step", "constant")
+OptimizerName = Literal["sgd", "adamw", "adam"]
+SchedulerName = Literal["cosine", "step", "constant"]
 
 
 def check_optimization(optimizer, scheduler, lr, weight_decay, warmup_epochs) -> None:
     """Fail early on optimizer settings ``TrainingModule`` cannot use."""
-    if optimizer not in OPTIMIZERS:
-        raise ConfigError(f"optimizer={optimizer!r} is invalid: choose one of {OPTIMIZERS}")
-    if scheduler not in SCHEDULERS:
-        raise ConfigError(f"scheduler={scheduler!r} is invalid: choose one of {SCHEDULERS}")
+    check_choice("optimizer", optimizer, OptimizerName)
+    check_choice("scheduler", scheduler, SchedulerName)
     if not lr > 0:
         raise ConfigError(f"lr={lr!r} is invalid: must be > 0")
     for name, value in (("weight_decay", weight_decay), ("warmup_epochs", warmup_epochs)):
@@ -41,16 +47,64 @@ def check_optimization(optimizer, scheduler, lr, weight_decay, warmup_epochs) ->
 
 
 class TrainingModule(L.LightningModule):
-    """The optimizer, learning-rate schedule and named param groups of sparsify's modules.
+    """The optimizer, learning-rate schedule, named param groups and train/val/test steps of
+    sparsify's modules; a subclass builds its model and writes ``step(batch, stage)``.
 
-    Reads from ``self.hparams``: ``optimizer``, ``lr``, ``momentum``, ``nesterov``, ``betas``,
-    ``weight_decay``, ``pointwise_weight_decay``, ``scheduler``, ``milestones``, ``gamma`` and
-    ``warmup_epochs`` (see ``ImageClassifier`` for their meaning). Loads checkpoints of
-    sparsified models (masks, m ⊙ w) into a freshly built module.
+    A subclass takes its own arguments, restates only the optimization defaults it changes, and
+    passes the rest on with ``**optimization`` (jsonargparse follows them, so the command line
+    lists them all). The hyperparameters saved are the subclass's and these, by the same names.
+    Loads checkpoints of sparsified models (masks, m ⊙ w) into a freshly built module.
+
+    Args:
+        optimizer: ``"sgd"`` (momentum, optional Nesterov), ``"adamw"`` (decoupled weight decay)
+            or ``"adam"`` (coupled weight decay: added to the gradient; docs/integration.md).
+        lr: peak learning rate.
+        momentum: SGD's momentum.
+        nesterov: SGD with Nesterov momentum.
+        weight_decay: weight decay of the ``decay`` group (conv/linear weights).
+        pointwise_weight_decay: weight decay of the ``pointwise`` group (m, w); defaults to
+            ``weight_decay``.
+        betas: Adam's and AdamW's moment decay rates.
+        scheduler: ``"cosine"`` (to 0 over training), ``"step"`` (× ``gamma`` at each of
+            ``milestones``, given as fractions of training) or ``"constant"``; all per step.
+        warmup_epochs: linear warm-up over this many epochs (may be fractional), see
+            ``lr_scheduler``.
     """
+
+    def __init__(
+        self,
+        optimizer: OptimizerName = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        weight_decay: float = 5e-4,
+        pointwise_weight_decay: float | None = None,
+        betas: tuple[float, float] = (0.9, 0.999),
+        scheduler: SchedulerName = "cosine",
+        milestones: list[float] = (0.5, 0.75),
+        gamma: float = 0.1,
+        warmup_epochs: float = 0.0,
+    ):
+        super().__init__()
+        check_optimization(optimizer, scheduler, lr, weight_decay, warmup_epochs)
+        # Lightning collects the arguments of every __init__ up the subclass chain.
+        self.save_hyperparameters()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         match_structure(self, checkpoint["state_dict"])
+
+    def step(self, batch, stage: str) -> torch.Tensor:
+        """The loss of ``batch``, logged under ``stage`` (``train``, ``val`` or ``test``)."""
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        return self.step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self.step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self.step(batch, "test")
 
     def param_groups(self) -> list[dict]:
         """``decay``, ``no_decay``, ``pointwise`` and ``lora`` groups (empty groups left out).
@@ -95,13 +149,13 @@ class TrainingModule(L.LightningModule):
                 self.param_groups(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov
             )
         else:
-            opt = torch.optim.AdamW(self.param_groups(), lr=hp.lr, betas=tuple(hp.betas))
+            adam = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+            opt = adam(self.param_groups(), lr=hp.lr, betas=tuple(hp.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
-        schedule = lr_factor(
-            hp.scheduler, total, hp.warmup_epochs * steps_per_epoch, hp.milestones, hp.gamma
+        sched = lr_scheduler(
+            opt, hp.scheduler, total, hp.warmup_epochs * steps_per_epoch, hp.milestones, hp.gamma
         )
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -112,14 +166,7 @@ class ImageClassifier(TrainingModule):
         backbone: a name from ``sparsify.models.available()``.
         num_classes: number of classes.
         model_kwargs: extra keyword arguments of the backbone constructor.
-        optimizer: ``"sgd"`` (momentum, optional Nesterov) or ``"adamw"``.
-        lr: peak learning rate.
-        weight_decay: weight decay of the ``decay`` group (conv/linear weights).
-        pointwise_weight_decay: weight decay of the ``pointwise`` group (m, w); defaults to
-            ``weight_decay``.
-        scheduler: ``"cosine"`` (to 0 over training), ``"step"`` (× ``gamma`` at each of
-            ``milestones``, given as fractions of training) or ``"constant"``; all per step.
-        warmup_epochs: linear warm-up from 0 over this many epochs (may be fractional).
+        label_smoothing: of the cross-entropy.
         channels_last: keep the backbone's 4-d weights (m, w and masks too) and the input
             images in ``torch.channels_last`` memory format, which GPU convolutions run faster in
             under mixed precision; the numbers are the same.
@@ -128,6 +175,8 @@ class ImageClassifier(TrainingModule):
             ``backend``). Compiled when the fit starts, after the method's callbacks have set up
             their parametrizations; a later change of them (a mask registered at the end)
             recompiles. The weights and checkpoints stay those of the plain backbone.
+        optimization: ``TrainingModule``'s arguments, with its defaults (SGD, lr 0.1,
+            momentum 0.9, weight decay 5e-4, cosine).
     """
 
     def __init__(
@@ -135,24 +184,12 @@ class ImageClassifier(TrainingModule):
         backbone: str = "cnn_digits",
         num_classes: int = 10,
         model_kwargs: dict | None = None,
-        optimizer: str = "sgd",
-        lr: float = 0.1,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        weight_decay: float = 5e-4,
-        pointwise_weight_decay: float | None = None,
-        betas: tuple[float, float] = (0.9, 0.999),
-        scheduler: str = "cosine",
-        milestones: list[float] = (0.5, 0.75),
-        gamma: float = 0.1,
-        warmup_epochs: float = 0.0,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
         compile: bool | dict = False,
+        **optimization,
     ):
-        super().__init__()
-        check_optimization(optimizer, scheduler, lr, weight_decay, warmup_epochs)
-        self.save_hyperparameters()
+        super().__init__(**optimization)
         self.model = create_model(backbone, num_classes=num_classes, **(model_kwargs or {}))
         self._compiled = None  # torch.compile's wrapper of self.model, made in on_fit_start
         # ModuleDict keys may not shadow Module attributes such as ``train``.
@@ -181,7 +218,7 @@ class ImageClassifier(TrainingModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return (self._compiled or self.model)(x)
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
+    def step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
@@ -196,31 +233,40 @@ class ImageClassifier(TrainingModule):
                 self.log(name, self.accuracy[key], on_epoch=True, prog_bar=name.endswith("acc"))
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
 
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+def lr_scheduler(
+    optimizer: torch.optim.Optimizer,
+    kind: SchedulerName,
+    total: int,
+    warmup: float = 0.0,
+    milestones=(),
+    gamma: float = 0.1,
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-step learning-rate schedule, built from torch's schedulers: a linear warm-up of
+    ``W = ⌈warmup⌉`` steps, factor ``(t + 1) / W`` at step ``t`` (``LinearLR``), then
 
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+    - ``cosine``: ``½ (1 + cos(π (t − W) / (total − W)))``, to 0 at step ``total``
+      (``CosineAnnealingLR``);
+    - ``step``: ``gamma`` to the number of ``milestones`` (fractions of ``total``) reached
+      (``MultiStepLR``);
+    - ``constant``: 1 (``ConstantLR`` of factor 1),
 
-
-def lr_factor(kind: str, total: int, warmup: float, milestones=(), gamma: float = 0.1):
-    """The learning-rate multiplier as a function of the step: linear warm-up over ``warmup``
-    steps, then cosine to 0, steps of ``gamma`` at ``milestones`` (fractions), or constant."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if kind == "cosine":
-            progress = (step - warmup) / max(1.0, total - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        if kind == "step":
-            return gamma ** sum(step >= m * total for m in milestones)
-        return 1.0
-
-    return factor
+    chained by ``SequentialLR`` at step ``W``. A fractional ``warmup`` is rounded up to whole
+    steps, so the warm-up ends at the peak.
+    """
+    warmup_steps = math.ceil(warmup)
+    if kind == "cosine":
+        main = CosineAnnealingLR(optimizer, T_max=max(1, total - warmup_steps))
+    elif kind == "step":
+        # The milestones count from the end of the warm-up; one inside it applies at its end.
+        steps = [max(0, math.ceil(m * total) - warmup_steps) for m in milestones]
+        main = MultiStepLR(optimizer, steps, gamma)
+    else:
+        main = ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if warmup_steps == 0:
+        return main
+    warm = LinearLR(optimizer, 1 / warmup_steps, 1.0, total_iters=max(1, warmup_steps - 1))
+    return SequentialLR(optimizer, [warm, main], milestones=[warmup_steps])
 
 
 class LanguageModel(TrainingModule):
@@ -244,8 +290,9 @@ class LanguageModel(TrainingModule):
             the module is built; pass ``init_from=None`` to ``load_from_checkpoint`` elsewhere.
         ignore_index: target value left out of the loss and the metrics (padding).
 
-    The optimizer arguments are those of ``ImageClassifier``; the defaults are AdamW as in
-    nanoGPT. Adapter factors form the param group ``lora``.
+        optimization: ``TrainingModule``'s arguments; the defaults are AdamW as in nanoGPT
+            (lr 1e-3, weight decay 0.1, betas (0.9, 0.95)). Adapter factors form the param
+            group ``lora``.
     """
 
     def __init__(
@@ -255,22 +302,16 @@ class LanguageModel(TrainingModule):
         model_kwargs: dict | None = None,
         lora: dict | None = None,
         init_from: str | None = None,
-        optimizer: str = "adamw",
-        lr: float = 1e-3,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        weight_decay: float = 0.1,
-        pointwise_weight_decay: float | None = None,
-        betas: tuple[float, float] = (0.9, 0.95),
-        scheduler: str = "cosine",
-        milestones: list[float] = (0.5, 0.75),
-        gamma: float = 0.1,
-        warmup_epochs: float = 0.0,
         ignore_index: int = -100,
+        optimizer: OptimizerName = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        **optimization,
     ):
-        super().__init__()
-        check_optimization(optimizer, scheduler, lr, weight_decay, warmup_epochs)
-        self.save_hyperparameters()
+        super().__init__(
+            optimizer=optimizer, lr=lr, weight_decay=weight_decay, betas=betas, **optimization
+        )
         self.model = create_model(backbone, num_classes=vocab_size, **(model_kwargs or {}))
         if init_from is not None:
             load_weights(self.model, init_from)
@@ -287,7 +328,7 @@ class LanguageModel(TrainingModule):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(tokens)
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
+    def step(self, batch, stage: str) -> torch.Tensor:
         inputs, targets = batch
         logits = self(inputs)
         loss = F.cross_entropy(
@@ -300,15 +341,6 @@ class LanguageModel(TrainingModule):
         accuracy(logits.flatten(0, 1), targets.flatten())
         self.log(f"{stage}/acc", accuracy, on_epoch=True)
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
 
 
 def load_weights(model: torch.nn.Module, path: str) -> None:
@@ -336,8 +368,9 @@ class Regressor(TrainingModule):
 
     The prediction is reshaped to the target's shape when both hold as many values (a
     ``linear`` model's ``(B, 1)`` against targets ``(B,)``). Logs ``*/loss`` (the MSE).
-    The optimizer arguments are those of ``ImageClassifier``; the defaults are the plain gradient
-    descent of the controlled study in METHODS.md §2 (SGD, lr 0.02, no momentum, constant).
+    ``optimization``: ``TrainingModule``'s arguments; the defaults are the plain gradient
+    descent of the controlled study in METHODS.md §2 (SGD, lr 0.02, no momentum, no weight decay,
+    constant).
     """
 
     def __init__(
@@ -345,27 +378,21 @@ class Regressor(TrainingModule):
         backbone: str = "linear",
         num_outputs: int = 1,
         model_kwargs: dict | None = None,
-        optimizer: str = "sgd",
         lr: float = 0.02,
         momentum: float = 0.0,
-        nesterov: bool = False,
         weight_decay: float = 0.0,
-        pointwise_weight_decay: float | None = None,
-        betas: tuple[float, float] = (0.9, 0.999),
-        scheduler: str = "constant",
-        milestones: list[float] = (0.5, 0.75),
-        gamma: float = 0.1,
-        warmup_epochs: float = 0.0,
+        scheduler: SchedulerName = "constant",
+        **optimization,
     ):
-        super().__init__()
-        check_optimization(optimizer, scheduler, lr, weight_decay, warmup_epochs)
-        self.save_hyperparameters()
+        super().__init__(
+            lr=lr, momentum=momentum, weight_decay=weight_decay, scheduler=scheduler, **optimization
+        )
         self.model = create_model(backbone, num_classes=num_outputs, **(model_kwargs or {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
+    def step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
         prediction = self(x)
         if prediction.shape != y.shape:
@@ -378,12 +405,3 @@ class Regressor(TrainingModule):
         loss = F.mse_loss(prediction, y)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True)
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
@@ -399,7 +400,8 @@ def device_of(module: nn.Module) -> torch.device:
 
 def first_batches(dataloader: Iterable, num_batches: int, device: torch.device) -> list:
     """The first ``num_batches`` batches of ``dataloader``, moved to ``device``."""
-    return [to_device(batch, device) for batch in itertools.islice(dataloader, num_batches)]
+    batches = itertools.islice(dataloader, num_batches)
+    return [move_data_to_device(batch, device) for batch in batches]
 
 
 def grasp_batches(module: nn.Module, dataloader: Iterable, samples_per_class: int) -> list:
@@ -411,7 +413,7 @@ def grasp_batches(module: nn.Module, dataloader: Iterable, samples_per_class: in
     inputs: dict[int, list] = {}
     num_classes = None
     for batch in dataloader:
-        x, y = to_device(batch[0], device), to_device(batch[1], device)
+        x, y = move_data_to_device(batch[:2], device)
         if num_classes is None:
             scorer, _ = scoring_copy(module)
             with torch.no_grad():
@@ -433,16 +435,6 @@ def grasp_batches(module: nn.Module, dataloader: Iterable, samples_per_class: in
     y = torch.tensor([c for c in range(num_classes) for _ in inputs[c]], device=device)
     half = len(y) // 2
     return [(x[:half], y[:half]), (x[half:], y[half:])]
-
-
-def to_device(batch, device: torch.device):
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(to_device(b, device) for b in batch)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    return batch
 
 
 def synflow_input_shape(module: nn.Module, batches: list) -> tuple[int, ...]:

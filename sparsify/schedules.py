@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal, get_args
 
-from sparsify.errors import ConfigError
-from sparsify.masks import check_pattern, check_scope, check_sparsity, magnitude_prune
+from sparsify.errors import ConfigError, check_choice
+from sparsify.masks import Scope, check_pattern, check_scope, check_sparsity, magnitude_prune
 
 
 def constant(t: float) -> float:
@@ -54,12 +55,12 @@ def cubic_sparsity(t: float, start: float, end: float, s_init: float, s_final: f
     return s_final + (s_init - s_final) * (1 - progress) ** 3
 
 
-UNITS = ("fraction", "epoch", "step")
+Unit = Literal["fraction", "epoch", "step"]
+UNITS = get_args(Unit)
 
 
-def check_unit(unit: str) -> str:
-    if unit not in UNITS:
-        raise ConfigError(f"unit={unit!r} is invalid: choose one of {', '.join(UNITS)}")
+def check_unit(unit: Unit) -> Unit:
+    check_choice("unit", unit, Unit)
     return unit
 
 
@@ -78,7 +79,7 @@ class CubicPruningSchedule:
         start: float = 0.1,
         end: float = 0.75,
         frequency: float = 0.01,
-        unit: str = "fraction",
+        unit: Unit = "fraction",
     ):
         self.final_sparsity = check_sparsity(final_sparsity)
         self.initial_sparsity = check_sparsity(initial_sparsity)
@@ -115,22 +116,21 @@ class GradualMagnitudePruning(CubicPruningSchedule):
     """GMP itself, trainer-independent: the cubic schedule plus what it prunes (``scope``,
     ``include``, ``exclude``, ``pattern`` as in ``sparsify.masks.magnitude_prune``), the last
     pruning time ``last_pruned`` and its target ``sparsity``. The one implementation behind
-    ``sparsify.callbacks.MagnitudePruning`` and ``sparsify.hf.MagnitudePruning``."""
+    ``sparsify.callbacks.MagnitudePruning`` and ``sparsify.hf.MagnitudePruning``. The
+    ``schedule`` keywords are ``CubicPruningSchedule``'s (``initial_sparsity``, ``start``,
+    ``end``, ``frequency``, ``unit``)."""
 
     def __init__(
         self,
         final_sparsity: float = 0.9,
-        initial_sparsity: float = 0.0,
-        start: float = 0.1,
-        end: float = 0.75,
-        frequency: float = 0.01,
-        unit: str = "fraction",
-        scope: str = "global",
+        *,
+        scope: Scope = "global",
         include: list | None = None,
         exclude: list | None = None,
         pattern: str = "unstructured",
+        **schedule,
     ):
-        super().__init__(final_sparsity, initial_sparsity, start, end, frequency, unit)
+        super().__init__(final_sparsity, **schedule)
         self.scope = check_scope(scope)
         check_pattern(pattern)
         self.pattern = pattern

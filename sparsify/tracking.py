@@ -12,13 +12,14 @@ import netrc
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 
-from sparsify.errors import ConfigError
+from sparsify.errors import check_choice
 
-MODES = ("auto", "online", "offline", "disabled")
+Mode = Literal["auto", "online", "offline", "disabled"]
 
 
 def has_credentials() -> bool:
@@ -42,10 +43,9 @@ def host_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def resolve_mode(mode: str = "auto") -> str:
+def resolve_mode(mode: Mode = "auto") -> str:
     """``online`` or ``offline`` (or ``disabled``) for ``mode``, the environment and the network."""
-    if mode not in MODES:
-        raise ConfigError(f"mode={mode!r} is invalid: choose one of {', '.join(MODES)}")
+    check_choice("mode", mode, Mode)
     if mode != "auto":
         return mode
     env_mode = os.environ.get("WANDB_MODE", "").lower()
@@ -64,7 +64,7 @@ class WandbLogger(LightningWandbLogger):
     ``--trainer.default_root_dir``.
     """
 
-    def __init__(self, project: str = "sparsify", mode: str = "auto", save_dir=".", **kwargs):
+    def __init__(self, project: str = "sparsify", mode: Mode = "auto", save_dir=".", **kwargs):
         self.mode = resolve_mode(mode)
         super().__init__(project=project, save_dir=save_dir, **kwargs)
         self._wandb_init["mode"] = self.mode

@@ -4,7 +4,9 @@ import re
 import subprocess
 import sys
 
+import lightning as L
 import pytest
+import torch
 import yaml
 
 from sparsify.cli import compose, main, prepare_argv
@@ -158,6 +160,22 @@ BAD_INPUT = {
         r"config '.*nope.yaml' not found.*method/dense",
     ),
     "unknown key on the command line": (lambda t: ["--trainer.max_epoch=3"], r"trainer.max_epoch"),
+    "unknown optimizer": (
+        lambda t: ["--model.optimizer=lion"],
+        r"model.optimizer='lion' is invalid: choose one of sgd, adamw, adam$",
+    ),
+    "value outside its choices in a config file": (
+        lambda t: ["--config", callback_config(t, "PruneAtEnd", sparsity=0.9, scope="layers")],
+        r"trainer.callbacks.scope='layers' is invalid: choose one of global, layer$",
+    ),
+    "--optimizer for a module with its own": (
+        lambda t: ["--optimizer=AdamW"],
+        r"--optimizer=torch.optim.AdamW is not used: ImageClassifier builds its own",
+    ),
+    "--lr_scheduler without --optimizer": (
+        lambda t: ["--lr_scheduler=ConstantLR"],
+        r"--lr_scheduler needs an --optimizer",
+    ),
     "unknown key in a config file": (
         lambda t: ["--config", write(t, "bad.yaml", {"model": {"init_args": {"lrr": 0.1}}})],
         r"Option 'lrr' is not accepted",
@@ -204,3 +222,68 @@ def test_tools_report_bad_input_in_one_line(argv, message, tmp_path, capsys, mon
     assert len(lines) == 1 and lines[0].startswith("sparsify: error:"), lines
     assert re.search(message, lines[0]), lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+class PlainDigits(L.LightningModule):
+    """A user's module with no ``configure_optimizers``: the command line's ``--optimizer``
+    builds it. Records what it trained with, for the test to read."""
+
+    trained_with: dict = {}
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self(x), y)
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("test/acc", (self(x).argmax(1) == y).float().mean())
+
+    def on_train_end(self):
+        (optimizer,) = self.trainer.optimizers
+        (scheduler,) = [config.scheduler for config in self.trainer.lr_scheduler_configs]
+        trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        PlainDigits.trained_with = {
+            "optimizer": type(optimizer),
+            "initial_lr": {group["initial_lr"] for group in optimizer.param_groups},
+            "weight_decay": {group["weight_decay"] for group in optimizer.param_groups},
+            "scheduler": type(scheduler),
+            "all_parameters": trained == {id(p) for p in self.parameters()},
+            "pointwise": sum(".m" in name or ".w" in name for name, _ in self.named_parameters()),
+        }
+
+
+def test_optimizer_and_lr_scheduler_from_the_command_line(tmp_path):
+    """`--optimizer AdamW --optimizer.lr ...` trains a module that builds no optimizer of its
+    own with AdamW at that lr, the m ⊙ w made by Reparametrize in `setup` included."""
+    config = {
+        "model": {"class_path": "test_cli.PlainDigits"},
+        "trainer": {"callbacks": [{"class_path": "sparsify.callbacks.Reparametrize"}]},
+    }
+    main(
+        [
+            "fit",
+            "--config",
+            write(tmp_path, "plain_reparametrized.yaml", config),
+            "--optimizer",
+            "AdamW",
+            "--optimizer.lr=0.003",
+            "--lr_scheduler=StepLR",
+            "--lr_scheduler.step_size=1",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=5",
+            f"--trainer.default_root_dir={tmp_path / 'root'}",
+            *NO_WANDB,
+        ]
+    )
+    seen = PlainDigits.trained_with
+    assert seen["optimizer"] is torch.optim.AdamW and seen["initial_lr"] == {0.003}
+    assert seen["weight_decay"] == {0.01}  # AdamW's own default
+    assert seen["scheduler"] is torch.optim.lr_scheduler.StepLR
+    assert seen["all_parameters"] and seen["pointwise"] > 0

@@ -74,7 +74,7 @@ def test_published_numbers_for_a_method_the_comparison_does_not_run_fail(tmp_pat
 def test_composed_methods_add_their_callbacks_in_order():
     _, runs = grid("paper/ham_imagenet", "--methods", "method/ham_imagenet+method/acdc")
     callbacks = runs[0].method.recipe["trainer"]["callbacks"]
-    assert [c["class_path"].rsplit(".", 1)[1] for c in callbacks] == ["HAM", "ACDC"]
+    assert [c["class_path"].rsplit(".", 1)[1] for c in callbacks] == ["HAMStep", "ACDC"]
     assert (
         runs[0].method.label == "ham_imagenet+acdc" and runs[0].method.family == "dense-to-sparse"
     )

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
-from sparsify.errors import ConfigError
+from sparsify.errors import ConfigError, check_choice
 from sparsify.launchers.job import Job, finished_summary, run_job
 
-LAUNCHERS = ("local", "ray", "slurm")
+Launcher = Literal["local", "ray", "slurm"]
+LAUNCHERS = get_args(Launcher)
 
 
 @dataclass
 class LaunchOptions:
-    launcher: str = "local"
+    launcher: Launcher = "local"
     parallel: int | None = None  # runs at a time; None: as many as the resources allow
     devices_per_run: int | None = None  # GPUs per run; None: 1 where GPUs are seen, else 0
     runs_per_gpu: int = 1  # > 1 packs small runs on one GPU (local; a GPU fraction on Ray)
@@ -30,10 +32,7 @@ class LaunchOptions:
     folder: Path = Path(".")  # where the engine keeps its own files (submitit's logs)
 
     def check(self) -> LaunchOptions:
-        if self.launcher not in LAUNCHERS:
-            raise ConfigError(
-                f"launcher={self.launcher!r} is invalid: choose one of {', '.join(LAUNCHERS)}"
-            )
+        check_choice("launcher", self.launcher, Launcher)
         for name, least in (("parallel", 1), ("devices_per_run", 0), ("cpus_per_run", 1)):
             _check_int(name, getattr(self, name), least, optional=True)
         _check_int("runs_per_gpu", self.runs_per_gpu, 1)

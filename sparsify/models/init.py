@@ -1,17 +1,19 @@
 """Weight initialization shared by the registered models."""
 
+from typing import Literal, get_args
+
 from torch import nn
 
-INITS = ("kaiming_normal", "default")
+from sparsify.errors import check_choice
+
+Init = Literal["kaiming_normal", "default"]
+INITS = get_args(Init)
 
 
-def initialize(model: nn.Module, init: str = "kaiming_normal") -> nn.Module:
+def initialize(model: nn.Module, init: Init = "kaiming_normal") -> nn.Module:
     """Kaiming normal (fan_out, ReLU) on conv and linear weights, zero biases, BN γ=1 β=0,
     as in the papers; ``"default"`` keeps PyTorch's own initialization."""
-    if init not in INITS:
-        from sparsify.errors import ConfigError
-
-        raise ConfigError(f"init={init!r} is invalid: choose one of {', '.join(INITS)}")
+    check_choice("init", init, Init)
     if init == "default":
         return model
     for layer in model.modules():

@@ -12,24 +12,25 @@ weights of two ``nn.Linear`` layers, so weight decay, masks and m ⊙ w apply to
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
-from sparsify.errors import ConfigError
+from sparsify.errors import ConfigError, check_choice
 from sparsify.models import register_model
-from sparsify.models.init import INITS, initialize
+from sparsify.models.init import Init, initialize
 
-LINEAR_INITS = ("zeros", *INITS)
+LinearInit = Literal["zeros", Init]
 
 
 @register_model("linear")
 def linear(
-    num_classes: int = 1, in_features: int = 100, bias: bool = False, init: str = "zeros"
+    num_classes: int = 1, in_features: int = 100, bias: bool = False, init: LinearInit = "zeros"
 ) -> nn.Module:
     """y = θ x (+ b): ``in_features`` unknowns, ``num_classes`` outputs; ``init`` ``zeros``
     (θ₀ = 0), ``kaiming_normal`` or ``default``."""
-    if init not in LINEAR_INITS:
-        raise ConfigError(f"init={init!r} is invalid: choose one of {', '.join(LINEAR_INITS)}")
+    check_choice("init", init, LinearInit)
     model = nn.Linear(in_features, num_classes, bias=bias)
     if init == "zeros":
         nn.init.zeros_(model.weight)

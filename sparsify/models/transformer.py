@@ -9,15 +9,16 @@ and are kept dense unless selected by name.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsify.errors import ConfigError
-from sparsify.models.init import INITS, initialize
+from sparsify.errors import ConfigError, check_choice
+from sparsify.models.init import Init, initialize
 
-TRANSFORMER_INITS = ("trunc_normal", *INITS)
+TransformerInit = Literal["trunc_normal", Init]
 
 
 class SelfAttention(nn.Module):
@@ -73,13 +74,12 @@ class Block(nn.Module):
         return x
 
 
-def init_transformer(model: nn.Module, init: str, std: float = 0.02) -> nn.Module:
+def init_transformer(model: nn.Module, init: TransformerInit, std: float = 0.02) -> nn.Module:
     """``trunc_normal``: weights of linear, conv and embedding layers ~ N(0, std²) truncated at
     ±2 std, zero biases, LayerNorm γ=1 β=0 (DeiT, GPT-2); ``kaiming_normal`` and ``default`` as
     for the CNNs (``sparsify.models.init``). Parameters that are not in a layer (ViT's class
     token and position embedding) are drawn from the truncated normal in every case."""
-    if init not in TRANSFORMER_INITS:
-        raise ConfigError(f"init={init!r} is invalid: choose one of {', '.join(TRANSFORMER_INITS)}")
+    check_choice("init", init, TransformerInit)
     if init != "trunc_normal":
         return initialize(model, init)
     for layer in model.modules():
