@@ -1,17 +1,18 @@
 """PILoT at high sparsity (docs/results.md): per-run rows and per-epoch traces of PILoT's logged
 α_t, ‖m ⊙ w‖₁, inner scale and L1 share outside the top (1 − s) weights, from the folders of
-``sparsify compare`` runs; the 3-seed table (mean ± sample std) and a plot.
+``sparsify compare`` folders; the 3-seed table (mean ± sample std) and a plot.
 
-    python scripts/pilot_high_sparsity.py runs/pilot_high_sparsity runs/pilot_sweep \
-        --extra comparisons/digits/results.csv --out docs/results
+    python scripts/pilot_high_sparsity.py runs/pilot_high_sparsity runs/pilot_candidates \
+        runs/pilot_sweep --out docs/results
 
-``--extra`` adds the rows of other comparisons' ``results.csv`` (GMP, spred) to the table.
+``--extra`` adds the rows of other comparisons' ``results.csv`` to the table and CSV.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -84,27 +85,41 @@ def stopped_by_norm(epochs: list[dict], delta: float = 1.2) -> int:
     return count
 
 
+def finished_runs(compare_dir: Path):
+    """``(method, target, seed, run folder, summary)`` of every finished run of a
+    ``sparsify compare`` folder (``runs/<method>/s<target>/seed<seed>`` with a summary.json)."""
+    for run_dir in sorted(compare_dir.glob("runs/*/s*/seed*")):
+        summaries = list(run_dir.glob("lightning_logs/version_*/summary.json"))
+        if summaries:
+            summary = json.loads(summaries[0].read_text())
+            method, target, seed = run_dir.parts[-3], run_dir.parts[-2][1:], run_dir.name[4:]
+            yield method, target, seed, run_dir, summary
+
+
 def runs(compare_dir: Path) -> tuple[list[dict], list[dict]]:
-    """Rows of the comparison's results.csv with the PILoT values at the last epoch before
-    pruning, and the per-epoch traces."""
+    """One row per finished run, with the PILoT values at the last epoch before pruning, and
+    the per-epoch traces."""
     rows, traces = [], []
-    for row in csv.DictReader((compare_dir / "results.csv").open()):
-        run_dir = Path(row["run_dir"])
-        if not run_dir.exists():  # results.csv written elsewhere: the compare folder's layout
-            run_dir = compare_dir / "runs" / row["method"] / f"s{row['sparsity_target']}"
-            run_dir = run_dir / f"seed{row['seed']}"
+    for method, target, seed, run_dir, summary in finished_runs(compare_dir):
+        row = {
+            "method": method,
+            "sparsity_target": target,
+            "seed": seed,
+            "test_acc": summary["test_acc"],
+            "test_acc_before_pruning": summary.get("test_acc_before_pruning", ""),
+            "sparsity": summary.get("sparsity", ""),
+            "wall_time_s": json.loads((run_dir / "run.json").read_text())["wall_time_s"],
+        }
         epochs = trace(run_dir)
         if not epochs or "alpha" not in epochs[0]:  # not a PILoT run (GMP, spred)
-            rows.append({**{k: row[k] for k in ROW_KEYS}, "wall_time_s": row["wall_time_s"]})
+            rows.append(row)
             continue
-        key = {k: row[k] for k in ("method", "sparsity_target", "seed")}
-        traces += [{**key, **epoch} for epoch in epochs]
+        traces += [{"method": method, "sparsity_target": target, "seed": seed, **e} for e in epochs]
         before = epochs[len(epochs) - finetune_epochs(run_dir) - 1]
         alphas = [e["alpha"] for e in epochs]
         rows.append(
             {
-                **{k: row[k] for k in ROW_KEYS},
-                "wall_time_s": row["wall_time_s"],
+                **row,
                 "l1_outside_top_before_pruning": before.get("l1_outside_top", ""),
                 "inner_scale_before_pruning": before.get("inner_scale", ""),
                 "l1_norm_ratio_before_pruning": before["l1_norm"] / epochs[0]["l1_norm"],
@@ -117,10 +132,10 @@ def runs(compare_dir: Path) -> tuple[list[dict], list[dict]]:
     return rows, traces
 
 
-def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+def mean_std(values: list[float], scale: float = 1.0, digits: int = 2, kind: str = "f") -> str:
     values = [v * scale for v in values]
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}{kind}} ± {std:.{digits}{kind}}"
 
 
 def table(rows: list[dict]) -> str:
@@ -134,9 +149,9 @@ def table(rows: list[dict]) -> str:
     ]
     for (method, target), group in sorted(groups.items()):
 
-        def column(key, scale=1.0, digits=2, group=group):
+        def column(key, scale=1.0, digits=2, kind="f", group=group):
             values = [float(r[key]) for r in group if r.get(key) not in (None, "")]
-            return mean_std(values, scale, digits) if values else ""
+            return mean_std(values, scale, digits, kind) if values else ""
 
         alpha = ""
         if group[0].get("alpha_max") not in (None, ""):
@@ -146,57 +161,46 @@ def table(rows: list[dict]) -> str:
             f"| {method} | {target:.0%} | {len(group)} | {column('test_acc', 100)} "
             f"| {column('test_acc_before_pruning', 100)} "
             f"| {column('l1_outside_top_before_pruning', 100, 1)} "
-            f"| {column('inner_scale_before_pruning', digits=3)} | {alpha} "
+            f"| {column('inner_scale_before_pruning', digits=1, kind='e')} | {alpha} "
             f"| {column('wall_time_s', digits=0)} |"
         )
     return "\n".join(lines)
 
 
-def plot(traces: list[dict], path: Path, method: str = "pilot") -> None:
+def plot(traces: list[dict], path: Path, target: str = "0.99", methods: list | None = None) -> None:
+    """α_t, the L1 share outside the top (1 − s) and ‖m ⊙ w‖₁ / its first value over the
+    epochs before pruning, at target sparsity ``target``: one colour per method (``methods``,
+    default all), a line per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for target in sorted({t["sparsity_target"] for t in traces if t["method"] == method}):
-        for seed in sorted({t["seed"] for t in traces}):
-            series = [
-                t
-                for t in traces
-                if t["method"] == method and t["sparsity_target"] == target and t["seed"] == seed
-            ]
-            if not series:
-                continue
-            before = [t for t in series if t.get("l1_outside_top", 0) > 0]
-            scaled = [t for t in before if "inner_scale" in t]  # logged since this study
-            label = f"s={float(target):.2f}" if seed == "0" else None
-            color = f"C{sorted({t['sparsity_target'] for t in traces}).index(target)}"
-            epochs = [t["epoch"] for t in series]
-            axes[0].plot(epochs, [t["alpha"] for t in series], color=color, label=label)
-            axes[1].plot(
-                [t["epoch"] for t in before],
-                [t["l1_outside_top"] for t in before],
-                color=color,
-                label=label,
-            )
-            axes[2].plot(
-                [t["epoch"] for t in scaled],
-                [t["inner_scale"] for t in scaled],
-                color=color,
-                label=label,
-            )
-    axes[0].set(xlabel="epoch", ylabel="α_t", title=f"{method}: α_t (3 seeds)")
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    at_target = [t for t in traces if t["sparsity_target"] == target]
+    methods = methods or list(dict.fromkeys(t["method"] for t in at_target))
+    for index, method in enumerate(methods):
+        for seed in sorted({t["seed"] for t in at_target if t["method"] == method}):
+            series = [t for t in at_target if t["method"] == method and t["seed"] == seed]
+            before = [t for t in series if t.get("l1_outside_top", 0) > 1e-6]  # not yet pruned
+            epochs = [t["epoch"] for t in before]
+            style = {"color": f"C{index}", "label": method if seed == "0" else None, "lw": 1}
+            axes[0].plot([t["epoch"] for t in series], [t["alpha"] for t in series], **style)
+            axes[1].plot(epochs, [t["l1_outside_top"] for t in before], **style)
+            first = series[0]["l1_norm"]
+            axes[2].plot(epochs, [t["l1_norm"] / first for t in before], **style)
+    axes[0].set(xlabel="epoch", ylabel="α_t", yscale="log", title="α_t")
     axes[1].set(
         xlabel="epoch",
-        ylabel="share of ‖m⊙w‖₁ outside the top (1−s)",
-        title="L1 mass outside the top (1 − s)",
+        ylabel="share of ‖m⊙w‖₁",
+        title=f"L1 mass outside the top {1 - float(target):.0%} of |θ|",
         ylim=(0, 1),
     )
-    axes[2].set(xlabel="epoch", ylabel="mean m² − w²", title="inner scale β", ylim=(0, None))
+    axes[2].set(xlabel="epoch", ylabel="‖m⊙w‖₁ / epoch 0", yscale="log", title="L1 norm")
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[1].legend()
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"PILoT on digits, target {float(target):.0%}, before pruning (3 seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -214,6 +218,7 @@ def main() -> None:
     parser.add_argument("compare_dirs", nargs="+", type=Path)
     parser.add_argument("--extra", nargs="*", type=Path, default=[])
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--plot-methods", nargs="*", help="the methods of the plot (default all)")
     args = parser.parse_args()
     rows, traces = [], []
     for compare_dir in args.compare_dirs:
@@ -227,7 +232,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out / "pilot_high_sparsity.csv")
     write_csv(traces, args.out / "pilot_high_sparsity_epochs.csv")
-    plot(traces, args.out / "pilot_high_sparsity.png")
+    plot(traces, args.out / "pilot_high_sparsity.png", methods=args.plot_methods)
     print(table(rows))
 
 
