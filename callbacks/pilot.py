@@ -22,10 +22,13 @@ from sparsify.callbacks.param_groups import (
     pointwise_parameters,
     warn_coupled_decay,
 )
+from sparsify.callbacks.prune_at_end import PruneAtEnd
 from sparsify.callbacks.state_key import argument_key
 from sparsify.errors import ConfigError, check_choice
+from sparsify.masks import check_sparsity
 from sparsify.reparam import layer_masks, pointwise_factors
 from sparsify.schedules import make_schedule, pilot_update
+from sparsify.sign_flips import inner_scale
 
 DEFAULT_MONITOR = "train/acc"
 FIXED_SCHEDULES = ("constant", "inverse", "inverse_square", "exponential")
@@ -64,11 +67,23 @@ class PILoT(L.Callback):
             the log). A metric named here that is missing at the end of the first epoch is
             an error.
         mode: ``"max"`` (improved = higher, an accuracy) or ``"min"`` (a loss), for ``monitor``.
+        sparsity: the target sparsity s of the run, for ``pilot/l1_outside_top``; ``None``
+            (default): the ``sparsity`` of a ``PruneAtEnd`` callback in the trainer, if any.
+        outside_top_tolerance: a rule tied to the target sparsity s, not the paper's: α may
+            grow only while the fraction of ‖m ⊙ w‖₁ outside the top (1 − s) weights
+            (``l1_outside_top``) is above this tolerance, in place of ‖m ⊙ w‖₁ > K (K is then
+            unused); the accuracy and k < T/2 conditions stay. ``None`` (default): the paper's
+            rule. Needs a target sparsity (``sparsity`` or a ``PruneAtEnd``).
 
     m, w are moved into a param group of their own at ``on_fit_start`` if the module's
     optimizer mixes them with other parameters (``sparsify.callbacks.param_groups``); the other
     parameters keep their weight decay. Logs ``pilot/alpha`` (the α of the epoch) and
-    ``pilot/l1_norm``. α, the last accuracy and the reference norm are in ``state_dict``.
+    ``pilot/l1_norm``, and with a target sparsity s ``pilot/l1_outside_top``, the fraction of
+    ‖m ⊙ w‖₁ outside the top (1 − s) of the weights by magnitude (``l1_outside_top``): the share
+    of the L1 mass that magnitude pruning to s would remove, near 0 once training has made θ
+    s-sparse; ``pilot/inner_scale``, the mean of m² − w² (β: the bias is L2-like while
+    β ≫ |θ|, L1-like once β ≪ |θ|). α, the last accuracy and the reference norm are in
+    ``state_dict``.
     """
 
     def __init__(
@@ -81,6 +96,8 @@ class PILoT(L.Callback):
         rate: float = 0.95,
         monitor: str | None = None,
         mode: MonitorMode = "max",
+        sparsity: float | None = None,
+        outside_top_tolerance: float | None = None,
     ):
         if not alpha_init > 0:
             raise ConfigError(f"alpha_init={alpha_init!r} is invalid: must be > 0")
@@ -88,6 +105,11 @@ class PILoT(L.Callback):
             raise ConfigError(f"delta={delta!r} is invalid: must be > 1")
         if not l1_threshold >= 0:
             raise ConfigError(f"l1_threshold={l1_threshold!r} is invalid: must be >= 0")
+        if outside_top_tolerance is not None and not 0 <= outside_top_tolerance < 1:
+            raise ConfigError(
+                f"outside_top_tolerance={outside_top_tolerance!r} is invalid: must be in [0, 1), "
+                "a fraction of ‖m ⊙ w‖₁, or null for the paper's rule"
+            )
         check_choice("mode", mode, MonitorMode)
         if not (callable(schedule) or schedule in ("adaptive", *FIXED_SCHEDULES)):
             raise ConfigError(
@@ -99,6 +121,9 @@ class PILoT(L.Callback):
         self.adaptive = schedule == "adaptive"
         self.schedule = None if self.adaptive else make_schedule(schedule, rate=rate)
         self.monitor, self.mode = monitor, mode
+        self.sparsity = None if sparsity is None else check_sparsity(sparsity)
+        self.target_sparsity = self.sparsity  # resolved at on_fit_start
+        self.outside_top_tolerance = outside_top_tolerance
         self.alpha = float(alpha_init)
         self.last: float | None = None
         self.reference_norm: float | None = None
@@ -122,6 +147,14 @@ class PILoT(L.Callback):
             )
         self._pointwise_ids = {id(p) for p in pointwise_parameters(pl_module)}
         warn_coupled_decay(trainer, "PILoT")
+        pruners = [c for c in trainer.callbacks if isinstance(c, PruneAtEnd)]
+        if self.sparsity is None and pruners:
+            self.target_sparsity = pruners[0].sparsity
+        if self.outside_top_tolerance is not None and self.target_sparsity is None:
+            raise ConfigError(
+                f"outside_top_tolerance={self.outside_top_tolerance!r} needs a target sparsity: "
+                "set PILoT's sparsity or add a PruneAtEnd callback"
+            )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.reference_norm is None:
@@ -153,25 +186,46 @@ class PILoT(L.Callback):
             self._loss_count += 1
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        norm = pointwise_l1_norm(pl_module)
+        magnitudes = pointwise_magnitudes(pl_module)
+        norm = float(magnitudes.sum())
         pl_module.log("pilot/l1_norm", norm, sync_dist=True)
+        pl_module.log("pilot/inner_scale", inner_scale(pl_module), sync_dist=True)
+        outside = None
+        if self.target_sparsity is not None:
+            outside = l1_outside_top(magnitudes, self.target_sparsity)
+            pl_module.log("pilot/l1_outside_top", outside, sync_dist=True)
         if not self.adaptive:
             return
-        self.update(self.read_metric(trainer), norm, trainer.current_epoch, trainer.max_epochs)
+        metric = self.read_metric(trainer)
+        self.update(metric, norm, trainer.current_epoch, trainer.max_epochs, outside)
         # Every rank computes the same values from reduced metrics and identical parameters;
         # rank 0's are broadcast so that a metric the user forgot to reduce cannot split them.
         self.alpha, self.last = trainer.strategy.broadcast((self.alpha, self.last), src=0)
 
-    def update(self, metric: float, l1_norm: float, epoch: int, total_epochs: int) -> float:
+    def update(
+        self,
+        metric: float,
+        l1_norm: float,
+        epoch: int,
+        total_epochs: int,
+        outside_top: float | None = None,
+    ) -> float:
         """Apply the adaptive rule after epoch ``epoch`` (0-based) of ``total_epochs`` given its
-        train accuracy and ‖m ⊙ w‖₁; the first epoch counts as an improvement. Returns α."""
+        train accuracy, ‖m ⊙ w‖₁ and (for ``outside_top_tolerance``) the fraction of it outside
+        the top (1 − s) weights; the first epoch counts as an improvement. Returns α."""
         mode = "min" if self.follows_loss else self.mode
         if self.last is None:
             improved = True
         else:
             improved = metric > self.last if mode == "max" else metric < self.last
+        # α may grow while the measure of "not sparse yet" is above its limit: the paper's
+        # ‖m ⊙ w‖₁ > K, or the L1 share outside the top (1 − s) > the tolerance.
+        if self.outside_top_tolerance is None:
+            measure, limit = l1_norm, self.threshold
+        else:
+            measure, limit = outside_top, self.outside_top_tolerance
         self.alpha = pilot_update(
-            self.alpha, self.delta, improved, l1_norm, self.threshold, epoch, total_epochs
+            self.alpha, self.delta, improved, measure, limit, epoch, total_epochs
         )
         self.last = metric
         return self.alpha
@@ -222,11 +276,31 @@ class PILoT(L.Callback):
 
 
 @torch.no_grad()
+def pointwise_magnitudes(module: nn.Module) -> torch.Tensor:
+    """|m ⊙ w ⊙ mask| of all reparametrized weights of ``module``, flattened into one tensor."""
+    live = layer_masks(module)
+    parts = [
+        (m * w * live[name[: -len("weight")].rstrip(".")]).abs().flatten()
+        for name, m, w in pointwise_factors(module)
+    ]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
 def pointwise_l1_norm(module: nn.Module) -> float:
     """‖m ⊙ w ⊙ mask‖₁ over all reparametrized weights of ``module``."""
-    live = layer_masks(module)
-    total = 0.0
-    for name, m, w in pointwise_factors(module):
-        mask = live[name[: -len("weight")].rstrip(".")]
-        total += float((m * w * mask).abs().sum())
-    return total
+    return float(pointwise_magnitudes(module).sum())
+
+
+def l1_outside_top(magnitudes: torch.Tensor, sparsity: float) -> float:
+    """The fraction of ‖θ‖₁ outside the top k = round((1 − s) · n) of the n entries |θ|:
+
+        1 − Σ_{i ≤ k} |θ|₍ᵢ₎ / Σᵢ |θ|ᵢ        (|θ|₍₁₎ ≥ |θ|₍₂₎ ≥ … sorted),
+
+    i.e. the share of the L1 mass a global magnitude pruning to sparsity s would remove
+    (0: θ is already s-sparse; 0 for θ = 0)."""
+    total = float(magnitudes.sum())
+    if total == 0:
+        return 0.0
+    keep = round((1 - sparsity) * magnitudes.numel())
+    top = float(torch.topk(magnitudes, keep, sorted=False).values.sum()) if keep else 0.0
+    return max(0.0, 1 - top / total)

@@ -161,8 +161,8 @@ class WeightDecaySwitchOff(TrainerCallback):
 
 
 class PILoT(TrainerCallback):
-    """PILoT's α_t (Mask in the Mirror, ICLR 2025) as the weight decay of exactly the m, w of
-    θ = m ⊙ w, updated when each epoch begins from the epoch before:
+    """PILoT's penalty α_t (‖m‖² + ‖w‖²) (Mask in the Mirror, ICLR 2025) as the weight decay
+    2 α_t of exactly the m, w of θ = m ⊙ w, updated when each epoch begins from the epoch before:
 
         α ← α·δ  if ``monitor`` improved, ‖m ⊙ w‖₁ > K and k < T/2;   α ← α/δ  otherwise.
 
@@ -212,7 +212,7 @@ class PILoT(TrainerCallback):
 
     def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
         for group in pointwise_groups(optimizer, self._pointwise):
-            group["weight_decay"] = self.rule.alpha
+            group["weight_decay"] = 2 * self.rule.alpha  # ∇ α‖p‖² = 2αp, as the Lightning PILoT
 
 
 class SignIn(SignInRescale, TrainerCallback):

@@ -112,7 +112,8 @@ def test_pilot_grows_then_decays_alpha_on_exactly_m_and_w(tmp_path):
     assert pilot.history[:2] == pytest.approx([1e-3, 2e-3])
     assert pilot.history[3] == pytest.approx(pilot.history[2] / 2)
     seen = [record.decay[e * STEPS_PER_EPOCH][2] for e in range(4)]
-    assert seen == pytest.approx(pilot.history)  # the optimizer's m, w group got α_t
+    # the optimizer's m, w group got 2 α_t: the gradient of the paper's α_t (‖m‖² + ‖w‖²)
+    assert seen == pytest.approx([2 * alpha for alpha in pilot.history])
     assert all(d[:2] == [1e-3, 0.0] for d in record.decay)  # the other groups kept theirs
 
 

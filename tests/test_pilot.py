@@ -1,10 +1,12 @@
 import lightning as L
 import pytest
+import torch
 
 from helpers import RecordWeightDecay, UserModule, loaders, trainer
 from sparsify import ConfigError
-from sparsify.callbacks import PILoT, Reparametrize
+from sparsify.callbacks import PILoT, PruneAtEnd, Reparametrize
 from sparsify.callbacks.param_groups import pointwise_parameters
+from sparsify.callbacks.pilot import l1_outside_top
 
 
 class RecordAlpha(L.Callback):
@@ -125,6 +127,8 @@ def test_missing_metric_and_missing_factors_are_clear_errors(tmp_path):
         ({"l1_threshold": -1.0}, "l1_threshold=-1.0 is invalid"),
         ({"mode": "up"}, "mode='up' is invalid"),
         ({"schedule": "sometimes"}, "schedule='sometimes' is invalid"),
+        ({"outside_top_tolerance": 1.0}, "outside_top_tolerance=1.0 is invalid"),
+        ({"sparsity": 1.5}, "sparsity=1.5 is invalid"),
     ],
 )
 def test_bad_arguments_fail_in_init(kwargs, message):
@@ -165,3 +169,75 @@ def test_without_a_logged_accuracy_the_rule_follows_the_mean_training_loss(tmp_p
     for epoch, mean in enumerate(record.means[:-1]):
         assert alphas.seen[epoch + 1] == pytest.approx(expected.update(mean, 1.0, epoch, 4))
     assert caplog.text.count("follows the epoch's mean training loss") == 1
+
+
+def test_l1_outside_top_is_the_share_of_the_l1_mass_pruning_to_s_removes():
+    magnitudes = torch.tensor([8.0, 4.0, 2.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # sum 16
+    assert l1_outside_top(magnitudes, 0.9) == pytest.approx(1 - 8 / 16)  # keeps 1 of 10
+    assert l1_outside_top(magnitudes, 0.8) == pytest.approx(1 - 12 / 16)
+    assert l1_outside_top(magnitudes, 0.5) == pytest.approx(0.0)  # already 50 % sparse
+    assert l1_outside_top(torch.ones(100), 0.99) == pytest.approx(0.99)  # nothing stands out
+    assert l1_outside_top(torch.zeros(10), 0.9) == 0.0
+
+
+def test_outside_top_tolerance_grows_alpha_while_the_l1_mass_outside_the_top_is_above_it():
+    # K would stop growth at every step here (norm 1 < K = 10): the tolerance rule ignores it.
+    pilot = PILoT(
+        alpha_init=1.0,
+        delta=2.0,
+        l1_threshold=10.0,
+        l1_threshold_relative=False,
+        outside_top_tolerance=0.1,
+    )
+    script = [  # (train accuracy, L1 share outside the top (1 − s), α after the epoch): T = 10
+        (0.50, 0.60, 2.0),  # the first epoch counts as improving, 0.60 > 0.1: grow
+        (0.60, 0.30, 4.0),  # improved, 0.30 > 0.1: grow
+        (0.70, 0.05, 2.0),  # improved but sparse enough (0.05 <= 0.1): shrink
+        (0.65, 0.20, 1.0),  # accuracy fell: shrink
+        (0.80, 0.20, 2.0),  # improved, 0.20 > 0.1, epoch 4 < 5: grow
+        (0.90, 0.20, 1.0),  # epoch 5 is in the second half: shrink
+    ]
+    for epoch, (accuracy, outside, alpha) in enumerate(script):
+        assert pilot.update(accuracy, 1.0, epoch, 10, outside_top=outside) == pytest.approx(alpha)
+
+
+class RecordLogged(L.Callback):
+    """What PILoT logged at the end of each epoch, and the model's θ at that moment."""
+
+    def __init__(self):
+        self.outside, self.magnitudes = [], []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.outside.append(float(trainer.callback_metrics["pilot/l1_outside_top"]))
+        net = pl_module.net
+        self.magnitudes.append(torch.cat([net[i].weight.detach().abs().flatten() for i in (0, 2)]))
+
+
+def test_the_logged_outside_share_is_at_the_pruners_target_and_drives_the_tolerance_rule(
+    tmp_path,
+):
+    # K beyond any norm: the paper's rule would shrink α; the tolerance rule grows it.
+    pilot = PILoT(
+        alpha_init=0.01,
+        delta=2.0,
+        l1_threshold=1e9,
+        l1_threshold_relative=False,
+        monitor="train/loss",
+        mode="min",
+        outside_top_tolerance=0.0,
+    )
+    record, alphas = RecordLogged(), RecordAlpha(pilot)
+    callbacks = [Reparametrize(), pilot, record, alphas, PruneAtEnd(0.75)]
+    trainer(tmp_path, callbacks, max_epochs=2).fit(UserModule(lr=0.05), *loaders())
+    assert pilot.target_sparsity == 0.75
+    for logged, magnitudes in zip(record.outside, record.magnitudes):
+        kept = torch.topk(magnitudes, round(0.25 * magnitudes.numel())).values.sum()
+        assert logged == pytest.approx(float(1 - kept / magnitudes.sum()), rel=1e-5)
+    assert record.outside[0] > 0  # a dense θ has mass outside its top quarter: α grew
+    assert alphas.seen[1] == pytest.approx(0.02)
+
+
+def test_outside_top_tolerance_without_a_target_sparsity_is_a_clear_error(tmp_path):
+    pilot = PILoT(outside_top_tolerance=0.1, monitor="train/loss", mode="min")
+    with pytest.raises(ConfigError, match="outside_top_tolerance=0.1 needs a target sparsity"):
+        trainer(tmp_path, [Reparametrize(), pilot], max_epochs=1).fit(UserModule(), *loaders())
