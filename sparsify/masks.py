@@ -214,7 +214,6 @@ def _keep_highest(
     device = scores[0].device
     flat = torch.cat([s.detach().flatten().to(device) for s in scores])
     alive = torch.cat([t.detach().flatten().to(device) != 0 for t in theta])
-    keep = torch.zeros_like(alive)
     if allowed is not None:
         permitted = torch.cat([a.flatten().to(device) for a in allowed])
         dead = ~alive & permitted
@@ -222,17 +221,65 @@ def _keep_highest(
     else:
         dead = ~alive
     budget = max(0, min(budget, flat.numel()))
-    live = alive.nonzero().squeeze(1)
-    chosen = min(budget, live.numel())
-    if chosen:
-        keep[live[torch.topk(flat[live], chosen, sorted=False).indices]] = True
+    keep = _highest(flat, alive, budget)
+    chosen = int(keep.sum())
     if regrow is not None and budget > chosen:
-        zeros = dead.nonzero().squeeze(1)
-        grow = torch.cat([g.detach().flatten().to(device) for g in regrow])[zeros]
-        keep[zeros[torch.topk(grow, min(budget - chosen, zeros.numel()), sorted=False).indices]] = (
-            True
-        )
+        grow = torch.cat([g.detach().flatten().to(device) for g in regrow])
+        keep |= _highest(grow, dead, budget - chosen)
     return keep
+
+
+# Above this many entries, the threshold is bracketed from a sample before the exact search.
+_SAMPLED_ABOVE = 1 << 20
+_SAMPLE = 1 << 16
+
+
+def _highest(values: torch.Tensor, eligible: torch.Tensor, count: int) -> torch.Tensor:
+    """Bool tensor keeping exactly ``min(count, eligible.sum())`` eligible entries of the flat
+    ``values``: those above the threshold t (the ``count``-th highest eligible value), then
+    entries equal to t by position, lowest index first. No sort: t is found by ``kthvalue``."""
+    available = int(torch.count_nonzero(eligible))
+    if count >= available:
+        return eligible.clone()
+    if count <= 0:
+        return torch.zeros_like(eligible)
+    if not values.is_floating_point():
+        values = values.double()
+    candidates = values.masked_fill(~eligible, -torch.inf)
+    threshold = _kth_highest(candidates, count)
+    keep = candidates > threshold  # an ineligible entry is -inf, never above
+    missing = count - int(torch.count_nonzero(keep))
+    if missing:
+        ties = ((candidates == threshold) & eligible).nonzero().squeeze(1)
+        keep[ties[:missing]] = True
+    return keep
+
+
+def _kth_highest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The exact k-th highest entry of the flat ``values`` (1 ≤ k ≤ numel).
+
+    For large tensors a seeded random sample of 65 536 entries brackets it between two sample
+    quantiles (8 binomial standard deviations apart) and ``kthvalue`` searches only the entries
+    inside the bracket; if the bracket misses, ``kthvalue`` searches everything. Either way the
+    answer is exact: the sample only decides how much is searched."""
+    n = values.numel()
+    if n > _SAMPLED_ABOVE:
+        generator = torch.Generator(device=values.device).manual_seed(0)
+        picks = torch.randint(n, (_SAMPLE,), generator=generator, device=values.device)
+        sample = values[picks].sort().values
+        rank = (1 - k / n) * _SAMPLE  # the k-th highest's position in the sorted sample
+        margin = 4 * math.sqrt(_SAMPLE * (k / n) * (1 - k / n)) + 8
+        low, high = int(rank - margin), int(rank + margin)
+        lo = sample[low] if low >= 0 else None
+        hi = sample[high] if high < _SAMPLE else None
+        above = 0 if hi is None else int(torch.count_nonzero(values > hi))
+        if above < k:
+            inside = values if lo is None else values[values > lo]
+            if hi is not None:
+                inside = inside[inside <= hi]
+            if k - above <= inside.numel():
+                return torch.kthvalue(inside, inside.numel() - (k - above) + 1).values
+    return torch.kthvalue(values, n - k + 1).values
 
 
 @torch.no_grad()

@@ -100,3 +100,24 @@ def test_rigl_drop_never_keeps_a_zero_weight_by_tie_order():
     assert rigl_masks(weights, grads, current, 0.25)["a"].tolist() == [0, 0, 1, 1, 1, 1]
     grads["a"][0] = 9.0  # a zero kept weight with a large gradient keeps its place
     assert rigl_masks(weights, grads, current, 0.25)["a"].tolist() == [1, 0, 1, 1, 1, 0]
+
+
+@pytest.mark.parametrize("kept", [1, 400_000, 839_999, 900_000])
+def test_select_mask_keeps_exactly_the_budget_by_threshold_on_a_large_tied_layer(kept):
+    """Above 2^20 entries the threshold is bracketed from a sample first (``_kth_highest``);
+    the count stays exact, no exact zero is kept, and ties at the threshold go by position."""
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.rand(1_200_000, generator=generator).mul(1000).round()  # many ties
+    theta = torch.ones(1_200_000)
+    theta[torch.randperm(1_200_000, generator=generator)[:360_000]] = 0
+    density = {"w": kept / 1_200_000}
+    mask = select_mask({"w": scores}, {"w": theta}, densities=density)["w"].bool()
+    assert int(mask.sum()) == min(kept, 840_000)
+    assert (theta[mask] != 0).all()
+    live = theta != 0
+    if 0 < kept < 840_000:
+        threshold = scores[mask].min()
+        assert (scores[live & ~mask] <= threshold).all()
+        tied = (live & (scores == threshold)).nonzero().squeeze(1)
+        chosen = mask[tied]
+        assert chosen[: int(chosen.sum())].all()  # the lowest indices among the ties
