@@ -213,7 +213,7 @@ def _keep_highest(
     only among the ``allowed`` entries when given."""
     device = scores[0].device
     flat = torch.cat([s.detach().flatten().to(device) for s in scores])
-    alive = torch.cat([t.detach().flatten().to(device) != 0 for t in theta])
+    alive = torch.cat([_nonzero(t).flatten().to(device) for t in theta])
     if allowed is not None:
         permitted = torch.cat([a.flatten().to(device) for a in allowed])
         dead = ~alive & permitted
@@ -227,6 +227,11 @@ def _keep_highest(
         grow = torch.cat([g.detach().flatten().to(device) for g in regrow])
         keep |= _highest(grow, dead, budget - chosen)
     return keep
+
+
+def _nonzero(theta: torch.Tensor) -> torch.Tensor:
+    """θ ≠ 0 (a bool tensor is its own answer: callers may pass masks as θ)."""
+    return theta if theta.dtype == torch.bool else theta.detach() != 0
 
 
 # Above this many entries, the threshold is bracketed from a sample before the exact search.
