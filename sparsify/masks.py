@@ -212,20 +212,18 @@ def _keep_highest(
     among θ ≠ 0, then, with ``regrow``, the highest ``regrow`` among θ = 0 up to ``budget``;
     only among the ``allowed`` entries when given."""
     device = scores[0].device
-    flat = torch.cat([s.detach().flatten().to(device) for s in scores])
-    alive = torch.cat([_nonzero(t).flatten().to(device) for t in theta])
+    alive = [_nonzero(t).to(device) for t in theta]
     if allowed is not None:
-        permitted = torch.cat([a.flatten().to(device) for a in allowed])
-        dead = ~alive & permitted
-        alive &= permitted
+        permitted = [a.to(device) for a in allowed]
+        dead = [~live & a for live, a in zip(alive, permitted)]
+        alive = [live & a for live, a in zip(alive, permitted)]
     else:
-        dead = ~alive
-    budget = max(0, min(budget, flat.numel()))
-    keep = _highest(flat, alive, budget)
-    chosen = int(keep.sum())
+        dead = [~live for live in alive]
+    budget = max(0, min(budget, sum(s.numel() for s in scores)))
+    keep = _highest(scores, alive, budget)
+    chosen = int(torch.count_nonzero(keep))
     if regrow is not None and budget > chosen:
-        grow = torch.cat([g.detach().flatten().to(device) for g in regrow])
-        keep |= _highest(grow, dead, budget - chosen)
+        keep |= _highest(regrow, dead, budget - chosen)
     return keep
 
 
@@ -239,23 +237,33 @@ _SAMPLED_ABOVE = 1 << 20
 _SAMPLE = 1 << 16
 
 
-def _highest(values: torch.Tensor, eligible: torch.Tensor, count: int) -> torch.Tensor:
-    """Bool tensor keeping exactly ``min(count, eligible.sum())`` eligible entries of the flat
-    ``values``: those above the threshold t (the ``count``-th highest eligible value), then
+def _highest(values: list, eligible: list, count: int) -> torch.Tensor:
+    """A flat bool tensor over the concatenated entries of the tensors ``values`` keeping
+    exactly ``min(count, eligible.sum())`` of the ``eligible`` ones (bool tensors shaped like
+    ``values``): those above the threshold t (the ``count``-th highest eligible value), then
     entries equal to t by position, lowest index first. No sort: t is found by ``kthvalue``."""
-    available = int(torch.count_nonzero(eligible))
+    device = eligible[0].device
+    available = sum(int(torch.count_nonzero(e)) for e in eligible)
     if count >= available:
-        return eligible.clone()
+        return torch.cat([e.flatten() for e in eligible])
     if count <= 0:
-        return torch.zeros_like(eligible)
-    if not values.is_floating_point():
-        values = values.double()
-    candidates = values.masked_fill(~eligible, -torch.inf)
+        return torch.zeros(sum(e.numel() for e in eligible), dtype=torch.bool, device=device)
+    dtype = torch.float32
+    for v in values:
+        dtype = torch.promote_types(dtype, v.dtype if v.is_floating_point() else torch.float64)
+    candidates = torch.empty(sum(v.numel() for v in values), dtype=dtype, device=device)
+    lowest = torch.full((), -torch.inf, dtype=dtype, device=device)
+    start = 0
+    for v, e in zip(values, eligible):  # one pass: an ineligible entry becomes -inf
+        part = candidates[start : start + v.numel()].view(v.shape)
+        torch.where(e, v.detach().to(device, dtype), lowest, out=part)
+        start += v.numel()
     threshold = _kth_highest(candidates, count)
     keep = candidates > threshold  # an ineligible entry is -inf, never above
     missing = count - int(torch.count_nonzero(keep))
     if missing:
-        ties = ((candidates == threshold) & eligible).nonzero().squeeze(1)
+        flat = torch.cat([e.flatten() for e in eligible])
+        ties = ((candidates == threshold) & flat).nonzero().squeeze(1)
         keep[ties[:missing]] = True
     return keep
 
@@ -277,11 +285,13 @@ def _kth_highest(values: torch.Tensor, k: int) -> torch.Tensor:
         low, high = int(rank - margin), int(rank + margin)
         lo = sample[low] if low >= 0 else None
         hi = sample[high] if high < _SAMPLE else None
-        above = 0 if hi is None else int(torch.count_nonzero(values > hi))
+        below_hi = values <= hi if hi is not None else None
+        above = 0 if hi is None else n - int(torch.count_nonzero(below_hi))
         if above < k:
-            inside = values if lo is None else values[values > lo]
-            if hi is not None:
-                inside = inside[inside <= hi]
+            inside = values > lo if lo is not None else torch.ones_like(values, dtype=torch.bool)
+            if below_hi is not None:
+                inside &= below_hi
+            inside = values[inside]
             if k - above <= inside.numel():
                 return torch.kthvalue(inside, inside.numel() - (k - above) + 1).values
     return torch.kthvalue(values, n - k + 1).values
