@@ -56,6 +56,7 @@ _LINEAR_MODULES = (
     nn.Identity,
     nn.Dropout,
 )
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _RELUS = {F.relu, torch.relu, "relu", "relu_"}
 _LINEAR_FUNCTIONS = {
     operator.add,
@@ -117,6 +118,32 @@ class _BiasDivided(nn.Module):
         return self.layer(x)
 
 
+class _ConvBatchNorm(nn.Module):
+    """A convolution followed by an eval-mode BatchNorm as one convolution: weight W ⊙ d per
+    output channel, d = γ / sqrt(var + eps), bias d (b − mean) + β (divided by the running C
+    when it is not zero). The gradient reaching W is d times the fused weight's, so
+    W ⊙ ∂R/∂W is unchanged."""
+
+    def __init__(self, conv: nn.Module, norm: _BatchNorm, scale: _Scale) -> None:
+        super().__init__()
+        self.conv, self.scale = conv, [scale]
+        with torch.no_grad():
+            d = (norm.running_var + norm.eps).rsqrt()
+            shift = -norm.running_mean * d
+            if norm.affine:
+                d, shift = d * norm.weight, shift * norm.weight + norm.bias
+            if conv.bias is not None:
+                shift = shift + conv.bias * d
+        self.register_buffer("d", d.reshape(-1, *[1] * (conv.weight.dim() - 1)))
+        self.shift = shift if bool(shift.any()) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shift, c = self.shift, self.scale[0].value
+        if shift is not None and c is not None:
+            shift = shift / c
+        return self.conv._conv_forward(x, self.conv.weight * self.d, shift)
+
+
 class HomogeneousScorer(nn.Module):
     """Runs the rescaled trace; ``forward`` returns the output divided by C_total."""
 
@@ -133,7 +160,7 @@ class HomogeneousScorer(nn.Module):
 def homogeneous_scorer(scorer: nn.Module) -> HomogeneousScorer | None:
     """The rescaled float32-safe trace of a linearized scoring copy (see the module docstring),
     sharing its parameters, or None where the network does not trace or is not built only of
-    positively homogeneous operations. Call it again after changing the biases."""
+    positively homogeneous operations. Call it again after changing biases or BatchNorm."""
     try:
         graph_module = fx.symbolic_trace(scorer)
     except Exception:  # any failure to trace means: score in float64 instead
@@ -149,6 +176,7 @@ def homogeneous_scorer(scorer: nn.Module) -> HomogeneousScorer | None:
             node.replace_all_uses_with(node.args[0])
             graph_module.graph.erase_node(node)
     scale = _Scale()
+    _fuse_batch_norms(graph_module, layers, scale)
     nodes = list(graph_module.graph.nodes)
     cuts = _cut_points(nodes)
     for index, node in enumerate(nodes):
@@ -168,6 +196,29 @@ def homogeneous_scorer(scorer: nn.Module) -> HomogeneousScorer | None:
             user.replace_input_with(node, divided)
     graph_module.recompile()
     return HomogeneousScorer(graph_module, scale)
+
+
+def _fuse_batch_norms(graph_module: fx.GraphModule, layers: dict, scale: _Scale) -> None:
+    """Each convolution whose only user is a BatchNorm becomes one ``_ConvBatchNorm``."""
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_module" or not isinstance(layers[node.target], _CONVS):
+            continue
+        users = list(node.users)
+        if len(users) != 1 or users[0].op != "call_module":
+            continue
+        norm = layers[users[0].target]
+        if (
+            not isinstance(norm, _BatchNorm)
+            or norm.num_features != layers[node.target].out_channels
+        ):
+            continue
+        name = f"_conv_batch_norm_{len(layers)}"
+        fused = _ConvBatchNorm(layers[node.target], norm, scale)
+        graph_module.add_submodule(name, fused)
+        layers[name] = fused
+        node.target = name
+        users[0].replace_all_uses_with(node)
+        graph_module.graph.erase_node(users[0])
 
 
 def _cut_points(nodes: list[fx.Node]) -> list[int]:
