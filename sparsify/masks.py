@@ -262,8 +262,10 @@ def _highest(values: list, eligible: list, count: int) -> torch.Tensor:
     keep = candidates > threshold  # an ineligible entry is -inf, never above
     missing = count - int(torch.count_nonzero(keep))
     if missing:
-        flat = torch.cat([e.flatten() for e in eligible])
-        ties = ((candidates == threshold) & flat).nonzero().squeeze(1)
+        ties = candidates == threshold
+        if threshold == -torch.inf:  # only then can an ineligible entry tie
+            ties &= torch.cat([e.flatten() for e in eligible])
+        ties = ties.nonzero().squeeze(1)
         keep[ties[:missing]] = True
     return keep
 

@@ -317,7 +317,7 @@ def _synflow_masks(
         exclude,
     )
     rounds_scorer = _SynflowScorer(module, include, exclude, input_shape, input_dtype)
-    current = {name: theta != 0 for name, theta in rounds_scorer.magnitudes().items()}
+    current = rounds_scorer.live()
     for k in range(1, rounds + 1):
         scores = rounds_scorer.scores(current)
         round_sparsity = 1 - (1 - sparsity) ** (k / rounds)
@@ -357,10 +357,8 @@ class _SynflowScorer:
     def _use(self, scorer, weights, dtype) -> None:
         module, include, exclude, input_shape, input_dtype = self.args
         self.scorer, self.weights = scorer, weights
-        self.theta = {name: theta.detach().clone() for name, theta in weights.items()}
         ones_dtype = dtype if input_dtype.is_floating_point else input_dtype
         self.ones = torch.ones((1, *input_shape), dtype=ones_dtype, device=device_of(scorer))
-        self.zero = torch.zeros((), dtype=dtype, device=device_of(scorer))
 
     def _float64(self) -> None:
         module, include, exclude, _, _ = self.args
@@ -369,14 +367,16 @@ class _SynflowScorer:
         self._use(scorer, weights, torch.float64)
         self.fast = False
 
-    def magnitudes(self) -> Scores:
-        return self.theta
+    def live(self) -> Scores:
+        """θ ≠ 0 of every scored layer."""
+        return {name: theta.detach() != 0 for name, theta in self.weights.items()}
 
     def scores(self, current: Scores) -> Scores:
-        """|θ ⊙ ∂R/∂θ| (up to one common factor) with the weights outside ``current`` at 0."""
+        """|θ ⊙ ∂R/∂θ| (up to one common factor) with the weights outside ``current`` at 0.
+        ``current`` only shrinks from round to round, so the weights are masked in place."""
         with torch.no_grad():
             for name, theta in self.weights.items():
-                torch.where(current[name], self.theta[name], self.zero, out=theta.data)
+                theta.masked_fill_(~current[name], 0)
         if not self.fast:
             return _synflow_round(self.scorer, self.weights, self.ones)
         # Non-negative weights, input and gradients: the score needs no abs here.
