@@ -213,16 +213,16 @@ def _keep_highest(
     only among the ``allowed`` entries when given."""
     device = scores[0].device
     alive = [_nonzero(t).to(device) for t in theta]
-    if allowed is not None:
-        permitted = [a.to(device) for a in allowed]
-        dead = [~live & a for live, a in zip(alive, permitted)]
-        alive = [live & a for live, a in zip(alive, permitted)]
-    else:
-        dead = [~live for live in alive]
+    permitted = None if allowed is None else [a.to(device) for a in allowed]
+    if permitted is not None:
+        alive_permitted = [live & a for live, a in zip(alive, permitted)]
     budget = max(0, min(budget, sum(s.numel() for s in scores)))
-    keep = _highest(scores, alive, budget)
+    keep = _highest(scores, alive if permitted is None else alive_permitted, budget)
     chosen = int(torch.count_nonzero(keep))
     if regrow is not None and budget > chosen:
+        dead = [~live for live in alive]
+        if permitted is not None:
+            dead = [d & a for d, a in zip(dead, permitted)]
         keep |= _highest(regrow, dead, budget - chosen)
     return keep
 

@@ -376,7 +376,7 @@ class _SynflowScorer:
         ``current`` only shrinks from round to round, so the weights are masked in place."""
         with torch.no_grad():
             for name, theta in self.weights.items():
-                theta.masked_fill_(~current[name], 0)
+                theta.mul_(current[name])
         if not self.fast:
             return _synflow_round(self.scorer, self.weights, self.ones)
         # Non-negative weights, input and gradients: the score needs no abs here.
