@@ -213,27 +213,91 @@ def _keep_highest(
     among θ ≠ 0, then, with ``regrow``, the highest ``regrow`` among θ = 0 up to ``budget``;
     only among the ``allowed`` entries when given."""
     device = scores[0].device
-    flat = torch.cat([s.detach().flatten().to(device) for s in scores])
-    alive = torch.cat([t.detach().flatten().to(device) != 0 for t in theta])
-    keep = torch.zeros_like(alive)
-    if allowed is not None:
-        permitted = torch.cat([a.flatten().to(device) for a in allowed])
-        dead = ~alive & permitted
-        alive &= permitted
-    else:
-        dead = ~alive
-    budget = max(0, min(budget, flat.numel()))
-    live = alive.nonzero().squeeze(1)
-    chosen = min(budget, live.numel())
-    if chosen:
-        keep[live[torch.topk(flat[live], chosen, sorted=False).indices]] = True
+    alive = [_nonzero(t).to(device) for t in theta]
+    permitted = None if allowed is None else [a.to(device) for a in allowed]
+    if permitted is not None:
+        alive_permitted = [live & a for live, a in zip(alive, permitted)]
+    budget = max(0, min(budget, sum(s.numel() for s in scores)))
+    keep = _highest(scores, alive if permitted is None else alive_permitted, budget)
+    chosen = int(torch.count_nonzero(keep))
     if regrow is not None and budget > chosen:
-        zeros = dead.nonzero().squeeze(1)
-        grow = torch.cat([g.detach().flatten().to(device) for g in regrow])[zeros]
-        keep[zeros[torch.topk(grow, min(budget - chosen, zeros.numel()), sorted=False).indices]] = (
-            True
-        )
+        dead = [~live for live in alive]
+        if permitted is not None:
+            dead = [d & a for d, a in zip(dead, permitted)]
+        keep |= _highest(regrow, dead, budget - chosen)
     return keep
+
+
+def _nonzero(theta: torch.Tensor) -> torch.Tensor:
+    """θ ≠ 0 (a bool tensor is its own answer: callers may pass masks as θ)."""
+    return theta if theta.dtype == torch.bool else theta.detach() != 0
+
+
+# Above this many entries, the threshold is bracketed from a sample before the exact search.
+_SAMPLED_ABOVE = 1 << 20
+_SAMPLE = 1 << 16
+
+
+def _highest(values: list, eligible: list, count: int) -> torch.Tensor:
+    """A flat bool tensor over the concatenated entries of the tensors ``values`` keeping
+    exactly ``min(count, eligible.sum())`` of the ``eligible`` ones (bool tensors shaped like
+    ``values``): those above the threshold t (the ``count``-th highest eligible value), then
+    entries equal to t by position, lowest index first. No sort: t is found by ``kthvalue``."""
+    device = eligible[0].device
+    available = sum(int(torch.count_nonzero(e)) for e in eligible)
+    if count >= available:
+        return torch.cat([e.flatten() for e in eligible])
+    if count <= 0:
+        return torch.zeros(sum(e.numel() for e in eligible), dtype=torch.bool, device=device)
+    dtype = torch.float32
+    for v in values:
+        dtype = torch.promote_types(dtype, v.dtype if v.is_floating_point() else torch.float64)
+    candidates = torch.empty(sum(v.numel() for v in values), dtype=dtype, device=device)
+    lowest = torch.full((), -torch.inf, dtype=dtype, device=device)
+    start = 0
+    for v, e in zip(values, eligible):  # one pass: an ineligible entry becomes -inf
+        part = candidates[start : start + v.numel()].view(v.shape)
+        torch.where(e, v.detach().to(device, dtype), lowest, out=part)
+        start += v.numel()
+    threshold = _kth_highest(candidates, count)
+    keep = candidates > threshold  # an ineligible entry is -inf, never above
+    missing = count - int(torch.count_nonzero(keep))
+    if missing:
+        ties = candidates == threshold
+        if threshold == -torch.inf:  # only then can an ineligible entry tie
+            ties &= torch.cat([e.flatten() for e in eligible])
+        ties = ties.nonzero().squeeze(1)
+        keep[ties[:missing]] = True
+    return keep
+
+
+def _kth_highest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The exact k-th highest entry of the flat ``values`` (1 ≤ k ≤ numel).
+
+    For large tensors a seeded random sample of 65 536 entries brackets it between two sample
+    quantiles (8 binomial standard deviations apart) and ``kthvalue`` searches only the entries
+    inside the bracket; if the bracket misses, ``kthvalue`` searches everything. Either way the
+    answer is exact: the sample only decides how much is searched."""
+    n = values.numel()
+    if n > _SAMPLED_ABOVE:
+        generator = torch.Generator(device=values.device).manual_seed(0)
+        picks = torch.randint(n, (_SAMPLE,), generator=generator, device=values.device)
+        sample = values[picks].sort().values
+        rank = (1 - k / n) * _SAMPLE  # the k-th highest's position in the sorted sample
+        margin = 4 * math.sqrt(_SAMPLE * (k / n) * (1 - k / n)) + 8
+        low, high = int(rank - margin), int(rank + margin)
+        lo = sample[low] if low >= 0 else None
+        hi = sample[high] if high < _SAMPLE else None
+        below_hi = values <= hi if hi is not None else None
+        above = 0 if hi is None else n - int(torch.count_nonzero(below_hi))
+        if above < k:
+            inside = values > lo if lo is not None else torch.ones_like(values, dtype=torch.bool)
+            if below_hi is not None:
+                inside &= below_hi
+            inside = values[inside]
+            if k - above <= inside.numel():
+                return torch.kthvalue(inside, inside.numel() - (k - above) + 1).values
+    return torch.kthvalue(values, n - k + 1).values
 
 
 @torch.no_grad()

@@ -16,13 +16,17 @@ gradients are left as they were. Only its masks change.
 - ``synflow``: data-free. Weights (and every other parameter) replaced by their absolute value,
   an all-ones input, R = sum(output), score |θ ⊙ ∂R/∂θ|, pruned iteratively over ``rounds``
   rounds to densities ``density^(k/rounds)`` (Tanaka et al., SynFlow, NeurIPS 2020).
-  Computed in float64 (R grows like the product of the layers' gains: it overflows float32
-  in deep networks), with BatchNorm in eval mode with running mean 0 and variance 1, so it
-  is the positive per-channel scale |γ|/sqrt(1 + eps) plus |β| whatever statistics the model
-  has collected. A model that reads token ids (its example input or first batch is an integer
-  tensor) gets token 1 at every position as its all-ones input; LayerNorm and softmax make a
-  transformer no positively homogeneous network, so SynFlow's conservation argument does not
-  hold there and the score is a heuristic (docs/hf.md).
+  R grows like the product of the layers' gains and overflows float32 in deep networks
+  (1.4e73 for ResNet-50 at 224 px): ``prune_at_init`` scores in float32 on a trace of the
+  network rescaled at its cut points, which changes every score by one common factor
+  (``sparsify.homogeneous``), where the network is built of positively homogeneous
+  operations; otherwise, and from the first round whose float32 scores are not finite, in
+  float64 (``synflow_scores`` is always float64). BatchNorm is in eval mode with running
+  mean 0 and variance 1, so it is the positive per-channel scale |γ|/sqrt(1 + eps) plus |β|
+  whatever statistics the model has collected. A model that reads token ids (its example
+  input or first batch is an integer tensor) gets token 1 at every position as its all-ones
+  input; LayerNorm and softmax make a transformer no positively homogeneous network, so
+  SynFlow's conservation argument does not hold there and the score is a heuristic (docs/hf.md).
 
 ``snip`` and ``grasp`` score in training mode (BatchNorm uses batch statistics, as in the first
 training step); batches are ``(input, target, ...)`` and the loss is
@@ -49,6 +53,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
 from sparsify.errors import ConfigError
+from sparsify.homogeneous import homogeneous_scorer
 from sparsify.masks import (
     check_distribution,
     check_sparsity,
@@ -271,44 +276,111 @@ def _synflow_masks(
     input_dtype: torch.dtype = torch.float64,
     structure: dict | None = None,
 ) -> Scores:
-    scorer, weights = scoring_copy(module, include, exclude, dtype=torch.float64)
-    _linearize(scorer)
-    ones = torch.ones((1, *input_shape), dtype=input_dtype, device=device_of(scorer))
-    magnitudes = {name: theta.detach().clone() for name, theta in weights.items()}
-    final = layer_densities(module, sparsity, distribution, dense_layers, include, exclude)
-    current = {name: torch.ones_like(theta) for name, theta in magnitudes.items()}
+    """SynFlow's rounds. Each is scored in float32 on the rescaled trace of the network
+    (``sparsify.homogeneous``) where it is built of positively homogeneous operations, else,
+    or from the first round whose float32 scores are not finite, in float64. Under ``global``
+    without dense layers a round is one ``select_mask`` over all layers."""
+    structure = structure or {}
+    # Under "global" only the dense layers matter here: "uniform" checks them without a top-k.
+    final = layer_densities(
+        module,
+        sparsity,
+        "uniform" if distribution == "global" else distribution,
+        dense_layers,
+        include,
+        exclude,
+    )
+    rounds_scorer = _SynflowScorer(module, include, exclude, input_shape, input_dtype)
+    current = rounds_scorer.live()
     for k in range(1, rounds + 1):
-        with torch.no_grad():
-            for name, theta in weights.items():
-                theta.copy_(magnitudes[name] * current[name])
-        scores = _synflow_round(scorer, weights, ones)
-        # A weight pruned in an earlier round stays pruned, even against live zero scores.
-        scores = {n: s.masked_fill(current[n] == 0, -torch.inf) for n, s in scores.items()}
+        scores = rounds_scorer.scores(current)
+        round_sparsity = 1 - (1 - sparsity) ** (k / rounds)
+        if distribution == "global" and not dense_layers:
+            current = select_mask(scores, current, round_sparsity, **structure)
+            continue
         if distribution == "global":
-            round_sparsity = 1 - (1 - sparsity) ** (k / rounds)
+            # A weight pruned in an earlier round stays pruned, even against live zero scores.
+            live = {n: s.masked_fill(~current[n], -torch.inf) for n, s in scores.items()}
             densities = layer_densities(
-                module, round_sparsity, "global", dense_layers, include, exclude, scores=scores
+                module, round_sparsity, "global", dense_layers, include, exclude, scores=live
             )
         else:
             densities = {name: d ** (k / rounds) for name, d in final.items()}
-        live = {name: magnitudes[name] * current[name] for name in magnitudes}
-        current = select_mask(scores, live, densities=densities, **(structure or {}))
+        current = select_mask(scores, current, densities=densities, **structure)
     return {name: mask.float() for name, mask in current.items()}
 
 
-def _synflow_round(scorer: nn.Module, weights: dict, ones: torch.Tensor) -> Scores:
+class _SynflowScorer:
+    """The linearized scoring copy SynFlow's rounds share: float32 on the rescaled trace when
+    the network allows it, float64 from the first round whose float32 scores are not finite
+    (and for token inputs, or networks that do not trace)."""
+
+    def __init__(self, module, include, exclude, input_shape, input_dtype) -> None:
+        self.args = module, include, exclude, input_shape, input_dtype
+        self.fast = None
+        if input_dtype.is_floating_point:
+            scorer, weights = scoring_copy(module, include, exclude, dtype=torch.float32)
+            _linearize(scorer)
+            traced = homogeneous_scorer(scorer)
+            if traced is not None:
+                self._use(traced, weights, torch.float32)
+                self.fast = True
+        if not self.fast:
+            self._float64()
+
+    def _use(self, scorer, weights, dtype) -> None:
+        module, include, exclude, input_shape, input_dtype = self.args
+        self.scorer, self.weights = scorer, weights
+        ones_dtype = dtype if input_dtype.is_floating_point else input_dtype
+        self.ones = torch.ones((1, *input_shape), dtype=ones_dtype, device=device_of(scorer))
+
+    def _float64(self) -> None:
+        module, include, exclude, _, _ = self.args
+        scorer, weights = scoring_copy(module, include, exclude, dtype=torch.float64)
+        _linearize(scorer)
+        self._use(scorer, weights, torch.float64)
+        self.fast = False
+
+    def live(self) -> Scores:
+        """θ ≠ 0 of every scored layer."""
+        return {name: theta.detach() != 0 for name, theta in self.weights.items()}
+
+    def scores(self, current: Scores) -> Scores:
+        """|θ ⊙ ∂R/∂θ| (up to one common factor) with the weights outside ``current`` at 0.
+        ``current`` only shrinks from round to round, so the weights are masked in place."""
+        with torch.no_grad():
+            for name, theta in self.weights.items():
+                theta.mul_(current[name])
+        if not self.fast:
+            return _synflow_round(self.scorer, self.weights, self.ones)
+        # Non-negative weights, input and gradients: the score needs no abs here.
+        scores = _synflow_round(self.scorer, self.weights, self.ones, fast=True)
+        if torch.isfinite(torch.stack([s.sum() for s in scores.values()]).sum()):
+            return scores
+        self._float64()
+        return self.scores(current)
+
+
+def _synflow_round(
+    scorer: nn.Module, weights: dict, ones: torch.Tensor, fast: bool = False
+) -> Scores:
+    """|θ ⊙ ∂R/∂θ|, written into the gradients; ``fast``: θ ⊙ ∂R/∂θ, and R is not checked
+    (the caller checks the scores and falls back to float64)."""
     with torch.enable_grad():
         r = scorer(ones).sum()
         grads = torch.autograd.grad(r, list(weights.values()), allow_unused=True)
-    if not torch.isfinite(r):
+    if not fast and not torch.isfinite(r):
         raise ValueError(
             f"SynFlow's R = {float(r)} is not finite even in float64: the network is too deep "
             "or its weights too large for a data-free score; use another score"
         )
-    return {
-        name: torch.zeros_like(theta) if g is None else (theta * g).abs().detach()
-        for (name, theta), g in zip(weights.items(), grads)
-    }
+    scores = {}
+    for (name, theta), g in zip(weights.items(), grads):
+        if g is None:
+            scores[name] = torch.zeros_like(theta, requires_grad=False)
+        else:
+            scores[name] = g.mul_(theta.detach()) if fast else g.mul_(theta.detach()).abs_()
+    return scores
 
 
 @torch.no_grad()

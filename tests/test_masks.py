@@ -115,3 +115,24 @@ def test_a_diverged_weight_is_an_error_naming_its_layer_not_a_mask(reparam):
     with pytest.raises(ConfigError, match=r"2's weights are not finite .* training diverged"):
         magnitude_prune(model, 0.5)
     assert torch.equal(model[0].weight, before)  # nothing was masked
+
+
+@pytest.mark.parametrize("kept", [1, 400_000, 839_999, 900_000])
+def test_select_mask_keeps_exactly_the_budget_by_threshold_on_a_large_tied_layer(kept):
+    """Above 2^20 entries the threshold is bracketed from a sample first (``_kth_highest``);
+    the count stays exact, no exact zero is kept, and ties at the threshold go by position."""
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.rand(1_200_000, generator=generator).mul(1000).round()  # many ties
+    theta = torch.ones(1_200_000)
+    theta[torch.randperm(1_200_000, generator=generator)[:360_000]] = 0
+    density = {"w": kept / 1_200_000}
+    mask = select_mask({"w": scores}, {"w": theta}, densities=density)["w"].bool()
+    assert int(mask.sum()) == min(kept, 840_000)
+    assert (theta[mask] != 0).all()
+    live = theta != 0
+    if 0 < kept < 840_000:
+        threshold = scores[mask].min()
+        assert (scores[live & ~mask] <= threshold).all()
+        tied = (live & (scores == threshold)).nonzero().squeeze(1)
+        chosen = mask[tied]
+        assert chosen[: int(chosen.sum())].all()  # the lowest indices among the ties
