@@ -160,16 +160,12 @@ def plot_accuracy(rows: list[dict], path: Path, published: dict | None = None) -
     for method, value in (published or {}).items():
         if method not in color_of:
             continue
-        points = sorted(value.items()) if isinstance(value, dict) else []
         if not isinstance(value, dict):
             ax.axhline(value, color=color_of[method], linestyle="-.", linewidth=0.8)
-        ax.plot(
-            [compression(t) for t, _ in points],
-            [v for _, v in points],
-            "x",
-            color=color_of[method],
-            markersize=8,
-        )
+            continue
+        points = sorted((t, v) for t, v in value.items() if t in targets)
+        x = [compression(t) for t, _ in points]
+        ax.plot(x, [v for _, v in points], "x", color=color_of[method], markersize=8)
     if published:
         ax.plot([], [], "x", color="gray", label="published")
     ax.set_xticks([compression(t) for t in targets], [f"{100 * t:g}" for t in targets])
