@@ -6,6 +6,7 @@ and ends at its target sparsity."""
 import json
 
 import pytest
+import test_datamodules
 from test_datamodules import write_image_folder
 
 from sparsify.cli import main, shipped_configs
@@ -13,6 +14,7 @@ from sparsify.compare import job_for, load_settings, make_grid, parse_args
 from sparsify.compare_report import COLUMNS, write_markdown
 from sparsify.errors import ConfigError
 
+tiny_cifar = test_datamodules.tiny_cifar  # the fixture, shared with this module
 KITS = [name for name in shipped_configs() if name.startswith("paper/")]
 SHORT = [  # six epochs of one batch: long enough for every schedule to reach its target
     "--trainer.max_epochs=6",
@@ -81,15 +83,10 @@ def test_composed_methods_add_their_callbacks_in_order():
 
 
 @pytest.fixture
-def data(tmp_path, monkeypatch):
+def data(tmp_path, tiny_cifar):
     """Tiny CIFAR-10/100 (torchvision's pickles) and ImageNet (a folder of JPEGs)."""
-    from test_datamodules import CIFAR, write_cifar
-
-    for name, cls in CIFAR.items():
-        _, md5 = write_cifar(tmp_path / "data", name, per_file=8)
-        monkeypatch.setattr(cls, "train_list", [[f, md5[f]] for f, _ in cls.train_list])
-        monkeypatch.setattr(cls, "test_list", [[f, md5[f]] for f, _ in cls.test_list])
-        monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5[cls.meta["filename"]]})
+    for name in ("cifar10", "cifar100"):
+        tiny_cifar(name, per_file=8)
     write_image_folder(tmp_path / "imagenet", ["n01", "n02"], train=2, val=1)
     return {
         "cifar": [
