@@ -13,6 +13,7 @@ from sparsify.callbacks.prune_at_init import PruneAtInit
 from sparsify.callbacks.random_state import RandomStateCheckpoint
 from sparsify.callbacks.reparametrize import Reparametrize
 from sparsify.callbacks.rigl import RiGL
+from sparsify.callbacks.sign_flip_monitor import SignFlipMonitor
 from sparsify.callbacks.sign_in import SignIn
 from sparsify.callbacks.sign_transfer import SignTransfer
 from sparsify.callbacks.soft_threshold import SoftThresholdReparametrization
@@ -32,6 +33,7 @@ __all__ = [
     "RandomStateCheckpoint",
     "Reparametrize",
     "RiGL",
+    "SignFlipMonitor",
     "SignIn",
     "SignTransfer",
     "SoftThresholdReparametrization",

@@ -42,8 +42,14 @@ def sign_flips(module: nn.Module, reference: dict[str, torch.Tensor]) -> float:
     Counted over the weights that are kept now and non-zero both now and in the reference, so
     a weight pruned or grown since (a changing mask, as in RiGL or AC/DC) is not a flip.
     """
+    return flip_fraction(signs(module), reference)
+
+
+def flip_fraction(now: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
+    """The fraction of entries non-zero in both ``now`` and ``reference`` (``{layer: signs}``)
+    whose signs differ."""
     flipped = counted = 0
-    for layer, sign in signs(module).items():
+    for layer, sign in now.items():
         if layer not in reference:
             continue
         ref = reference[layer].to(sign.device)

@@ -18,6 +18,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from sparsify.cli import main, prepare_argv, shipped_configs
 from sparsify.datamodules import (
     CIFARDataModule,
+    DigitsDataModule,
     ImageNetDataModule,
     MatrixSensingDataModule,
     SparseCodingDataModule,
@@ -455,3 +456,22 @@ def test_experiment_configs_parse(experiment, capsys):
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["class_path"].startswith("sparsify.datamodules.")
+
+
+def test_digits_at_32_pixels_with_cifar_crops():
+    """image_size=32: the 8×8 digits upsampled for the CIFAR ResNets; augment: random crops
+    padded with the (standardized) background, on the training images only."""
+    plain, big = DigitsDataModule(), DigitsDataModule(image_size=32, augment=True)
+    plain.setup(), big.setup()
+    image, label = big.train_set[0]
+    assert image.shape == (1, 32, 32) and big.test_set[0][0].shape == (1, 32, 32)
+    assert label == plain.train_set[0][1]  # the same split
+    torch.manual_seed(0)
+    assert len({big.train_set[0][0].sum().item() for _ in range(20)}) > 1  # crops differ
+    assert torch.equal(big.val_set[0][0], big.val_set[0][0])  # evaluation is not augmented
+    evaluation = torch.stack([big.val_set[i][0] for i in range(len(big.val_set))])
+    background = evaluation.min().item()  # pixel 0, standardized
+    assert big.train_set.transform.padding == 4
+    assert big.train_set.transform.fill == pytest.approx(background, abs=1e-5)
+    with pytest.raises(ConfigError, match=r"image_size=4 is invalid: an integer >= 8"):
+        DigitsDataModule(image_size=4)

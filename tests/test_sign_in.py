@@ -8,7 +8,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from helpers import UserModule, blobs, trainer
 from sparsify import ConfigError, reparametrize
-from sparsify.callbacks import PruneAtInit, SignIn
+from sparsify.callbacks import PruneAtInit, SignFlipMonitor, SignIn
+from sparsify.callbacks.sign_flip_monitor import weight_signs
 from sparsify.masks import set_masks
 from sparsify.reparam import layer_masks, pointwise_factors
 from sparsify.sign_flips import inner_scale, sign_flips, signs
@@ -128,3 +129,42 @@ def test_sign_in_keeps_a_mask_set_before_it(tmp_path):
     run.fit(module, *ordered_loaders())
     assert torch.equal(layer_masks(module)["net.0"], before)
     assert torch.all(module.net[0].weight[before == 0] == 0)
+
+
+def test_the_flip_monitor_measures_what_sign_in_measures_and_a_baseline_too(tmp_path):
+    """SignFlipMonitor counts from the first epoch's start, as SignIn does from its first
+    rescale: on a Sign-In run the two agree; on the same run without Sign-In it still counts."""
+    monitor = SignFlipMonitor()
+    L.seed_everything(0)
+    run = trainer(tmp_path / "signin", [monitor, SignIn(), PruneAtInit(0.7, score="snip")], 3)
+    run.fit(UserModule(lr=0.3, weight_decay=0.0), *ordered_loaders())
+    flips = run.callback_metrics["signs/flips_since_start"]
+    assert flips > 0
+    assert flips == pytest.approx(run.callback_metrics["signin/flips_since_init"])
+
+    L.seed_everything(0)
+    plain = trainer(tmp_path / "plain", [SignFlipMonitor(), PruneAtInit(0.7, score="snip")], 3)
+    module = UserModule(lr=0.3, weight_decay=0.0)
+    plain.fit(module, *ordered_loaders())
+    start, now = plain.callbacks[0].start_signs, weight_signs(module)
+    both = [(start[k] != 0) & (now[k] != 0) for k in now]
+    differ = sum(int((b & (start[k] != now[k])).sum()) for b, k in zip(both, now))
+    counted = sum(int(b.sum()) for b in both)
+    assert plain.callback_metrics["signs/flips_since_start"] == pytest.approx(differ / counted)
+    zeros = sum(int((sign == 0).sum()) for sign in start.values())
+    total = sum(sign.numel() for sign in start.values())
+    assert zeros / total == pytest.approx(0.7, abs=0.01)  # taken after PruneAtInit, so not counted
+
+
+def test_a_resumed_flip_monitor_keeps_its_starting_signs(tmp_path):
+    L.seed_everything(0)
+    first = trainer(tmp_path / "a", [SignFlipMonitor()], max_epochs=2)
+    first.fit(UserModule(lr=0.3), *ordered_loaders())
+    first.save_checkpoint(tmp_path / "epoch2.ckpt")
+    assert first.callback_metrics["signs/flips_since_start"] > 0  # the signs at 2 differ
+    L.seed_everything(5)
+    resumed_monitor = SignFlipMonitor()
+    resumed = trainer(tmp_path / "b", [resumed_monitor], max_epochs=3)
+    resumed.fit(UserModule(lr=0.3), *ordered_loaders(), ckpt_path=tmp_path / "epoch2.ckpt")
+    for name, sign in first.callbacks[0].start_signs.items():
+        assert torch.equal(resumed_monitor.start_signs[name], sign)
