@@ -110,10 +110,18 @@ def write_markdown(rows: list[dict], path: Path, published: dict | None = None) 
     return path
 
 
-def colors(rows: list[dict]) -> dict[str, str]:
-    """One color per method, the same in every plot."""
-    methods = dict.fromkeys(row["method"] for row in rows)
-    return {method: f"C{i % 10}" for i, method in enumerate(methods)}
+def colors(rows: list[dict]) -> dict:
+    """One color per method, the same in every plot: matplotlib's ten default colors, or the
+    twenty of ``tab20`` (ten hues, dark and light) when there are more methods."""
+    from matplotlib import colormaps
+
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    if len(methods) <= 10:
+        return {method: f"C{i}" for i, method in enumerate(methods)}
+    return {method: colormaps["tab20"](i % 20) for i, method in enumerate(methods)}
+
+
+MARKERS = "os^Dv<>ph*"  # with the color, tells apart up to 20 methods in one plot
 
 
 def compression(sparsity: float) -> float:
@@ -139,7 +147,7 @@ def plot_accuracy(rows: list[dict], path: Path, published: dict | None = None) -
             methods[method]["points"].append((target, *stats))
     targets = sorted({row["sparsity_target"] for row in rows} - {None})
     color_of = colors(rows)
-    for method, data in methods.items():
+    for index, (method, data) in enumerate(methods.items()):
         color = color_of[method]
         if data["family"] == "reference":
             _, mean, std = data["points"][0]
@@ -152,7 +160,7 @@ def plot_accuracy(rows: list[dict], path: Path, published: dict | None = None) -
             [100 * m for _, m, _ in points],
             yerr=[100 * s for _, _, s in points],
             color=color,
-            marker="o",
+            marker=MARKERS[index % len(MARKERS)],
             capsize=3,
             linestyle="--" if data["family"] == "PaI" else "-",
             label=f"{method} (PaI)" if data["family"] == "PaI" else method,
