@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.callbacks.state_key import argument_key
-from sparsify.errors import ConfigError
+from sparsify.errors import ConfigError, check_choice
 from sparsify.masks import (
     check_distribution,
     check_pattern,
@@ -21,6 +21,7 @@ from sparsify.masks import (
 from sparsify.pai import (
     DATA_SCORES,
     GRASP_TEMPERATURE,
+    SYNFLOW_PRECISIONS,
     SYNFLOW_ROUNDS,
     check_pai_options,
     check_score,
@@ -50,6 +51,9 @@ class PruneAtInit(PortableCheckpoint):
         pattern: ``"unstructured"`` or ``"n:m"`` (e.g. ``"2:4"``): at most n kept weights, the
             highest scores, in every group of m along a layer's input dimension
             (``sparsify.masks.select_mask``; a ``sparsity`` below 1 − n/m achieves 1 − n/m).
+        synflow_precision: ``"mixed"`` (the first half of SynFlow's rounds in float64, the
+            rest in float32), ``"float64"`` (exact) or ``"float32"`` (fastest); see
+            ``sparsify.pai.pai_masks``.
 
     The mask is computed in ``on_train_start`` (after the model is on its device and a
     checkpoint has been restored, before any optimizer step) on rank 0 only, from rank 0's
@@ -74,6 +78,7 @@ class PruneAtInit(PortableCheckpoint):
         loss_fn: Callable | None = None,
         samples_per_class: int | None = 10,
         pattern: str = "unstructured",
+        synflow_precision: str = "mixed",
     ):
         self.sparsity = check_sparsity(sparsity)
         check_pattern(pattern)
@@ -85,6 +90,8 @@ class PruneAtInit(PortableCheckpoint):
         self.dense_layers = dense_layers
         self.num_batches, self.temperature, self.rounds = num_batches, temperature, rounds
         self.include, self.exclude, self.loss_fn = include, exclude, loss_fn
+        check_choice("synflow_precision", synflow_precision, SYNFLOW_PRECISIONS)
+        self.synflow_precision = synflow_precision
         self.done = False
 
     @property
@@ -137,6 +144,7 @@ class PruneAtInit(PortableCheckpoint):
                 rounds=self.rounds,
                 samples_per_class=self.samples_per_class if balanced else None,
                 pattern=self.pattern,
+                synflow_precision=self.synflow_precision,
             )
 
     def batches(self, trainer: L.Trainer) -> list:

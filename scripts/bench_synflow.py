@@ -2,7 +2,8 @@
 ganguli-lab/Synaptic-Flow's own pruner, timed alternately in one process, and their masks.
 
     git clone https://github.com/ganguli-lab/Synaptic-Flow /tmp/Synaptic-Flow
-    nice -n 10 python scripts/bench_synflow.py --reference /tmp/Synaptic-Flow [--rounds 5]
+    nice -n 10 python scripts/bench_synflow.py --reference /tmp/Synaptic-Flow [--rounds 5] \
+        [--threads 1] [--precisions mixed float64 float32]
 
 Not a test: it prints a markdown table for docs/performance.md.
 
@@ -18,8 +19,10 @@ and so is the all-ones input (default dtype float64 during its rounds). Only its
 timed, not building its float64 masked copy; sparsify's time is the whole ``pai_masks`` call
 (copy, trace, rounds).
 
-The two take turns ``--reps`` times on the same freshly built model, so machine load hits both
-alike; the ratio is of the medians. Overlap is |ours ∧ theirs| / |theirs| over kept weights.
+The contenders take turns ``--reps`` times on the same freshly built model, so machine load
+hits them alike; each ratio is of the medians against the reference. Sparsify runs once per
+``--precisions`` entry (``pai_masks``' ``synflow_precision``). Overlap is |a ∧ b| / |b| over
+kept weights, against the reference and against sparsify's own ``"float64"`` masks.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import time
 import torch
 
 from sparsify.models import create_model
-from sparsify.pai import pai_masks
+from sparsify.pai import SYNFLOW_PRECISIONS, pai_masks
 from sparsify.reparam import add_masks, layer_masks, prunable_layers
 
 SHAPE = (3, 224, 224)
@@ -70,9 +73,11 @@ def run_reference(reference_dir, model, density: float, rounds: int):
     return elapsed, {name: mask.clone() for name, mask in masks.items()}
 
 
-def run_sparsify(model, sparsity: float, rounds: int):
+def run_sparsify(model, sparsity: float, rounds: int, precision: str):
     start, cpu = time.perf_counter(), time.process_time()
-    masks = pai_masks(model, sparsity, "synflow", rounds=rounds, input_shape=SHAPE)
+    masks = pai_masks(
+        model, sparsity, "synflow", rounds=rounds, input_shape=SHAPE, synflow_precision=precision
+    )
     return (time.perf_counter() - start, time.process_time() - cpu), masks
 
 
@@ -87,47 +92,57 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--precisions", nargs="+", default=["mixed"], choices=SYNFLOW_PRECISIONS)
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.reference, "Pruners", "pruners.py")):
         parser.exit(2, f"--reference={args.reference!r} is invalid: no Pruners/pruners.py there\n")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = create_model("resnet50", num_classes=1000)
     load = os.getloadavg()[0]
-    times: dict[str, list[tuple[float, float]]] = {"sparsify": [], "reference": []}
+    names = [f"sparsify {p}" for p in args.precisions] + ["reference"]
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    masks = {}
     for rep in range(args.reps):
-        t, ours = run_sparsify(model, args.sparsity, args.rounds)
-        times["sparsify"].append(t)
-        t, theirs = run_reference(args.reference, model, 1 - args.sparsity, args.rounds)
+        for precision in args.precisions:
+            t, masks[f"sparsify {precision}"] = run_sparsify(
+                model, args.sparsity, args.rounds, precision
+            )
+            times[f"sparsify {precision}"].append(t)
+        t, masks["reference"] = run_reference(args.reference, model, 1 - args.sparsity, args.rounds)
         times["reference"].append(t)
-        print(
-            f"rep {rep}: sparsify {times['sparsify'][-1][0]:.1f} s ({times['sparsify'][-1][1]:.1f}"
-            f" s CPU), reference {t[0]:.1f} s ({t[1]:.1f} s CPU)",
-            flush=True,
+        each = ", ".join(
+            f"{n} {times[n][-1][0]:.1f} s ({times[n][-1][1]:.1f} s CPU)" for n in names
         )
-    kept = sum(int(m.bool().sum()) for m in ours.values())
-    total = sum(m.numel() for m in ours.values())
+        print(f"rep {rep}: {each}", flush=True)
     print(
         f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, load average {load:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after"
     )
     print(f"ResNet-50, 224 px, sparsity {args.sparsity}, {args.rounds} rounds, {args.reps} reps\n")
-    print("| | median wall (s) | median CPU (s) | every rep, wall / CPU (s) |\n|---|---:|---:|---|")
-    labels = {"reference": "Synaptic-Flow `SynFlow` (float64)", "sparsify": "sparsify `pai_masks`"}
-    medians = {}
-    for name, label in labels.items():
-        wall = statistics.median(t[0] for t in times[name])
-        cpu = statistics.median(t[1] for t in times[name])
-        medians[name] = wall, cpu
-        runs = ", ".join(f"{t[0]:.1f} / {t[1]:.1f}" for t in times[name])
-        print(f"| {label} | {wall:.1f} | {cpu:.1f} | {runs} |")
-    ratio = [medians["sparsify"][i] / medians["reference"][i] for i in (0, 1)]
-    each = ", ".join(f"{a[0] / b[0]:.2f}" for a, b in zip(times["sparsify"], times["reference"]))
     print(
-        f"\nratio sparsify / reference: {ratio[0]:.2f} (wall), {ratio[1]:.2f} (CPU); by rep: {each}"
+        "| | median wall (s) | median CPU (s) | every rep, wall / CPU (s) | ratio (wall) | "
+        "ratio (CPU) | kept | overlap with the reference | overlap with sparsify float64 |"
     )
-    print(f"kept: sparsify {kept} of {total}")
-    print(f"mask overlap with the reference (float64): {overlap(ours, theirs):.5f}")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
+    medians = {
+        n: (statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts))
+        for n, ts in times.items()
+    }
+    exact = masks.get("sparsify float64")
+    for name in names:
+        wall, cpu = medians[name]
+        runs = ", ".join(f"{t[0]:.1f} / {t[1]:.1f}" for t in times[name])
+        ratio = [medians[name][i] / medians["reference"][i] for i in (0, 1)]
+        kept = sum(int(m.bool().sum()) for m in masks[name].values())
+        versus = f"{overlap(masks[name], exact):.5f}" if exact is not None else ""
+        print(
+            f"| {name} | {wall:.1f} | {cpu:.1f} | {runs} | {ratio[0]:.2f} | {ratio[1]:.2f} | "
+            f"{kept} | {overlap(masks[name], masks['reference']):.5f} | {versus} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
 """SynFlow in float32 on the rescaled trace (``sparsify.homogeneous``) against the float64
-computation it replaces: scores proportional, masks equal, float64 where float32 cannot do."""
+computation it replaces: scores proportional, masks equal, float64 where float32 cannot do;
+``synflow_precision`` choosing which rounds run in float64."""
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
+import sparsify.pai as pai
+from sparsify.callbacks import PruneAtInit
+from sparsify.errors import ConfigError
 from sparsify.homogeneous import homogeneous_scorer
 from sparsify.models import create_model
 from sparsify.pai import _linearize, pai_masks, scoring_copy, synflow_scores
@@ -66,14 +71,19 @@ def assert_proportional(ours: dict, reference: dict, rtol: float) -> None:
 
 
 def float64_synflow(net: nn.Module, sparsity: float, rounds: int, shape) -> dict:
-    """SynFlow in float64 as before the float32 path: every round scores the masked |θ| with
-    ``synflow_scores`` and keeps the global top round((1 − sparsity)^(k/rounds) · n) among
-    the weights still in, by ``torch.topk``."""
+    return float64_synflow_rounds(net, sparsity, rounds, shape)[-1]
+
+
+def float64_synflow_rounds(net: nn.Module, sparsity: float, rounds: int, shape) -> list:
+    """SynFlow in float64 as before the float32 path, the masks after every round: each round
+    scores the masked |θ| with ``synflow_scores`` and keeps the global top
+    round((1 − sparsity)^(k/rounds) · n) among the weights still in, by ``torch.topk``."""
     net = copy.deepcopy(net)
     weights = {name: layer.weight for name, layer in prunable_layers(net)}
     originals = {name: w.detach().clone() for name, w in weights.items()}
     masks = {name: w != 0 for name, w in originals.items()}
     total = sum(w.numel() for w in originals.values())
+    every_round = []
     for k in range(1, rounds + 1):
         with torch.no_grad():
             for name, w in weights.items():
@@ -86,7 +96,8 @@ def float64_synflow(net: nn.Module, sparsity: float, rounds: int, shape) -> dict
         keep[torch.topk(flat, round((1 - sparsity) ** (k / rounds) * total)).indices] = True
         sizes = [s.numel() for s in scores.values()]
         masks = {n: m.view_as(originals[n]) for n, m in zip(scores, keep.split(sizes))}
-    return masks
+        every_round.append(masks)
+    return every_round
 
 
 def overlap(ours: dict, reference: dict) -> float:
@@ -114,7 +125,9 @@ def test_cifar_resnet_traces_with_its_padded_shortcut_and_scores_like_float64():
 def test_float32_synflow_masks_equal_the_float64_computation():
     torch.manual_seed(2)
     net = deep_residual_net()
-    ours = pai_masks(net, 0.9, "synflow", rounds=4, input_shape=(3, 6, 6))
+    ours = pai_masks(
+        net, 0.9, "synflow", rounds=4, input_shape=(3, 6, 6), synflow_precision="float32"
+    )
     reference = float64_synflow(net, 0.9, 4, (3, 6, 6))
     total = sum(m.numel() for m in reference.values())
     assert sum(int(m.sum()) for m in ours.values()) == round(0.1 * total)
@@ -149,3 +162,56 @@ def test_synflow_falls_back_to_float64_where_one_block_overflows_float32():
     reference = float64_synflow(net, 0.8, 3, (3, 6, 6))
     for name, mask in reference.items():
         assert torch.equal(ours[name].bool(), mask), name
+
+
+def record_rounds(monkeypatch) -> list:
+    """(dtype of the scores, mask chosen) of every SynFlow round ``pai`` runs from now on."""
+    rounds = []
+
+    def recording(scores, *args, **kwargs):
+        chosen = select_mask(scores, *args, **kwargs)
+        rounds.append((next(iter(scores.values())).dtype, chosen))
+        return chosen
+
+    select_mask = pai.select_mask
+    monkeypatch.setattr(pai, "select_mask", recording)
+    return rounds
+
+
+@pytest.fixture(scope="module")
+def five_rounds():
+    """A small residual net and the float64 computation's masks after each of 5 rounds."""
+    torch.manual_seed(5)
+    net = deep_residual_net(blocks=4)
+    return net, float64_synflow_rounds(net, 0.9, 5, (3, 6, 6))
+
+
+@pytest.mark.parametrize(
+    "precision, float64_rounds", [("mixed", 3), ("float64", 5), ("float32", 0)]
+)
+def test_synflow_precision_scores_the_first_rounds_in_float64_exactly(
+    monkeypatch, five_rounds, precision, float64_rounds
+):
+    """``mixed``: the first half of the rounds (rounded up) are the float64 computation itself,
+    mask for mask, on a network the float32 trace could score; the rest run in float32 and
+    still end within 1 % of it. ``float64``: every round."""
+    net, reference = five_rounds
+    rounds = record_rounds(monkeypatch)
+    ours = pai_masks(
+        net, 0.9, "synflow", rounds=5, input_shape=(3, 6, 6), synflow_precision=precision
+    )
+    dtypes = [dtype for dtype, _ in rounds]
+    assert dtypes == [torch.float64] * float64_rounds + [torch.float32] * (5 - float64_rounds)
+    for (_, chosen), expected in zip(rounds[:float64_rounds], reference):
+        for name, mask in expected.items():
+            assert torch.equal(chosen[name], mask), name
+    assert overlap(ours, reference[-1]) >= 0.99
+
+
+def test_an_unknown_synflow_precision_is_one_clear_error():
+    net = nn.Sequential(nn.Linear(4, 3))
+    message = r"synflow_precision='half' is invalid: choose one of mixed, float64, float32"
+    with pytest.raises(ConfigError, match=message):
+        pai_masks(net, 0.5, "synflow", input_shape=(4,), synflow_precision="half")
+    with pytest.raises(ConfigError, match=message):
+        PruneAtInit(score="synflow", synflow_precision="half")
