@@ -21,8 +21,8 @@ from sparsify.masks import (
 from sparsify.pai import (
     DATA_SCORES,
     GRASP_TEMPERATURE,
-    SYNFLOW_PRECISIONS,
     SYNFLOW_ROUNDS,
+    SynflowPrecision,
     check_pai_options,
     check_score,
     pai_masks,
@@ -78,7 +78,7 @@ class PruneAtInit(PortableCheckpoint):
         loss_fn: Callable | None = None,
         samples_per_class: int | None = 10,
         pattern: str = "unstructured",
-        synflow_precision: str = "mixed",
+        synflow_precision: SynflowPrecision = "mixed",
     ):
         self.sparsity = check_sparsity(sparsity)
         check_pattern(pattern)
@@ -90,7 +90,7 @@ class PruneAtInit(PortableCheckpoint):
         self.dense_layers = dense_layers
         self.num_batches, self.temperature, self.rounds = num_batches, temperature, rounds
         self.include, self.exclude, self.loss_fn = include, exclude, loss_fn
-        check_choice("synflow_precision", synflow_precision, SYNFLOW_PRECISIONS)
+        check_choice("synflow_precision", synflow_precision, SynflowPrecision)
         self.synflow_precision = synflow_precision
         self.done = False
 

@@ -34,11 +34,12 @@ import platform
 import statistics
 import sys
 import time
+from typing import get_args
 
 import torch
 
 from sparsify.models import create_model
-from sparsify.pai import SYNFLOW_PRECISIONS, pai_masks
+from sparsify.pai import SynflowPrecision, pai_masks
 from sparsify.reparam import add_masks, layer_masks, prunable_layers
 
 SHAPE = (3, 224, 224)
@@ -93,7 +94,8 @@ def main() -> None:
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--precisions", nargs="+", default=["mixed"], choices=SYNFLOW_PRECISIONS)
+    precisions = get_args(SynflowPrecision)
+    parser.add_argument("--precisions", nargs="+", default=["mixed"], choices=precisions)
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.reference, "Pruners", "pruners.py")):
         parser.exit(2, f"--reference={args.reference!r} is invalid: no Pruners/pruners.py there\n")

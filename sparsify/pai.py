@@ -45,6 +45,7 @@ import contextlib
 import copy
 import itertools
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +71,7 @@ DATA_SCORES = ("snip", "grasp")
 GRASP_TEMPERATURE = 200.0
 SYNFLOW_ROUNDS = 100
 # How SynFlow's rounds compute (``pai_masks``' ``synflow_precision``; docs/pai.md).
-SYNFLOW_PRECISIONS = ("mixed", "float64", "float32")
+SynflowPrecision = Literal["mixed", "float64", "float32"]
 
 Scores = dict[str, torch.Tensor]
 
@@ -106,7 +107,7 @@ def pai_masks(
     input_shape: tuple[int, ...] | None = None,
     samples_per_class: int | None = None,
     pattern: str = "unstructured",
-    synflow_precision: str = "mixed",
+    synflow_precision: SynflowPrecision = "mixed",
 ) -> Scores:
     """The masks that keep the highest ``score`` s at ``sparsity`` (``prune_at_init`` sets them),
     shared among layers by ``distribution`` (``global``: one threshold on the scores;
@@ -123,7 +124,7 @@ def pai_masks(
     ``sparsity`` below 1 − n/m achieves 1 − n/m). SynFlow applies the pattern in every round,
     so its first round already reaches 1 − n/m and the rounds prune further within it.
 
-    ``synflow_precision`` (``SYNFLOW_PRECISIONS``): ``"float64"`` scores every SynFlow round in
+    ``synflow_precision``: ``"float64"`` scores every SynFlow round in
     float64 (the exact computation); ``"float32"`` every round in float32 on the rescaled trace
     (``sparsify.homogeneous``: ~2× faster on CPU, but float32 rounding flips a few near-ties
     per run, and later rounds amplify each flip: 1.4 % of ResNet-50's kept weights differ
@@ -131,7 +132,7 @@ def pai_masks(
     rest in float32, so fewer rounds amplify a flip (docs/pai.md).
     """
     check_sparsity(sparsity)
-    check_choice("synflow_precision", synflow_precision, SYNFLOW_PRECISIONS)
+    check_choice("synflow_precision", synflow_precision, SynflowPrecision)
     structure = pattern_keywords(module, pattern, include, exclude)
     check_score(score)
     check_distribution(distribution)
