@@ -1,10 +1,10 @@
 """The PILoT paper's evaluation protocol: one trained model, pruned by magnitude without
 fine-tuning at sparsities 1 − 0.8^k (k = 1…25), accuracy measured at each (Mask in the Mirror,
-ICLR 2025; METHODS.md §3)."""
+ICLR 2025; METHODS.md §3). The model is the one the method trained, before any pruning or
+fine-tuning of the recipe (``PruneAtEnd``)."""
 
 from __future__ import annotations
 
-import copy
 import csv
 from pathlib import Path
 from typing import Literal
@@ -15,10 +15,13 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from sparsify.callbacks.prune_at_end import PruneAtEnd
 from sparsify.errors import ConfigError, check_choice
-from sparsify.masks import Scope, check_scope, magnitude_prune
+from sparsify.masks import Scope, check_scope, magnitude_prune, sparsity_report
+from sparsify.soft_masks import hardened_copy
 
 Stage = Literal["test", "fit"]
+COLUMNS = ("k", "sparsity", "achieved_sparsity", "accuracy")
 
 
 def curve_sparsities(steps: int = 25, rate: float = 0.8) -> list[float]:
@@ -36,7 +39,19 @@ class OneShotPruningCurve(L.Callback):
     trainer holds is not changed. Batches are ``(input, target, ...)`` and the prediction is
     the argmax of ``module(input)``.
 
-    Writes ``one_shot_curve.csv`` (columns ``k, sparsity, accuracy``) and
+    Which weights: with ``before_pruning`` (default, the paper's protocol) the model as the
+    method trained it. Where a ``PruneAtEnd`` callback of the trainer has pruned in this run,
+    that is its ``unpruned_state_dict``: the weights just before it pruned (and before its
+    fine-tuning epochs), soft masks (STR, CS) already hardened; without a ``PruneAtEnd`` (dense,
+    HAM) the model as it is. A ``PruneAtEnd`` that has not pruned in this run, as in ``sparsify
+    test`` of a checkpoint (which holds only the pruned model), is a ``ConfigError`` when the
+    test starts: the curve goes in the ``sparsify fit`` that trains the model. With
+    ``before_pruning=False`` the curve is of the model as it is, pruned or not. Either way soft
+    masks are hardened first (``sparsify.soft_masks.harden``: STR's θ unchanged, CS's mask
+    binarized to s > 0), and weights that are already exactly 0 stay pruned, so below the
+    model's own sparsity the achieved sparsity (``achieved_sparsity``) is higher than 1 − rate^k.
+
+    Writes ``one_shot_curve.csv`` (columns ``k, sparsity, achieved_sparsity, accuracy``) and
     ``one_shot_curve.png`` to ``dirpath`` (default: the trainer's log folder), logs them to W&B
     as a table and an image when a ``WandbLogger`` is present, and keeps the rows in
     ``self.rows``. Rank 0 evaluates on its own data loader.
@@ -49,6 +64,7 @@ class OneShotPruningCurve(L.Callback):
         scope: Scope = "global",
         stage: Stage = "test",
         dirpath: str | None = None,
+        before_pruning: bool = True,
     ):
         if not (isinstance(steps, int) and steps >= 1):
             raise ConfigError(f"steps={steps!r} is invalid: an integer >= 1")
@@ -57,7 +73,31 @@ class OneShotPruningCurve(L.Callback):
         check_choice("stage", stage, Stage)
         self.steps, self.rate, self.scope = steps, float(rate), check_scope(scope)
         self.stage, self.dirpath = stage, dirpath
+        self.before_pruning = bool(before_pruning)
         self.rows: list[dict] = []
+        self._curved = None  # the unpruned weights last curved: `sparsify fit` tests twice
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "test" and self.stage == "test":
+            self.trained_weights(trainer)  # fail before the test, not after it
+
+    def trained_weights(self, trainer: L.Trainer) -> dict | None:
+        """The state dict to curve: the weights from before ``PruneAtEnd`` pruned, ``None`` for
+        the model as it is."""
+        if not self.before_pruning:
+            return None
+        pruner = next((c for c in trainer.callbacks if isinstance(c, PruneAtEnd)), None)
+        if pruner is None:
+            return None
+        if pruner.unpruned_state_dict is None:
+            raise ConfigError(
+                f"OneShotPruningCurve(before_pruning=True) needs the weights from before "
+                f"PruneAtEnd(sparsity={pruner.sparsity:g}) pruned, and this run has none (a "
+                "checkpoint holds only the pruned model): add the curve to the `sparsify fit` "
+                "that trains the model (--config eval/one_shot_curve), or set "
+                "before_pruning=false to curve the model as it is"
+            )
+        return pruner.unpruned_state_dict
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.stage == "test":
@@ -73,24 +113,35 @@ class OneShotPruningCurve(L.Callback):
             loaders = loaders[0] if loaders else None
         if loaders is None:
             raise ConfigError(f"OneShotPruningCurve(stage={self.stage!r}) found no data to score")
-        self.rows = self.curve(pl_module, loaders)
+        weights = self.trained_weights(trainer)
+        if weights is not None and weights is self._curved:
+            return  # the same weights, curved at the previous test of this run
+        self.rows = self.curve(pl_module, loaders, weights)
+        self._curved = weights
         out = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
         csv_path, png_path = write_curve(self.rows, out)
         rank_zero_info(f"OneShotPruningCurve: {len(self.rows)} sparsities, written to {csv_path}")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                columns = ["k", "sparsity", "accuracy"]
+                columns = list(COLUMNS)
                 data = [[row[c] for c in columns] for row in self.rows]
                 logger.log_table("one_shot_curve/table", columns=columns, data=data)
                 logger.log_image("one_shot_curve/plot", images=[str(png_path)])
 
-    def curve(self, pl_module: torch.nn.Module, loader) -> list[dict]:
-        """[{k, sparsity, accuracy}] of a pruned copy of ``pl_module`` (left unchanged)."""
-        pruned = copy.deepcopy(pl_module)
+    def curve(self, pl_module: torch.nn.Module, loader, weights: dict | None = None) -> list[dict]:
+        """[{k, sparsity, achieved_sparsity, accuracy}] of a pruned copy of ``pl_module`` (left
+        unchanged), loaded with the state dict ``weights`` when given."""
+        pruned = hardened_copy(pl_module)
+        if weights is not None:
+            pruned.load_state_dict(weights)  # PruneAtEnd's: hardened before it was taken
         rows = []
         for k, sparsity in enumerate(curve_sparsities(self.steps, self.rate), start=1):
             magnitude_prune(pruned, sparsity, self.scope)
-            rows.append({"k": k, "sparsity": sparsity, "accuracy": accuracy(pruned, loader)})
+            achieved = sparsity_report(pruned)["global"]
+            acc = accuracy(pruned, loader)
+            rows.append(
+                {"k": k, "sparsity": sparsity, "achieved_sparsity": achieved, "accuracy": acc}
+            )
         return rows
 
 
@@ -119,7 +170,7 @@ def write_curve(rows: list[dict], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out / "one_shot_curve.csv", out / "one_shot_curve.png"
     with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["k", "sparsity", "accuracy"])
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     fig, ax = plt.subplots(figsize=(5, 3.5))

@@ -19,6 +19,7 @@ sparsify function (``masks``, ``magnitude_prune``, ``add_masks``, ``collapse``,
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sparsify.errors import ConfigError
-from sparsify.portable import register
+from sparsify.portable import own_class, register
 from sparsify.reparam import Mask, PointwiseProduct, prunable_layers, weight_parametrization
 
 
@@ -154,3 +155,16 @@ def harden(module: nn.Module) -> list[str]:
         register(layer, "weight", Mask(mask.shape, mask))
         names.append(name)
     return names
+
+
+def hardened_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` with every soft mask hardened (``harden``); ``module`` unchanged.
+
+    Each soft-masked layer of the copy gets a class of its own first (``own_class``): the copy
+    shares ``parametrize``'s class with the original, and hardening it in place would delete
+    the original's ``weight``."""
+    hard = copy.deepcopy(module)
+    for name, _ in list(soft_masks(hard)):
+        own_class(hard.get_submodule(name))
+    harden(hard)
+    return hard
