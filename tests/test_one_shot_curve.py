@@ -207,7 +207,7 @@ def test_protocol_gathers_the_curves_into_csv_plot_and_table(tmp_path):
         own = 0.6 if run.method.label == "str" else 0.0  # STR's own zeros
         rows = [
             {"k": k, "sparsity": s, "achieved_sparsity": max(s, own), "accuracy": acc * (1 - s)}
-            for k, s in enumerate(curve_sparsities(21), start=1)
+            for k, s in enumerate(curve_sparsities(), start=1)
         ]
         log_dir = run.folder / "lightning_logs" / "version_0"
         write_curve(rows, log_dir)
@@ -221,7 +221,7 @@ def test_protocol_gathers_the_curves_into_csv_plot_and_table(tmp_path):
     with (results / "digits_one_shot.csv").open() as f:
         written = list(csv.DictReader(f))
     assert list(written[0]) == ["method", "seed", "k", "sparsity", "test_acc", "achieved_sparsity"]
-    assert len(written) == 4 * 21 == len(got)
+    assert len(written) == 4 * 25 == len(got)
     assert (results / "digits_one_shot.png").read_bytes()[:4] == b"\x89PNG"
     lines = markdown.splitlines()
     assert lines[0].startswith("| method | seeds | as trained | 89.3% (k = 10) |")
