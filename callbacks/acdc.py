@@ -9,10 +9,18 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from sparsify.callbacks.portable import PortableCheckpoint
+from sparsify.callbacks.prune_at_end import warn_collapsed_layers
 from sparsify.callbacks.state_key import argument_key
 from sparsify.dst import acdc_phase, restart_
 from sparsify.errors import ConfigError, check_choice
-from sparsify.masks import Scope, check_scope, check_sparsity, magnitude_prune, set_masks
+from sparsify.masks import (
+    Scope,
+    check_scope,
+    check_sparsity,
+    magnitude_prune,
+    set_masks,
+    sparsity_report,
+)
 from sparsify.reparam import add_masks, layer_masks, prunable_layers
 
 PhaseUnit = Literal["fraction", "epoch"]
@@ -104,6 +112,8 @@ class ACDC(PortableCheckpoint):
         if phase != self.phase:
             if phase == "compressed":
                 magnitude_prune(pl_module, self.sparsity, self.scope, self.include, self.exclude)
+                report = sparsity_report(pl_module, self.include, self.exclude)
+                warn_collapsed_layers(report, "ACDC", remedy="use scope='layer' or exclude them")
             else:
                 self.decompress(trainer, pl_module)
             self.phase = phase

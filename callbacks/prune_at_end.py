@@ -255,12 +255,17 @@ class PruneAtEnd(PortableCheckpoint):
         self.pruned_epoch = state_dict.get("pruned_epoch")
 
 
-def warn_collapsed_layers(report: dict, who: str, limit: float = 0.99) -> None:
+def warn_collapsed_layers(
+    report: dict,
+    who: str,
+    limit: float = 0.99,
+    remedy: str = "use scope='layer', a larger layer_floor, or exclude them",
+) -> None:
     """Warn, naming them, about layers of a ``sparsity_report`` sparser than ``limit``."""
     collapsed = {name: s for name, s in report["layers"].items() if s > limit}
     if collapsed:
         listed = ", ".join(f"{name} ({s:.2%})" for name, s in collapsed.items())
         rank_zero_warn(
             f"{who}: layers above {limit:.0%} sparsity: {listed}; they may carry almost no "
-            "signal (use scope='layer', a larger layer_floor, or exclude them)"
+            f"signal ({remedy})"
         )
