@@ -7,8 +7,8 @@ Sign-In's rescale period from a second comparison of ``<method>_signin_<period>`
         --periods comparisons/signin_period --out docs/results
 
 Writes ``sign_flips.csv`` (method, sparsity_target, seed, epoch, flips), ``sign_in.md`` (the
-tables, mean ± sample std over seeds) and ``sign_in.png`` (flips over the epochs at
-``--target``, and the accuracy Sign-In adds at each sparsity).
+tables: mean ± sample std over seeds, the value alone for one seed) and ``sign_in.png`` (flips
+over the epochs at ``--target``, and the accuracy Sign-In adds at each sparsity).
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ SUFFIX = "_signin"
 
 
 def results(compare_dir: Path) -> list[dict]:
-    """The rows of a comparison's ``results.csv``, each with ``run`` (its folder, found from
-    where ``sparsify compare`` ran) and ``trace`` (``[(epoch, flips)]`` from its metrics)."""
+    """The rows of a comparison's ``results.csv``, each with ``run`` (its folder under
+    ``compare_dir``, wherever that has moved) and ``trace`` (``[(epoch, flips)]`` from its
+    metrics)."""
     rows = list(csv.DictReader((compare_dir / "results.csv").open()))
-    root = compare_dir.resolve().parent.parent  # compare ran where comparisons/<name> lies
     for row in rows:
-        row["run"] = root / row["run_dir"]
+        parts = Path(row["run_dir"]).parts  # <out_dir>/runs/<method>/…/seed<n>
+        inside = len(parts) - 1 - parts[::-1].index("runs")
+        row["run"] = compare_dir.joinpath(*parts[inside:])
         row["trace"] = flips_trace(row["run"])
     return rows
 
@@ -47,8 +49,9 @@ def mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     if not values:
         return ""
     values = [scale * v for v in values]
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def by_method_and_target(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
@@ -167,7 +170,8 @@ def plot(rows: list[dict], target: str, path: Path) -> None:
     )
     for ax in (flips_ax, gain_ax):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    flips_ax.legend(fontsize="x-small", ncol=2, loc="lower right")
+    gain_ax.legend(fontsize="small")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
