@@ -1,7 +1,7 @@
 """scikit-learn's bundled 8×8 handwritten digits: 1,797 real images, 10 classes, no download.
 
 ``image_size=32`` upsamples them (bilinear) to CIFAR's 32×32 and ``augment`` adds CIFAR's
-random crop (32×32 from the image zero-padded by 4 pixels; He et al. 2016) to the training
+random crop (32×32 from the image padded by 4 background pixels; He et al. 2016) to the training
 images, without the horizontal flip, which does not preserve a digit: a setting for the CIFAR
 ResNets (``resnet20``) on real data that needs no download.
 """
@@ -25,7 +25,8 @@ class DigitsDataModule(SplitDataModule):
     Pixels (0–16) are scaled to [0, 1], upsampled to ``image_size`` (bilinear; 8 keeps them
     as they are) and standardized with the training set's mean and standard deviation; images
     are ``1 × image_size × image_size``. ``augment``: a random crop of the training images
-    zero-padded by ``image_size // 8`` pixels on each side (4 at 32, as for CIFAR).
+    padded by ``image_size // 8`` background pixels (pixel value 0) on each side (4 at 32, as
+    for CIFAR).
     """
 
     num_classes = 10
