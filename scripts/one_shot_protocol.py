@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sparsify import compare
 from sparsify.cli import one_line_errors
+from sparsify.compare_report import mean_std_text
 from sparsify.launchers import finished_summary
 
 COMPARISON = "compare/digits_one_shot"
@@ -75,13 +76,6 @@ def by_method_and_k(rows: list[dict], key: str = "test_acc") -> dict:
     return out
 
 
-def mean_std(values: list[float], scale: float = 100.0) -> str:
-    mean = statistics.fmean(values) * scale
-    if len(values) < 2:
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {statistics.stdev(values) * scale:.1f}"
-
-
 def table(rows: list[dict], trained: dict, ks: tuple = TABLE_KS) -> str:
     """Markdown: per method, the accuracy as trained and at 1 − 0.8^k for each k (mean ± std %,
     over seeds), and the model's own sparsity where it exceeds the curve's first step."""
@@ -94,8 +88,8 @@ def table(rows: list[dict], trained: dict, ks: tuple = TABLE_KS) -> str:
         seeds = [acc for (m, _), acc in trained.items() if m == method]
         own = achieved[method][1]  # at k = 1 (20 %): above it only with the model's own zeros
         zeros = f"{statistics.fmean(own):.1%}" if min(own) > sparsity[1] + 1e-3 else "—"
-        cells = [method, str(len(seeds)), mean_std(seeds)]
-        cells += [mean_std(curve[k]) for k in ks] + [zeros]
+        cells = [method, str(len(seeds)), mean_std_text(seeds)]
+        cells += [mean_std_text(curve[k]) for k in ks] + [zeros]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

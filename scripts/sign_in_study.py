@@ -19,6 +19,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from sparsify.compare_report import mean_std_text
+
 FLIPS = "signs/flips_since_start"
 SUFFIX = "_signin"
 
@@ -45,15 +47,6 @@ def flips_trace(run_dir: Path) -> list[tuple[int, float]]:
     ]
 
 
-def mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    if not values:
-        return ""
-    values = [scale * v for v in values]
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def by_method_and_target(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
@@ -75,6 +68,12 @@ def pairs(rows: list[dict]) -> list[tuple[str, str, list[dict], list[dict]]]:
     ]
 
 
+def accuracy_gains(without: list[dict], with_: list[dict]) -> list[float]:
+    """Test accuracy with Sign-In minus without, seed by seed, for the seeds both have."""
+    by_seed = {row["seed"]: float(row["test_acc"]) for row in without}
+    return [float(r["test_acc"]) - by_seed[r["seed"]] for r in with_ if r["seed"] in by_seed]
+
+
 def pairs_table(rows: list[dict]) -> str:
     lines = [
         "| method | target | seeds | test acc without (%) | with Sign-In (%) | difference "
@@ -82,13 +81,12 @@ def pairs_table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for method, target, without, with_ in pairs(rows):
-        by_seed = {row["seed"]: float(row["test_acc"]) for row in without}
-        gains = [float(r["test_acc"]) - by_seed[r["seed"]] for r in with_ if r["seed"] in by_seed]
+        gains = accuracy_gains(without, with_)
         lines.append(
             f"| {method} | {float(target):.0%} | {len(with_)} "
-            f"| {mean_std([float(r['test_acc']) for r in without])} "
-            f"| {mean_std([float(r['test_acc']) for r in with_])} | {mean_std(gains)} "
-            f"| {mean_std(final_flips(without))} | {mean_std(final_flips(with_))} |"
+            f"| {mean_std_text([float(r['test_acc']) for r in without])} "
+            f"| {mean_std_text([float(r['test_acc']) for r in with_])} | {mean_std_text(gains)} "
+            f"| {mean_std_text(final_flips(without))} | {mean_std_text(final_flips(with_))} |"
         )
     return "\n".join(lines)
 
@@ -110,10 +108,10 @@ def periods_table(period_rows: list[dict], rows: list[dict]) -> str:
                     variants[name[0].removeprefix(method + SUFFIX + "_").replace("_", " ")] = group
             for period, group in variants.items():
                 if group:
-                    accuracy = mean_std([float(r["test_acc"]) for r in group])
+                    accuracy = mean_std_text([float(r["test_acc"]) for r in group])
                     lines.append(
                         f"| {method} | {period} | {float(target):.0%} | {len(group)} "
-                        f"| {accuracy} | {mean_std(final_flips(group))} |"
+                        f"| {accuracy} | {mean_std_text(final_flips(group))} |"
                     )
     return "\n".join(lines)
 
@@ -128,8 +126,9 @@ def plot(rows: list[dict], target: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (flips_ax, gain_ax) = plt.subplots(1, 2, figsize=(12, 4))
-    methods = list(dict.fromkeys(method for method, *_ in pairs(rows)))
-    for method, run_target, without, with_ in pairs(rows):
+    paired = pairs(rows)
+    methods = list(dict.fromkeys(method for method, *_ in paired))
+    for method, run_target, without, with_ in paired:
         color = f"C{methods.index(method)}"
         if run_target == target:
             for group, style, label in ((with_, "-", f"{method}{SUFFIX}"), (without, "--", method)):
@@ -141,10 +140,9 @@ def plot(rows: list[dict], target: str, path: Path) -> None:
                 flips_ax.plot(epochs, means, style, color=color, label=label)
     for method in methods:
         points = []
-        for name, run_target, without, with_ in pairs(rows):
+        for name, run_target, without, with_ in paired:
             if name == method:
-                by_seed = {r["seed"]: float(r["test_acc"]) for r in without}
-                gains = [100 * (float(r["test_acc"]) - by_seed[r["seed"]]) for r in with_]
+                gains = [100 * gain for gain in accuracy_gains(without, with_)]
                 std = statistics.stdev(gains) if len(gains) > 1 else 0.0
                 points.append((float(run_target), statistics.mean(gains), std))
         points.sort()

@@ -63,8 +63,9 @@ def mean_std(values: list) -> tuple[float, float] | None:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _cell(values: list, scale: float, digits: int) -> str:
-    """``mean ± std`` of the values that are there, times ``scale``; the mean alone for one."""
+def mean_std_text(values: list, scale: float = 100.0, digits: int = 1) -> str:
+    """``mean ± std`` of the values that are there, times ``scale``; the mean alone for one,
+    nothing for none. The cells of every results table (this report's and the scripts')."""
     present = [v for v in values if v is not None]
     stats = mean_std(present)
     if stats is None:
@@ -98,12 +99,16 @@ def write_markdown(rows: list[dict], path: Path, published: dict | None = None) 
             group[0]["family"],
             target_text,
             str(len(group)),
-            _cell(column["test_acc"], 100, 2),
-            *([_cell([published_value(published, method, target)], 1, 2)] if published else []),
-            _cell(column["test_acc_before_pruning"], 100, 2),
-            _cell(column["sparsity"], 100, 2),
-            _cell(column["sign_flips"], 1, 1),
-            _cell(column["wall_time_s"], 1, 0),
+            mean_std_text(column["test_acc"], 100, 2),
+            *(
+                [mean_std_text([published_value(published, method, target)], 1, 2)]
+                if published
+                else []
+            ),
+            mean_std_text(column["test_acc_before_pruning"], 100, 2),
+            mean_std_text(column["sparsity"], 100, 2),
+            mean_std_text(column["sign_flips"], 1, 1),
+            mean_std_text(column["wall_time_s"], 1, 0),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
