@@ -60,8 +60,8 @@ class PruneAtInit(PortableCheckpoint):
             ``sparsify.pai.pai_masks``.
         score_mode: the mode ``snip`` and ``grasp`` score in: ``"eval"`` (BatchNorm with the
             model's running statistics, dropout off) or ``"train"`` (batch statistics);
-            ``None``: each score's reference, ``snip`` eval (Synaptic-Flow's prune loop) and
-            ``grasp`` train (alecwangcq/GraSP).
+            ``"reference"`` (default): each score's reference, ``snip`` eval (Synaptic-Flow's
+            prune loop) and ``grasp`` train (alecwangcq/GraSP).
         invert: sanity check: keep the lowest scores instead of the highest.
         shuffle: sanity check: permute each layer's mask at random after the selection (every
             layer keeps its density, the positions are random); not with an N:M ``pattern``.
@@ -94,7 +94,7 @@ class PruneAtInit(PortableCheckpoint):
         samples_per_class: int | None = 10,
         pattern: str = "unstructured",
         synflow_precision: SynflowPrecision = "mixed",
-        score_mode: ScoreMode | None = None,
+        score_mode: ScoreMode = "reference",
         invert: bool = False,
         shuffle: bool = False,
         reinitialize: bool = False,
@@ -111,8 +111,7 @@ class PruneAtInit(PortableCheckpoint):
         self.include, self.exclude, self.loss_fn = include, exclude, loss_fn
         check_choice("synflow_precision", synflow_precision, SynflowPrecision)
         self.synflow_precision = synflow_precision
-        if score_mode is not None:
-            check_choice("score_mode", score_mode, ScoreMode)
+        check_choice("score_mode", score_mode, ScoreMode)
         check_shuffle(shuffle, pattern)
         self.score_mode = score_mode
         self.invert, self.shuffle, self.reinitialize = invert, shuffle, reinitialize

@@ -29,8 +29,8 @@ gradients are left as they were. Only its masks change.
   input; LayerNorm and softmax make a transformer no positively homogeneous network, so
   SynFlow's conservation argument does not hold there and the score is a heuristic (docs/hf.md).
 
-``snip`` and ``grasp`` score in the mode of their reference (``score_mode=None``): ``snip`` in
-eval mode, as Synaptic-Flow's ``prune_loop`` does unless asked for ``train_mode``
+``snip`` and ``grasp`` score in the mode of their reference (``score_mode="reference"``):
+``snip`` in eval mode, as Synaptic-Flow's ``prune_loop`` does unless asked for ``train_mode``
 (ganguli-lab/Synaptic-Flow, ``prune.py``): BatchNorm normalizes with the model's running
 statistics (mean 0, variance 1 at initialization) and dropout is off; ``grasp`` in training mode,
 as alecwangcq/GraSP does (``pruner/GraSP.py`` scores a copy of the freshly built network, whose
@@ -81,9 +81,11 @@ from sparsify.reparam import prunable_layers
 
 SCORES = ("random", "magnitude", "snip", "grasp", "synflow")
 DATA_SCORES = ("snip", "grasp")
-# The mode (BatchNorm, dropout) ``snip`` and ``grasp`` score in (``pai_masks``' ``score_mode``).
-ScoreMode = Literal["eval", "train"]
-REFERENCE_MODES: dict[str, ScoreMode] = {"snip": "eval", "grasp": "train"}
+# The mode (BatchNorm, dropout) ``snip`` and ``grasp`` score in (``pai_masks``' ``score_mode``):
+# each score's reference mode, or one of the two for both.
+ScoreMode = Literal["reference", "eval", "train"]
+Mode = Literal["eval", "train"]
+REFERENCE_MODES: dict[str, Mode] = {"snip": "eval", "grasp": "train"}
 GRASP_TEMPERATURE = 200.0
 SYNFLOW_ROUNDS = 100
 # How SynFlow's rounds compute (``pai_masks``' ``synflow_precision``; docs/pai.md).
@@ -136,7 +138,7 @@ def pai_masks(
     samples_per_class: int | None = None,
     pattern: str = "unstructured",
     synflow_precision: SynflowPrecision = "mixed",
-    score_mode: ScoreMode | None = None,
+    score_mode: ScoreMode = "reference",
     invert: bool = False,
     shuffle: bool = False,
 ) -> Scores:
@@ -163,7 +165,7 @@ def pai_masks(
     rest in float32, so fewer rounds amplify a flip (docs/pai.md).
 
     ``score_mode``: the mode ``snip`` and ``grasp`` score in, ``"eval"`` or ``"train"``;
-    ``None`` (default) is each score's reference (``snip`` eval, ``grasp`` train; see the
+    ``"reference"`` (default) is each score's reference (``snip`` eval, ``grasp`` train; see the
     module docstring). ``synflow`` always scores in eval mode with BatchNorm's statistics at
     0 and 1 (its data-free definition).
 
@@ -173,8 +175,7 @@ def pai_masks(
     """
     check_sparsity(sparsity)
     check_choice("synflow_precision", synflow_precision, SynflowPrecision)
-    if score_mode is not None:
-        check_choice("score_mode", score_mode, ScoreMode)
+    check_choice("score_mode", score_mode, ScoreMode)
     structure = pattern_keywords(module, pattern, include, exclude)
     check_shuffle(shuffle, pattern)
     check_score(score)
@@ -206,7 +207,7 @@ def pai_masks(
             invert,
         )
         return shuffle_masks(masks) if shuffle else masks
-    mode = score_mode or REFERENCE_MODES.get(score)
+    mode = REFERENCE_MODES.get(score) if score_mode == "reference" else score_mode
     if score == "random":
         scores = random_scores(module, include, exclude)
     elif score == "magnitude":
@@ -323,7 +324,7 @@ def snip_scores(
     loss_fn=None,
     include=None,
     exclude=None,
-    mode: ScoreMode = REFERENCE_MODES["snip"],
+    mode: Mode = REFERENCE_MODES["snip"],
 ) -> Scores:
     """|g ⊙ θ|, g the gradient of the loss averaged over ``batches``, the scoring copy in
     ``mode`` (``"eval"``: BatchNorm with the model's running statistics, as Synaptic-Flow)."""
@@ -340,7 +341,7 @@ def grasp_scores(
     temperature: float = GRASP_TEMPERATURE,
     include=None,
     exclude=None,
-    mode: ScoreMode = REFERENCE_MODES["grasp"],
+    mode: Mode = REFERENCE_MODES["grasp"],
 ) -> Scores:
     """θ ⊙ (H g) for the loss of the logits divided by ``temperature``; keep the largest.
 
