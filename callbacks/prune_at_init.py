@@ -155,36 +155,35 @@ class PruneAtInit(PortableCheckpoint):
         return masks, permutations
 
     def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
-        """The masks, from this process's model and training batches."""
-        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            balanced = self.score == "grasp" and self.samples_per_class is not None
-            if balanced:
-                data = self.train_loader(trainer)
-            elif self.score in DATA_SCORES + ("synflow",):
-                data = self.batches(trainer)
-            else:
-                data = []
-            return pai_masks(
-                pl_module,
-                self.sparsity,
-                self.score,
-                distribution=self.distribution,
-                dataloader=data,
-                loss_fn=self.loss_fn,
-                num_batches=self.num_batches,
-                dense_layers=self.dense_layers,
-                include=self.include,
-                exclude=self.exclude,
-                temperature=self.temperature,
-                rounds=self.rounds,
-                samples_per_class=self.samples_per_class if balanced else None,
-                pattern=self.pattern,
-                synflow_precision=self.synflow_precision,
-                score_mode=self.score_mode,
-                invert=self.invert,
-                shuffle=self.shuffle,
-            )
+        """The masks, from this process's model and training batches (``decide`` forks the
+        random state around it)."""
+        balanced = self.score == "grasp" and self.samples_per_class is not None
+        if balanced:
+            data = self.train_loader(trainer)
+        elif self.score in DATA_SCORES + ("synflow",):
+            data = self.batches(trainer)
+        else:
+            data = []
+        return pai_masks(
+            pl_module,
+            self.sparsity,
+            self.score,
+            distribution=self.distribution,
+            dataloader=data,
+            loss_fn=self.loss_fn,
+            num_batches=self.num_batches,
+            dense_layers=self.dense_layers,
+            include=self.include,
+            exclude=self.exclude,
+            temperature=self.temperature,
+            rounds=self.rounds,
+            samples_per_class=self.samples_per_class if balanced else None,
+            pattern=self.pattern,
+            synflow_precision=self.synflow_precision,
+            score_mode=self.score_mode,
+            invert=self.invert,
+            shuffle=self.shuffle,
+        )
 
     def batches(self, trainer: L.Trainer) -> list:
         """The first ``num_batches`` training batches, moved to the device as in training."""
