@@ -356,16 +356,24 @@ def test_prune_at_init_masks_before_the_first_step_and_resumes_without_scoring_a
     assert sparsity_report(module)["global"] == pytest.approx(1 - round(0.2 * n) / n)
 
 
-def test_prune_at_init_does_not_change_the_training_data_order(tmp_path):
-    """Scoring reads batches under a forked random state: the run trains on what it would
-    have trained on without it."""
+@pytest.mark.parametrize(
+    "pruner",
+    [
+        lambda: PruneAtInit(0.5, score="grasp", num_batches=3),
+        lambda: PruneAtInit(0.5, score="snip", shuffle=True, reinitialize=True),
+    ],
+    ids=["grasp", "snip_shuffled_reinitialized"],
+)
+def test_prune_at_init_does_not_change_the_training_data_order(tmp_path, pruner):
+    """Scoring reads batches, and the sanity checks draw, under a forked random state: the run
+    trains on what it would have trained on without them."""
     seen = []
 
     class RecordBatches(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             seen.append(batch[1].clone())
 
-    for callbacks in ([PruneAtInit(0.5, score="grasp", num_batches=3)], []):
+    for callbacks in ([pruner()], []):
         L.seed_everything(0)
         trainer(tmp_path, [*callbacks, RecordBatches()], 1).fit(UserModule(), *loaders())
     half = len(seen) // 2
