@@ -275,9 +275,9 @@ def to_sparse(model: nn.Module) -> nn.Module:
     return sparse
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, Path]:
     """``sparsify export CKPT --out DIR [--format FORMAT] [--input-shape C,H,W]``, FORMAT one
-    of ``FORMATS``; prints the path of each file written, one a line."""
+    of ``FORMATS``; prints the path of each file written, one a line, and returns them."""
     parser = argparse.ArgumentParser(
         prog="sparsify export",
         description="Collapse a `sparsify fit` checkpoint to a plain model and save it.",
@@ -324,3 +324,4 @@ def main(argv: list[str] | None = None) -> None:
     )
     for path in paths.values():
         print(path)
+    return paths
