@@ -44,7 +44,6 @@ from sparsify.masks import sparsity_report
 from sparsify.reparam import collapse, is_transposed, layer_masks, match_structure
 
 FORMATS = ("torchscript", "onnx", "safetensors", "pretrained", "none")
-TRUST_FLAG = "--trust-checkpoint (trusted=True in Python)"
 
 
 def load_module(
@@ -59,7 +58,8 @@ def load_module(
     hyper-parameters hold the network itself.
     """
     path = Path(checkpoint_path)
-    checkpoint = read_checkpoint(path, trusted=trusted, trust_flag=TRUST_FLAG)
+    trust_flag = "--trust-checkpoint (trusted=True in Python)"
+    checkpoint = read_checkpoint(path, trusted=trusted, trust_flag=trust_flag)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ConfigError(f"checkpoint={str(path)!r} is invalid: no state_dict in it")
     if factory is not None:
