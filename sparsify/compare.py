@@ -456,7 +456,9 @@ def main(argv: list[str]) -> None:
     todo = [run for run in runs if finished_summary(run.folder) is None]
     jobs = [job_for(run, settings, args.wandb, args.lightning_progress_bar) for run in todo]
     if args.dry_run:
-        print(describe(jobs, options))
+        print(
+            describe(jobs, options) if jobs else f"nothing to submit: all {len(runs)} runs are done"
+        )
         return
     out = Path(settings["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
@@ -465,7 +467,7 @@ def main(argv: list[str]) -> None:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     progress = Progress(runs, len(todo), settings["name"])
     try:
-        failed = launch(jobs, options, progress)
+        failed = launch(jobs, options, progress) if jobs else []
     except KeyboardInterrupt:
         print(
             "sparsify compare: interrupted; run the same command again to resume "

@@ -46,15 +46,20 @@ from sparsify.reparam import collapse, is_transposed, layer_masks, match_structu
 FORMATS = ("torchscript", "onnx", "safetensors", "pretrained", "none")
 
 
-def load_module(checkpoint_path: str | Path, factory: str | None = None) -> nn.Module:
+def load_module(
+    checkpoint_path: str | Path, factory: str | None = None, trusted: bool = False
+) -> nn.Module:
     """The LightningModule of a checkpoint, with its masks and m ⊙ w, on CPU.
 
     ``factory`` (``"package.module:callable"``) builds the module for any Lightning checkpoint
     (the callable gets no arguments); without it, the checkpoint must come from
-    ``sparsify fit``, whose hyper-parameters name the module's class.
+    ``sparsify fit``, whose hyper-parameters name the module's class. ``trusted``: unpickle the
+    file in full (``sparsify.checkpoint.read_checkpoint``), e.g. a checkpoint whose
+    hyper-parameters hold the network itself.
     """
     path = Path(checkpoint_path)
-    checkpoint = read_checkpoint(path)
+    trust_flag = "--trust-checkpoint (trusted=True in Python)"
+    checkpoint = read_checkpoint(path, trusted=trusted, trust_flag=trust_flag)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ConfigError(f"checkpoint={str(path)!r} is invalid: no state_dict in it")
     if factory is not None:
@@ -106,6 +111,7 @@ def export(
     input_shape: tuple[int, ...] | None = None,
     factory: str | None = None,
     submodule: str | None = None,
+    trusted: bool = False,
 ) -> dict[str, Path]:
     """Write ``model.pt`` and the ``format`` file (see the module docstring); return the paths.
 
@@ -113,10 +119,11 @@ def export(
     network that ``torch.jit.script`` cannot compile (it is then traced). ``factory`` builds
     the module of any Lightning checkpoint (``load_module``); ``submodule`` names the network
     inside it to export (default: its ``model`` attribute if it has one, else all of it).
+    ``trusted``: see ``load_module``.
     """
     if format not in FORMATS:
         raise ConfigError(f"format={format!r} is invalid: choose one of {', '.join(FORMATS)}")
-    module = load_module(checkpoint_path, factory)
+    module = load_module(checkpoint_path, factory, trusted)
     network, saved_masks = collapsed_copy(network_of(module, submodule))
     check_writable(format, network)
     out = Path(out_dir)
@@ -270,7 +277,7 @@ def to_sparse(model: nn.Module) -> nn.Module:
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     """``sparsify export CKPT --out DIR [--format FORMAT] [--input-shape C,H,W]``, FORMAT one
-    of ``FORMATS``."""
+    of ``FORMATS``; prints the path of each file written, one a line, and returns them."""
     parser = argparse.ArgumentParser(
         prog="sparsify export",
         description="Collapse a `sparsify fit` checkpoint to a plain model and save it.",
@@ -291,6 +298,12 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         default=None,
         help="input shape without the batch dimension, e.g. 3,32,32 (for tracing and ONNX)",
     )
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="unpickle the checkpoint in full, which can run code stored in it: only for files "
+        "you trust (needed where its hyper-parameters hold objects, such as the network)",
+    )
     args = parser.parse_args(argv)
     shape = None
     if args.input_shape is not None:
@@ -300,7 +313,15 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
             raise ConfigError(
                 f"input_shape={args.input_shape!r} is invalid: integers separated by commas"
             ) from None
-    paths = export(args.checkpoint, args.out, args.format, shape, args.factory, args.submodule)
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
+    paths = export(
+        args.checkpoint,
+        args.out,
+        args.format,
+        shape,
+        args.factory,
+        args.submodule,
+        trusted=args.trust_checkpoint,
+    )
+    for path in paths.values():
+        print(path)
     return paths
