@@ -15,7 +15,7 @@ from sparsify import ConfigError
 from sparsify.callbacks import ACDC, RiGL, SignIn
 from sparsify.dst import acdc_phase, rigl_fraction, rigl_masks
 from sparsify.masks import sparsity_report
-from sparsify.module import ImageClassifier
+from sparsify.module import ImageClassifier, lr_scheduler
 from sparsify.reparam import layer_masks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -253,24 +253,67 @@ def test_acdc_names_a_layer_its_global_threshold_empties(tmp_path):
     assert sparsity_report(module)["layers"]["net.2"] == 1.0
 
 
-def test_acdc_schedule_is_the_reference_imagenet_schedule():
-    """Conformance with IST-DASLab/ACDC,
-    configs/neurips/iht_imagenet_resnet50_insta_cosinelr_s90_ep100.yaml (100 epochs) read by
-    policies/manager.py: a pruner compresses at every epoch of range(start, end, freq) of its
-    ``epochs: [start, freq, end]``, a recycler decompresses likewise (not where a pruner acts),
-    and an epoch is in the phase of the last event at or before it (dense before any)."""
-    pruners = [(10, 10, 71), (85, 20, 100)]
-    recyclers = [(15, 10, 66), (75, 20, 86)]
+def reference_acdc_phases(pruners, recyclers, epochs: int) -> list[str]:
+    """The phase of every epoch as IST-DASLab/ACDC's policies/manager.py schedules it: a pruner
+    compresses at every epoch of range(start, end, freq) of its ``epochs: [start, freq, end]``,
+    a recycler decompresses likewise (not where a pruner acts), and an epoch is in the phase of
+    the last event at or before it (dense before any)."""
     events = {e: "compressed" for start, freq, end in pruners for e in range(start, end, freq)}
     for start, freq, end in recyclers:
         events.update({e: "dense" for e in range(start, end, freq) if e not in events})
     reference, phase = [], "dense"
-    for epoch in range(100):
+    for epoch in range(epochs):
         phase = events.get(epoch, phase)
         reference.append(phase)
+    return reference
+
+
+def test_acdc_schedule_is_the_reference_imagenet_schedule():
+    """Conformance with IST-DASLab/ACDC,
+    configs/neurips/iht_imagenet_resnet50_insta_cosinelr_s90_ep100.yaml (100 epochs)."""
+    reference = reference_acdc_phases(
+        [(10, 10, 71), (85, 20, 100)], [(15, 10, 66), (75, 20, 86)], 100
+    )
     ours = [acdc_phase(e, 100, *ACDC().epochs(100)) for e in range(100)]
     assert ours == reference
     assert reference[75:85] == ["dense"] * 10 and reference[85:] == ["compressed"] * 15
+
+
+def test_acdc_cifar_recipe_is_the_reference_cifar10_resnet20_schedule():
+    """Conformance with IST-DASLab/ACDC,
+    configs/neurips/iht_cifar10_resnet20_unstructured_insta_prune_freq20_90_constant.yaml run for
+    200 epochs (run_cifar10_randomlabels_iht_no_da.sh): pruner epochs [10, 40, 171], recycler
+    epochs [30, 40, 151]; its learning rate 0.1 times 0.1 for each of the epochs 65, 125 and 185
+    that has ended (policies/trainers.py steps ``ExponentialLR(gamma=0.1)`` at the end of every
+    epoch of its ``epochs: [65, 60, 200]``)."""
+    config = yaml.safe_load((CONFIGS / "method" / "acdc_cifar.yaml").read_text())
+    epochs = config["trainer"]["max_epochs"]
+    assert epochs == 200
+    acdc = ACDC(**config["trainer"]["callbacks"][0]["init_args"])
+    ours = [acdc_phase(e, epochs, *acdc.epochs(epochs)) for e in range(epochs)]
+    assert ours == reference_acdc_phases([(10, 40, 171)], [(30, 40, 151)], epochs)
+    assert ours[:10] == ["dense"] * 10 and ours[170:] == ["compressed"] * 30
+
+    model = config["model"]["init_args"]
+    steps_per_epoch = 196  # 50,000 images in batches of 256
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=model["lr"])
+    schedule = lr_scheduler(
+        optimizer,
+        model["scheduler"],
+        epochs * steps_per_epoch,
+        0,
+        model["milestones"],
+        model["gamma"],
+    )
+    ours, reference = [], []
+    for epoch in range(epochs):
+        ours.append(optimizer.param_groups[0]["lr"])
+        reference.append(0.1 * 0.1 ** sum(epoch > drop for drop in range(65, 201, 60)))
+        for _ in range(steps_per_epoch):
+            optimizer.step()
+            schedule.step()
+    assert ours == pytest.approx(reference, rel=1e-9)
+    assert model["weight_decay"] == 5e-4 and model["momentum"] == 0.9
 
 
 class RecordMomentum(L.Callback):
