@@ -28,6 +28,8 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
+from run_helpers import CrashInEpoch
 from torch.utils.data import DataLoader, TensorDataset
 
 from helpers import UserModule, blobs, trainer
@@ -282,3 +284,30 @@ def test_cs_scores_get_no_weight_decay_and_the_weights_keep_theirs(tmp_path):
 
     trainer(tmp_path, [cs, Groups()], max_epochs=1).fit(module, loader())
     assert seen == {True: 0.0, False: WEIGHT_DECAY}
+
+
+def test_a_run_resumed_in_the_ticket_ends_as_the_uninterrupted_run(tmp_path):
+    """A crash in epoch 5 (the ticket's second) and a resume from the end of epoch 4: the
+    binarized mask, the replayed per-step schedule and the ticket's weights come back exactly."""
+
+    def run(root, *extra, ckpt_path=None):
+        torch.manual_seed(0)
+        module = LinearDecayModule(lr=LR)
+        cs = ContinuousSparsification(penalty=PENALTY, rounds=ROUNDS, ticket=TICKET, rewind=REWIND)
+        checkpoints = ModelCheckpoint(dirpath=root, save_last=True)
+        run = trainer(
+            root, [cs, checkpoints, *extra], max_epochs=MAX_EPOCHS, num_sanity_val_steps=0
+        )
+        run.fit(module, loader(), ckpt_path=ckpt_path)
+        return module, run
+
+    straight, straight_run = run(tmp_path / "straight")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path / "crashed", CrashInEpoch(5, batch=2))
+    resumed, resumed_run = run(tmp_path / "resumed", ckpt_path=tmp_path / "crashed" / "last.ckpt")
+    for (key, value), (other, resumed_value) in zip(
+        straight.state_dict().items(), resumed.state_dict().items()
+    ):
+        assert key == other and torch.equal(value, resumed_value), key
+    lrs = [[g["lr"] for g in run.optimizers[0].param_groups] for run in (straight_run, resumed_run)]
+    assert lrs[0] == lrs[1]
