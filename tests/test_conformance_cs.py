@@ -286,9 +286,11 @@ def test_cs_scores_get_no_weight_decay_and_the_weights_keep_theirs(tmp_path):
     assert seen == {True: 0.0, False: WEIGHT_DECAY}
 
 
-def test_a_run_resumed_in_the_ticket_ends_as_the_uninterrupted_run(tmp_path):
-    """A crash in epoch 5 (the ticket's second) and a resume from the end of epoch 4: the
-    binarized mask, the replayed per-step schedule and the ticket's weights come back exactly."""
+@pytest.mark.parametrize("crash_epoch", [2, 5])
+def test_a_resumed_run_ends_as_the_uninterrupted_run(tmp_path, crash_epoch):
+    """A crash in epoch 2 (the second round's first) or 5 (the ticket's second) and a resume
+    from the end of the epoch before: the rounds' restarts, the binarized mask, the replayed
+    per-step schedule and the ticket's weights come back exactly."""
 
     def run(root, *extra, ckpt_path=None):
         torch.manual_seed(0)
@@ -303,7 +305,7 @@ def test_a_run_resumed_in_the_ticket_ends_as_the_uninterrupted_run(tmp_path):
 
     straight, straight_run = run(tmp_path / "straight")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run(tmp_path / "crashed", CrashInEpoch(5, batch=2))
+        run(tmp_path / "crashed", CrashInEpoch(crash_epoch, batch=2))
     resumed, resumed_run = run(tmp_path / "resumed", ckpt_path=tmp_path / "crashed" / "last.ckpt")
     for (key, value), (other, resumed_value) in zip(
         straight.state_dict().items(), resumed.state_dict().items()
