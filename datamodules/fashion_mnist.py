@@ -100,7 +100,7 @@ class FashionMNISTDataModule(SplitDataModule):
         self.save_hyperparameters()
         self.crop_padding, self.flip = (crop_padding, True) if augment else (0, False)
         if not download:  # fail at once, before a logger or checkpoint writes anything
-            self.folder()
+            self.splits = read_splits(self.folder())
 
     def candidates(self) -> list[Path]:
         if self.hparams.data_dir is None:
@@ -118,7 +118,7 @@ class FashionMNISTDataModule(SplitDataModule):
                 for name, path in zip(names, found):
                     if path is None:
                         raise ConfigError(
-                            f"Fashion-MNIST file {str(folder / name)!r} (or .gz) is missing: "
+                            f"Fashion-MNIST file {str(folder / name)!r} (or .gz) is missing; "
                             + HOW_TO_GET
                         )
                 return folder
@@ -145,8 +145,10 @@ class FashionMNISTDataModule(SplitDataModule):
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "test_set"):
             return
-        hp, folder = self.hparams, self.folder()
-        (train_x, train_y), (test_x, test_y) = (read_split(folder, split) for split in FILES)
+        hp = self.hparams
+        if not hasattr(self, "splits"):  # downloaded by prepare_data
+            self.splits = read_splits(self.folder())
+        (train_x, train_y), (test_x, test_y) = self.splits["train"], self.splits["test"]
         order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(hp.seed))
         held_out, kept = order[: hp.val_size], order[hp.val_size :]
         test = (test_x, test_y)
@@ -189,6 +191,10 @@ def find(folder: Path, name: str) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def read_splits(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    return {split: read_split(folder, split) for split in FILES}
 
 
 def read_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
