@@ -160,6 +160,8 @@ class DeviceBatches:
         rows = offsets[:, None, :1] + torch.arange(height, device=device)
         starts = (planes[:, :, None] * padded_height + rows) * padded_width + offsets[:, None, 1:]
         crops = windows.index_select(0, starts.view(-1)).view(batch, channels, height, width)
+        if not self.flip:
+            return crops
         return torch.where(flips[:, None, None, None], crops.flip(-1), crops)
 
 

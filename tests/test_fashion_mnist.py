@@ -188,19 +188,21 @@ def test_device_batches_are_float32_normalized_in_order_without_shuffle():
     assert torch.equal(torch.cat([y for _, y in out]), labels)
 
 
-def test_crop_and_flip_are_the_padded_image_cropped_and_flipped_per_image():
+@pytest.mark.parametrize("padding, flip", [(2, True), (0, True), (3, False)])
+def test_crop_and_flip_are_the_padded_image_cropped_and_flipped_per_image(padding, flip):
     """Re-derived per image: zero-pad by p, take rows oy..oy+H, columns ox..ox+W, flip."""
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(1, 256, (50, 3, 8, 6), generator=generator, dtype=torch.uint8)
     batches = DeviceBatches(
-        images, torch.arange(50), (0.5,) * 3, (0.25,) * 3, 16, True, crop_padding=2, flip=True
+        images, torch.arange(50), (0.5,) * 3, (0.25,) * 3, 16, True, padding, flip
     )
     x = torch.cat([x for x, _ in batches])
     order = batches.sampler.indices()
     offsets, flips = batches._augmentation(torch.device("cpu"))
+    assert bool(flips.any()) == flip and bool(offsets.any()) == (padding > 0)
     for position, i in enumerate(order.tolist()):
         (oy, ox), flipped = offsets[i].tolist(), bool(flips[i])
-        expected = F.pad(images[i], (2, 2, 2, 2))[:, oy : oy + 8, ox : ox + 6]
+        expected = F.pad(images[i], (padding,) * 4)[:, oy : oy + 8, ox : ox + 6]
         expected = expected.flip(-1) if flipped else expected
         torch.testing.assert_close(x[position], (expected.float() / 255 - 0.5) / 0.25)
 
