@@ -21,6 +21,9 @@ def tokens(vocab, length):
 INPUTS = {
     "cnn_digits": ({}, images(8, channels=1)),
     "resnet20": ({}, images(32)),
+    "resnet20_gray": ({}, images(28, channels=1)),
+    "lenet_300_100": ({}, images(28, channels=1)),
+    "lenet5": ({}, images(28, channels=1)),
     "resnet32": ({}, images(32)),
     "resnet44": ({"shortcut": "B"}, images(32)),
     "resnet56": ({}, images(32)),
@@ -72,6 +75,30 @@ def test_forward_backward_reparametrized_and_collapse_round_trip(name):
         torch.testing.assert_close(collapsed[key], theta, rtol=1e-5, atol=1e-6)
     plain = create_model(name, **kwargs)
     plain.load_state_dict(model.state_dict())  # strict: the architecture built without sparsify
+
+
+@pytest.mark.parametrize(
+    "name, weights",
+    [
+        ("lenet_300_100", 784 * 300 + 300 * 100 + 100 * 10),  # 266,200
+        ("lenet5", 20 * 1 * 5 * 5 + 50 * 20 * 5 * 5 + 800 * 500 + 500 * 10),  # 430,500
+    ],
+)
+def test_lenets_have_the_weights_of_the_pruning_papers(name, weights):
+    assert weights == {"lenet_300_100": 266_200, "lenet5": 430_500}[name]
+    model = create_model(name)
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert sum(m.weight.numel() for m in layers) == weights
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_resnet20_gray_is_resnet20_with_one_input_channel():
+    gray, rgb = create_model("resnet20_gray", num_classes=7), create_model("resnet20")
+    assert gray.conv1.in_channels == 1
+    assert gray(torch.randn(2, 1, 28, 28)).shape == (2, 7)
+    gray_shapes = [p.shape for n, p in gray.named_parameters() if n not in ("conv1.weight",)]
+    rgb_shapes = [p.shape for n, p in rgb.named_parameters() if n not in ("conv1.weight",)]
+    assert gray_shapes[:-2] == rgb_shapes[:-2]  # all but conv1 and the 7-class head
 
 
 def test_cifar_stem_resnets_keep_32_pixel_resolution_in_the_first_stage():

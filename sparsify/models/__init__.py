@@ -34,6 +34,7 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
 from sparsify.models import (  # noqa: E402,F401  (registers the models)
     cnn,
     gpt,
+    lenet,
     resnet,
     resnet_cifar,
     synthetic,

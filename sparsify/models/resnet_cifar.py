@@ -76,3 +76,10 @@ def _make(depth):
 
 for _depth in (20, 32, 44, 56, 110):
     register_model(f"resnet{_depth}")(_make(_depth))
+
+
+@register_model("resnet20_gray")
+def resnet20_gray(num_classes=10, shortcut="A", init="kaiming_normal"):
+    """CIFAR ResNet-20 with one input channel, for grayscale images (Fashion-MNIST's 28×28:
+    the stages run at 28, 14 and 7 pixels)."""
+    return _make(20)(num_classes, shortcut, in_channels=1, init=init)
