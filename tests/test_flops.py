@@ -1,0 +1,139 @@
+"""FLOPs counted from the real model (``sparsify.flops``) against hand counts.
+
+The convention is RigL's (Evci et al. 2020; google-research/rigl ``rigl/sparse_utils.py``,
+``get_stats``): the multiply-adds of each conv and linear layer per example, each scaled by
+the layer's density, two FLOPs per multiply-add; training is 3 × inference per step. The hand
+counts below are derived from the layer shapes, not from the code under test.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from sparsify.flops import count_flops, flops, record_positions
+from sparsify.reparam import add_masks, layer_masks, reparametrize
+
+
+def lenet5() -> nn.Module:
+    """Caffe's LeNet-5 on 28 × 28: conv 5×5 (1 → 20) → 24², pool → 12², conv 5×5 (20 → 50) → 8²,
+    pool → 4², fc 800 → 500, fc 500 → 10."""
+    return nn.Sequential(
+        nn.Conv2d(1, 20, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(800, 500),
+        nn.ReLU(),
+        nn.Linear(500, 10),
+    )
+
+
+# multiply-adds per example, by hand: output positions × weights per output
+LENET5_MACS = {
+    "0": 20 * 24 * 24 * (1 * 5 * 5),  # 288,000
+    "3": 50 * 8 * 8 * (20 * 5 * 5),  # 1,600,000
+    "7": 800 * 500,  # 400,000
+    "9": 500 * 10,  # 5,000
+}
+
+
+def test_lenet5_matches_the_hand_count_per_example():
+    counted = count_flops(lenet5(), torch.randn(3, 1, 28, 28))
+    assert sum(LENET5_MACS.values()) == 2_293_000
+    assert counted["dense_inference_flops"] == 2 * 2_293_000
+    assert counted["inference_flops"] == 2 * 2_293_000  # random weights: no zeros
+    assert counted["layers"] == {k: (2.0 * v, 2.0 * v) for k, v in LENET5_MACS.items()}
+
+
+class BasicBlock(nn.Module):
+    """A ResNet basic block that halves the resolution (3×3 stride 2, padding 1), its second
+    convolution grouped, and a 1×1 stride-2 projection shortcut."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.conv2 = nn.Conv2d(32, 32, 3, padding=2, dilation=2, groups=4, bias=False)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.shortcut = nn.Conv2d(16, 32, 1, stride=2, bias=False)
+
+    def forward(self, x):
+        out = self.bn1(self.conv1(x)).relu()
+        return (self.bn2(self.conv2(out)) + self.shortcut(x)).relu()
+
+
+def test_resnet_block_with_stride_groups_and_dilation():
+    # 32 × 32 input → 16 × 16 everywhere (stride 2; dilation 2 with padding 2 keeps 16)
+    hand = {
+        "conv1": 32 * 16 * 16 * (16 * 3 * 3),
+        "conv2": 32 * 16 * 16 * (32 // 4 * 3 * 3),  # each output sees 8 of the 32 channels
+        "shortcut": 32 * 16 * 16 * 16,
+    }
+    block = BasicBlock().train()
+    running_mean = block.bn1.running_mean.clone()
+    counted = count_flops(block, torch.randn(2, 16, 32, 32))
+    assert counted["layers"] == {k: (2.0 * v, 2.0 * v) for k, v in hand.items()}
+    assert torch.equal(block.bn1.running_mean, running_mean)  # counted in eval mode
+    assert block.training  # and the mode given back
+
+
+def test_half_masked_layer_costs_half_its_multiply_adds():
+    model = lenet5()
+    add_masks(model)
+    mask = layer_masks(model)["7"]
+    mask[:, ::2] = 0  # half the 800 × 500 weights
+    counted = count_flops(model, torch.randn(1, 1, 28, 28))
+    assert counted["layers"]["7"] == (2.0 * 400_000 / 2, 2.0 * 400_000)
+    assert counted["inference_flops"] == 2 * (2_293_000 - 200_000)
+
+
+def test_density_is_that_of_the_effective_weight_m_times_w():
+    model = nn.Sequential(nn.Linear(10, 4, bias=False))
+    reparametrize(model)
+    with torch.no_grad():
+        model[0].parametrizations.weight.original0[0].zero_()  # m = 0 on row 0: θ = 0 there
+    counted = count_flops(model, torch.randn(5, 10))
+    assert counted["layers"]["0"] == (2.0 * 30, 2.0 * 40)
+
+
+def test_linear_layers_inside_attention_and_per_token():
+    """``nn.MultiheadAttention`` multiplies its packed q, k, v weights and out_proj without
+    calling their modules; each is counted once per token, the attention products not at all."""
+    width, tokens = 8, 5
+    model = nn.MultiheadAttention(width, num_heads=2, batch_first=True)
+    with torch.no_grad():
+        model.in_proj_weight[:width].zero_()  # q projection all zero
+    x = torch.randn(3, tokens, width)
+    counted = count_flops(model, x, x, x)
+    per_token = width * width
+    assert counted["layers"] == {
+        "q": (0.0, 2.0 * tokens * per_token),
+        "k": (2.0 * tokens * per_token,) * 2,
+        "v": (2.0 * tokens * per_token,) * 2,
+        "out_proj": (2.0 * tokens * per_token,) * 2,
+    }
+    sequence = nn.Sequential(nn.Linear(width, 3 * width))  # a linear layer on tokens
+    counted = count_flops(sequence, x)
+    assert counted["inference_flops"] == 2.0 * tokens * width * 3 * width
+
+
+def test_hf_conv1d_stores_weights_in_by_out():
+    transformers = pytest.importorskip("transformers")
+    from transformers.pytorch_utils import Conv1D
+
+    assert transformers
+    layer = Conv1D(nf=12, nx=6)  # y = x W + b, W of shape (6, 12)
+    counted = count_flops(nn.Sequential(layer), torch.randn(2, 7, 6))
+    assert counted["dense_inference_flops"] == 2.0 * 7 * 6 * 12
+
+
+def test_a_shared_layer_is_counted_at_every_call():
+    layer = nn.Linear(4, 4)
+    model = nn.Sequential(layer, nn.ReLU(), layer)
+    with record_positions(model, batch_size=2) as uses:
+        model(torch.randn(2, 4))
+    assert [u.positions for u in uses] == [1.0, 1.0]
+    assert flops(uses) == 2 * 2 * 16
