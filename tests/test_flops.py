@@ -6,6 +6,8 @@ the layer's density, two FLOPs per multiply-add; training is 3 × inference per 
 counts below are derived from the layer shapes, not from the code under test.
 """
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -137,3 +139,44 @@ def test_a_shared_layer_is_counted_at_every_call():
         model(torch.randn(2, 4))
     assert [u.positions for u in uses] == [1.0, 1.0]
     assert flops(uses) == 2 * 2 * 16
+
+
+def test_training_flops_of_a_run_dense_then_pruned(tmp_path):
+    """3 dense epochs, then half of every layer's weights masked (``PruneAtEnd`` at the start of
+    the last epoch): training costs (3 · 1 + 1 · 0.5) / 4 of dense training, as RigL counts a
+    gradual-pruning run (each step at the density it trains with)."""
+    from helpers import UserModule, loaders, trainer
+
+    from sparsify.callbacks import FlopsMonitor, PruneAtEnd
+    from sparsify.summary import flops_summary, format_summary
+
+    monitor = FlopsMonitor()
+    prune = PruneAtEnd(0.5, scope="layer", finetune_epochs=1, monitor="val/acc")
+    fit = trainer(tmp_path, [prune, monitor], max_epochs=4, enable_checkpointing=False)
+    fit.fit(UserModule(), *loaders())  # 96 examples, batches of 16: the same every epoch
+    dense = 2 * (8 * 32 + 32 * 3)  # per example: fc 8 → 32, fc 32 → 3
+    assert monitor.inference_flops() == (dense / 2, dense)
+    assert monitor.train_flops() == pytest.approx((3 + 0.5) / 4, abs=1e-12)
+    summary = flops_summary(fit)
+    assert summary == {
+        "inference_flops": dense / 2,
+        "dense_inference_flops": dense,
+        "train_flops": monitor.train_flops(),
+    }
+    text = format_summary(
+        {"sparsity": 0.5, "layer_density": {}, "checkpoint": "c", **summary, "summary_file": "s"}
+    )
+    assert re.search(r"inference FLOPs per example +352 \(0.5000 of dense 704\)", text)
+    assert re.search(r"training FLOPs, of dense training +0.8750", text)
+
+    resumed = FlopsMonitor()
+    resumed.load_state_dict(monitor.state_dict())
+    assert resumed.train_flops() == monitor.train_flops()
+
+
+def test_flops_monitor_refuses_a_bad_period():
+    from sparsify.callbacks import FlopsMonitor
+    from sparsify.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="every_n_steps=0 is invalid"):
+        FlopsMonitor(every_n_steps=0)
