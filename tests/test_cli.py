@@ -13,7 +13,8 @@ from sparsify.cli import compose, main, prepare_argv
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 NO_WANDB = [*QUIET, "--wandb=false"]
-ALWAYS = ["ModelCheckpoint", "SparsityMonitor", "FlopsMonitor", "RandomStateCheckpoint"]  # from defaults.yaml
+# from defaults.yaml
+ALWAYS = ["ModelCheckpoint", "SparsityMonitor", "FlopsMonitor", "RandomStateCheckpoint"]
 
 
 def sparsify_cmd(*args, cwd):

@@ -12,8 +12,12 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import UserModule, loaders, trainer
+from sparsify.callbacks import FlopsMonitor, PruneAtEnd
+from sparsify.errors import ConfigError
 from sparsify.flops import count_flops, flops, record_positions
 from sparsify.reparam import add_masks, layer_masks, reparametrize
+from sparsify.summary import flops_summary, format_summary
 
 
 def lenet5() -> nn.Module:
@@ -145,11 +149,6 @@ def test_training_flops_of_a_run_dense_then_pruned(tmp_path):
     """3 dense epochs, then half of every layer's weights masked (``PruneAtEnd`` at the start of
     the last epoch): training costs (3 · 1 + 1 · 0.5) / 4 of dense training, as RigL counts a
     gradual-pruning run (each step at the density it trains with)."""
-    from helpers import UserModule, loaders, trainer
-
-    from sparsify.callbacks import FlopsMonitor, PruneAtEnd
-    from sparsify.summary import flops_summary, format_summary
-
     monitor = FlopsMonitor()
     prune = PruneAtEnd(0.5, scope="layer", finetune_epochs=1, monitor="val/acc")
     fit = trainer(tmp_path, [prune, monitor], max_epochs=4, enable_checkpointing=False)
@@ -175,8 +174,5 @@ def test_training_flops_of_a_run_dense_then_pruned(tmp_path):
 
 
 def test_flops_monitor_refuses_a_bad_period():
-    from sparsify.callbacks import FlopsMonitor
-    from sparsify.errors import ConfigError
-
     with pytest.raises(ConfigError, match="every_n_steps=0 is invalid"):
         FlopsMonitor(every_n_steps=0)
