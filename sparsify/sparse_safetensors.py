@@ -7,9 +7,10 @@ A floating-point tensor ``key`` that is smaller so is stored as two tensors,
                       the flattened tensor is non-zero;
 
 and its shape in the file's metadata ``sparse_shapes`` (JSON ``{key: shape}``); any other
-tensor is stored as it is, under its own name. "Non-zero" is the bit pattern: -0.0 is kept as a
-value, so the round trip is bit-exact. Float32 weights at 90 % sparsity take 0.1 · 4 + 1/8
-bytes instead of 4: 0.13 of the dense file.
+tensor is stored as it is, under its own name. The round trip is exact: every value comes back
+equal (``torch.equal``), NaN included; a zero comes back as +0.0 (a masked negative weight is
+-0.0 after ``w · 0``, and the sign of a zero carries nothing). Float32 weights at 90 % sparsity
+take 0.1 · 4 + 1/8 bytes instead of 4: 0.13 of the dense file.
 
 Reading it needs only ``safetensors`` and numpy (for float16/32/64 weights):
 
@@ -40,13 +41,6 @@ import torch
 SHAPES = "sparse_shapes"  # metadata key: JSON {key: shape} of the tensors stored sparse
 KEYS = "state_dict_keys"  # metadata key: JSON list, the state dict's order
 BIT_WEIGHTS = 2 ** torch.arange(8, dtype=torch.uint8)  # bit i of a byte, least significant first
-INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-def nonzero_bits(tensor: torch.Tensor) -> torch.Tensor:
-    """Where the flattened ``tensor``'s bit pattern is not all zeros (so -0.0 counts)."""
-    flat = tensor.detach().contiguous().reshape(-1)
-    return flat.view(INT_OF_SIZE[flat.element_size()]) != 0
 
 
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
@@ -69,7 +63,7 @@ def encode(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]
     for key, tensor in state_dict.items():
         tensor = tensor.detach().cpu().contiguous()
         if tensor.is_floating_point() and tensor.numel() > 0:
-            bits = nonzero_bits(tensor)
+            bits = tensor.reshape(-1) != 0  # NaN too
             packed_bytes = int(bits.sum()) * tensor.element_size() + -(-bits.numel() // 8)
             if packed_bytes < tensor.numel() * tensor.element_size():
                 tensors[f"{key}::values"] = tensor.reshape(-1)[bits].clone()
