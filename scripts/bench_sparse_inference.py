@@ -17,6 +17,9 @@ The variants take turns, one timed block each, ``--reps`` times (so a change of 
 shared machine hits all alike); a block repeats the forward until it has run ``--block`` seconds.
 Reported: images per second (median over the reps) at batch 1 and batch 256, and the ratio to
 dense from the same run. Every variant's output is checked against the dense model's first.
+Before the timings, the bytes: each pruned model's state dict as a dense safetensors file and
+as ``sparsify export --format sparse`` writes it (``sparsify.sparse_safetensors``), read back
+and compared.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ import argparse
 import os
 import platform
 import statistics
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse
@@ -39,6 +44,7 @@ from sparsify.export import collapsed_copy, to_sparse
 from sparsify.masks import magnitude_prune
 from sparsify.models import create_model
 from sparsify.reparam import add_masks
+from sparsify.sparse_safetensors import read_sparse, write_sparse
 
 
 def lenet_300_100() -> nn.Module:
@@ -179,6 +185,21 @@ def pruned(name: str, sparsity: float) -> nn.Module:
     return plain
 
 
+def file_bytes(model: nn.Module) -> tuple[int, int]:
+    """Bytes of the state dict as a dense safetensors file and as the sparse one (checked to
+    read back equal)."""
+    from safetensors.torch import save_file
+
+    state = model.state_dict()
+    with tempfile.TemporaryDirectory() as folder:
+        dense, sparse = Path(folder) / "dense.safetensors", Path(folder) / "sparse.safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(dense))
+        write_sparse(state, sparse)
+        back = read_sparse(sparse)
+        assert all(torch.equal(back[k], v) for k, v in state.items())
+        return dense.stat().st_size, sparse.stat().st_size
+
+
 def images_per_second(model: nn.Module, x: torch.Tensor, seconds: float) -> float:
     calls, start = 0, time.perf_counter()
     while True:
@@ -220,6 +241,15 @@ def main() -> None:
         f"torch {torch.__version__} ({args.threads} thread(s)), scipy {scipy.__version__}, "
         f"load average {os.getloadavg()[0]:.1f}\n"
     )
+    print("| model | sparsity | dense safetensors (bytes) | sparse file (bytes) | × dense |")
+    print("|---|---:|---:|---:|---:|")
+    for name in args.models:
+        for sparsity in args.sparsities:
+            dense, sparse = file_bytes(pruned(name, sparsity))
+            print(
+                f"| {name} | {100 * sparsity:g} % | {dense:,} | {sparse:,} | {sparse / dense:.3f} |"
+            )
+    print()
     print("| model | sparsity | batch | way | images/s | × dense |")
     print("|---|---:|---:|---|---:|---:|")
     for name in args.models:
