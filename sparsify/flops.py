@@ -142,7 +142,7 @@ def flops(uses: list[WeightUse], dense: bool = False) -> float:
 def flops_tensor(uses: list[WeightUse]) -> torch.Tensor:
     """``flops(uses)`` as a 0-d tensor on the weights' device, without waiting for it (no
     host-device synchronization): for sampling at every training step."""
-    parts = [2 * use.positions * torch.count_nonzero(use.weight()) for use in uses]
+    parts = [torch.count_nonzero(use.weight()).double() * (2 * use.positions) for use in uses]
     return torch.stack(parts).sum().double() if parts else torch.zeros((), dtype=torch.float64)
 
 
