@@ -44,6 +44,10 @@ def test_default_recipe_end_to_end(tmp_path):
     assert summary["test_acc"] >= 0.9
     assert summary["test_acc_before_pruning"] >= 0.9
     assert os.path.isfile(summary["checkpoint"])
+    # FLOPs: 90 %-sparse at the end; dense for 27 of the 30 epochs
+    assert "inference FLOPs per example" in result.stdout
+    inference = summary["inference_flops"] / summary["dense_inference_flops"]
+    assert inference < 0.35 and inference < summary["train_flops"] < 1
     assert set(summary["layer_density"]) == {
         "model.0",
         "model.3",
