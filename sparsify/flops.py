@@ -27,7 +27,6 @@ sequence lengths are whatever the model does; ``flops`` then needs only the curr
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from sparsify.reparam import is_transposed, prunable_types
 
 
 @dataclass
@@ -48,26 +47,19 @@ class WeightUse:
     positions: float
 
 
-def _hf_conv1d() -> type | None:
-    """``transformers``' ``Conv1D`` (GPT-2's linear layer) if ``transformers`` is imported; a
-    model holding one has imported it, so nothing is imported here."""
-    return getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
-
-
 def _out_channels(layer: nn.Module) -> int:
     """The size of the output's feature dimension: the weight's first axis, or its last for
     ``Conv1D``, which stores (in, out)."""
-    conv1d = _hf_conv1d()
-    weight = layer.weight
-    return weight.shape[-1] if conv1d is not None and isinstance(layer, conv1d) else weight.shape[0]
+    return layer.weight.shape[-1 if is_transposed(layer) else 0]
 
 
 def _attention_uses(name: str, attention: nn.MultiheadAttention, args, kwargs, batch: int):
     """q, k, v and output projections of ``nn.MultiheadAttention``, which calls
     ``F.multi_head_attention_forward`` on its weights (its ``out_proj`` module's own forward never
     runs, so its hook would not fire)."""
-    query, key, value = (list(args) + [kwargs.get(k) for k in ("query", "key", "value")])[:3]
-    tokens = [t.numel() / t.shape[-1] / batch for t in (query, key, value)]
+    names = ("query", "key", "value")
+    inputs = [args[i] if i < len(args) else kwargs[names[i]] for i in range(3)]
+    tokens = [t.numel() / t.shape[-1] / batch for t in inputs]
     e = attention.embed_dim
     if attention._qkv_same_embed_dim:
         sliced = [(lambda i=i: attention.in_proj_weight[i * e : (i + 1) * e]) for i in range(3)]
@@ -87,8 +79,7 @@ def weight_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """Every layer whose multiply-adds are counted: convolutions, linear layers (``Conv1D``
     too) and ``nn.MultiheadAttention``; the linear layers inside an attention module are
     counted with it."""
-    conv1d = _hf_conv1d()
-    types = (*CONV_TYPES, nn.Linear, nn.MultiheadAttention) + ((conv1d,) if conv1d else ())
+    types = (*prunable_types(), nn.MultiheadAttention)
     inside_attention = set()
     for name, layer in model.named_modules():
         if isinstance(layer, nn.MultiheadAttention):

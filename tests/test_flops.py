@@ -121,6 +121,7 @@ def test_linear_layers_inside_attention_and_per_token():
         "v": (2.0 * tokens * per_token,) * 2,
         "out_proj": (2.0 * tokens * per_token,) * 2,
     }
+    assert count_flops(model, x, key=x, value=x) == counted  # key and value by name
     sequence = nn.Sequential(nn.Linear(width, 3 * width))  # a linear layer on tokens
     counted = count_flops(sequence, x)
     assert counted["inference_flops"] == 2.0 * tokens * width * 3 * width
