@@ -1,5 +1,5 @@
 """FLOPs of a sparse network, counted as RigL counts them (Evci et al. 2020, "Rigging the
-Lottery", Appendix H; google-research/rigl ``rigl/sparse_utils.py``, ``get_stats``).
+Lottery", ICML 2020; google-research/rigl ``rigl/sparse_utils.py``, ``get_stats``).
 
 Inference, per example: every weight layer (``nn.Conv1d/2d/3d``, ``nn.Linear``, the
 projections of ``nn.MultiheadAttention``, ``transformers``' ``Conv1D``) multiplies each of its
