@@ -422,6 +422,8 @@ def result_rows(runs: list[Run]) -> list[dict]:
                 "test_acc_before_pruning": summary.get("test_acc_before_pruning"),
                 "test_acc": summary.get("test_acc"),
                 "sparsity": summary.get("sparsity"),
+                "inference_flops": relative_flops(summary),
+                "train_flops": summary.get("train_flops"),
                 "sign_flips": summary.get(SIGN_FLIPS),
                 "wall_time_s": record.get("wall_time_s"),
                 "run_dir": str(run.folder),
@@ -429,6 +431,12 @@ def result_rows(runs: list[Run]) -> list[dict]:
             }
         )
     return rows
+
+
+def relative_flops(summary: dict) -> float | None:
+    """The final model's inference FLOPs over the dense model's (``summary.json``)."""
+    sparse, dense = summary.get("inference_flops"), summary.get("dense_inference_flops")
+    return None if sparse is None or not dense else sparse / dense
 
 
 def _interrupt(signum, frame):

@@ -16,6 +16,9 @@ to ``out_dir``:
 - ``safetensors``: ``model.safetensors`` (the plain state dict, exact zeros) and
   ``masks.safetensors`` (``{layer name: bool mask}``), both with the metadata ``sparsify``
   (JSON: ``hyper_parameters``, ``sparsity``); needs ``safetensors``;
+- ``sparse``: ``model.sparse.safetensors``, the plain state dict with every sparse weight
+  stored as its non-zeros and a packed bitmask (``sparsify.sparse_safetensors``; read back
+  exactly by ``read_sparse``); needs ``safetensors``;
 - ``pretrained``: ``pretrained/``, the network's own ``save_pretrained`` (a ``transformers``
   model only), which ``from_pretrained`` loads without sparsify.
 
@@ -42,8 +45,10 @@ from sparsify.checkpoint import read_checkpoint
 from sparsify.errors import ConfigError
 from sparsify.masks import sparsity_report
 from sparsify.reparam import collapse, is_transposed, layer_masks, match_structure
+from sparsify.sparse_safetensors import read_sparse as read_sparse
+from sparsify.sparse_safetensors import write_sparse
 
-FORMATS = ("torchscript", "onnx", "safetensors", "pretrained", "none")
+FORMATS = ("torchscript", "onnx", "safetensors", "sparse", "pretrained", "none")
 
 
 def load_module(
@@ -146,6 +151,9 @@ def export(
         to_onnx(network, input_shape, paths["onnx"])
     elif format == "safetensors":
         paths.update(to_safetensors(network, saved_masks, hparams, out))
+    elif format == "sparse":
+        path = out / "model.sparse.safetensors"
+        paths["sparse"] = write_sparse(network.state_dict(), path, metadata(network, hparams))
     elif format == "pretrained":
         paths["pretrained"] = to_pretrained(network, out / "pretrained")
     return paths
@@ -205,8 +213,8 @@ def to_onnx(network: nn.Module, input_shape: tuple[int, ...] | None, path: Path)
 
 def check_writable(format: str, network: nn.Module) -> None:
     """Refuse, before anything is written, a format this network or installation cannot take."""
-    if format == "safetensors" and importlib.util.find_spec("safetensors") is None:
-        raise ConfigError("format='safetensors' is invalid here: `pip install safetensors` first")
+    if format in ("safetensors", "sparse") and importlib.util.find_spec("safetensors") is None:
+        raise ConfigError(f"format={format!r} is invalid here: `pip install safetensors` first")
     if format == "pretrained" and not callable(getattr(network, "save_pretrained", None)):
         raise ConfigError(
             f"format='pretrained' is invalid for a {type(network).__name__}: only a transformers "
@@ -219,14 +227,20 @@ def to_safetensors(network: nn.Module, masks: dict, hparams: dict, out: Path) ->
     ``{"sparsify": JSON of hyper_parameters and sparsity}`` as metadata; return their paths."""
     from safetensors.torch import save_file
 
-    info = {"hyper_parameters": hparams, "sparsity": sparsity_report(network)["global"]}
-    metadata = {"format": "pt", "sparsify": json.dumps(info, default=str)}
+    info = metadata(network, hparams)
     # safetensors refuses tensors that share memory (a tied head): each is stored on its own.
     state = {k: v.detach().clone().contiguous() for k, v in network.state_dict().items()}
     paths = {"safetensors": out / "model.safetensors", "masks": out / "masks.safetensors"}
-    save_file(state, paths["safetensors"], metadata)
-    save_file({k: v.bool().contiguous() for k, v in masks.items()}, paths["masks"], metadata)
+    save_file(state, paths["safetensors"], info)
+    save_file({k: v.bool().contiguous() for k, v in masks.items()}, paths["masks"], info)
     return paths
+
+
+def metadata(network: nn.Module, hparams: dict) -> dict[str, str]:
+    """The safetensors metadata of an export: ``{"sparsify": JSON of hyper_parameters and
+    sparsity}``."""
+    info = {"hyper_parameters": hparams, "sparsity": sparsity_report(network)["global"]}
+    return {"format": "pt", "sparsify": json.dumps(info, default=str)}
 
 
 def to_pretrained(network: nn.Module, path: Path) -> Path:

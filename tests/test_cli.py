@@ -13,7 +13,8 @@ from sparsify.cli import compose, main, prepare_argv
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 NO_WANDB = [*QUIET, "--wandb=false"]
-ALWAYS = ["ModelCheckpoint", "SparsityMonitor", "RandomStateCheckpoint"]  # from defaults.yaml
+# from defaults.yaml
+ALWAYS = ["ModelCheckpoint", "SparsityMonitor", "FlopsMonitor", "RandomStateCheckpoint"]
 
 
 def sparsify_cmd(*args, cwd):
@@ -43,6 +44,10 @@ def test_default_recipe_end_to_end(tmp_path):
     assert summary["test_acc"] >= 0.9
     assert summary["test_acc_before_pruning"] >= 0.9
     assert os.path.isfile(summary["checkpoint"])
+    # FLOPs: 90 %-sparse at the end; dense for 27 of the 30 epochs
+    assert "inference FLOPs per example" in result.stdout
+    inference = summary["inference_flops"] / summary["dense_inference_flops"]
+    assert inference < 0.35 and inference < summary["train_flops"] < 1
     assert set(summary["layer_density"]) == {
         "model.0",
         "model.3",
