@@ -41,47 +41,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsify.errors import ConfigError
 from sparsify.export import collapsed_copy, to_sparse
 from sparsify.masks import magnitude_prune
 from sparsify.models import create_model
 from sparsify.reparam import add_masks
 from sparsify.sparse_safetensors import read_sparse, write_sparse
-
-
-def lenet_300_100() -> nn.Module:
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(784, 300),
-        nn.ReLU(),
-        nn.Linear(300, 100),
-        nn.ReLU(),
-        nn.Linear(100, 10),
-    )
-
-
-def lenet5() -> nn.Module:
-    """Caffe's LeNet-5 with ReLUs, for 28 × 28 inputs."""
-    return nn.Sequential(
-        nn.Conv2d(1, 20, 5),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(20, 50, 5),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(800, 500),
-        nn.ReLU(),
-        nn.Linear(500, 10),
-    )
-
-
-def build(name: str) -> nn.Module:
-    """The registry's model where it has one, else the same architecture defined above."""
-    try:
-        return create_model(name, num_classes=10)
-    except ConfigError:
-        return {"lenet_300_100": lenet_300_100, "lenet5": lenet5}[name]()
 
 
 class CSRConv2d(nn.Module):
@@ -180,7 +144,7 @@ def variants(model: nn.Module) -> dict[str, nn.Module]:
 
 def pruned(name: str, sparsity: float) -> nn.Module:
     torch.manual_seed(0)
-    model = build(name)
+    model = create_model(name, num_classes=10)
     add_masks(model)
     magnitude_prune(model, sparsity, scope="layer")
     plain, _ = collapsed_copy(model)
