@@ -52,6 +52,20 @@ class ACDC(PortableCheckpoint):
     and the current phase is in the ``state_dict``: a resumed run changes phase where an
     uninterrupted one would. Every rank prunes its own, identical, weights: no broadcast.
     Combine with ``SignIn`` for AC/DC + Sign-In.
+
+    Args:
+        sparsity: the sparsity of every compressed phase and of the end of training.
+        warmup: the dense warm-up before the first compression, in ``unit``.
+        length: the length of each compressed and each dense phase after the warm-up, in ``unit``.
+        final: the last compressed phase, in ``unit``; training ends in it.
+        last_dense: the dense phase before ``final``, in ``unit``; ``None``: twice ``length``.
+        reset_momentum: zero every momentum buffer of the optimizers at each decompression.
+        unit: ``"fraction"`` of ``max_epochs`` (rounded to whole epochs) or ``"epoch"``.
+        scope: ``"global"`` (one magnitude threshold over all selected weights) or ``"layer"``
+            (every layer compressed to ``sparsity``).
+        include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
+            module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
+        exclude: module-name patterns or types left out of ``include``.
     """
 
     def __init__(

@@ -60,6 +60,22 @@ class RiGL(PortableCheckpoint):
     weights along each layer's input dimension (a layer density above n/m gives n/m), and a
     weight grows only where its group keeps fewer than n after the drop, so every mask stays
     N:M (``sparsify.masks.select_mask``).
+
+    Args:
+        sparsity: the sparsity of the random initial mask, kept by every update.
+        distribution: the layer densities: ``"erk"`` (default), ``"uniform"`` or ``"global"``.
+        dense_layers: layers kept whole, counted in the target (patterns, ``"first"``,
+            ``"last"``).
+        update_fraction: f₀, the fraction of each layer's kept weights exchanged at the first
+            update (the reference: 0.3), decaying by a cosine.
+        every_n_steps: ΔT, optimizer steps between mask updates; ``None``: the reference's 100,
+            or fewer in a short run.
+        end: the fraction of all steps after which the mask stays fixed (0.75).
+        drop_noise: the standard deviation of the noise that breaks ties in the drop score.
+        include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
+            module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
+        exclude: module-name patterns or types left out of ``include``.
+        pattern: ``"unstructured"`` or ``"n:m"`` (e.g. ``"2:4"``).
     """
 
     def __init__(

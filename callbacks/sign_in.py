@@ -27,6 +27,14 @@ class SignIn(SignInRescale, PortableCheckpoint):
     first / the last rescale) and ``signin/inner_scale`` (mean m² − w² over the kept weights).
     The rescale is deterministic, so every DDP rank does the same; the reference signs and the
     last rescale time are in the ``state_dict``, so a resumed run continues as it would have.
+
+    Args:
+        beta: the inner scale β = m² − w² the kept weights are split with and reset to.
+        every_n_epochs: rescale at the start of every this many epochs.
+        every_n_steps: rescale every this many optimizer steps instead; ``None``: by epochs.
+        include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
+            module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
+        exclude: module-name patterns or types left out of ``include``.
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
