@@ -27,10 +27,13 @@ PhaseUnit = Literal["fraction", "epoch"]
 
 
 class ACDC(PortableCheckpoint):
-    """AC/DC ("Alternating Compressed/DeCompressed Training of Deep Neural Networks", NeurIPS
-    2021; METHODS.md §5): a dense warm-up of ``warmup`` epochs, then compressed and dense
-    phases of ``length`` epochs in turn, a longer last dense phase of ``last_dense`` epochs and
-    a final compressed phase of ``final`` epochs, so training ends at ``sparsity`` exactly.
+    """AC/DC, alternating compressed and dense phases that end compressed.
+
+    Peste, Iofinova, Vladu, Alistarh, "AC/DC: Alternating Compressed/DeCompressed Training of
+    Deep Neural Networks", NeurIPS 2021 (IST-DASLab/ACDC; docs/pai.md, "AC/DC and RiGL"): a
+    dense warm-up of ``warmup`` epochs, then compressed and dense phases of ``length`` epochs in
+    turn, a longer last dense phase of ``last_dense`` epochs and a final compressed phase of
+    ``final`` epochs, so training ends at ``sparsity`` exactly.
 
     Each compressed phase starts by masking the smallest |θ| to ``sparsity`` (``scope``
     ``"global"`` or ``"layer"``); each dense phase removes the mask, and the weights it held

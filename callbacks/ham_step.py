@@ -1,5 +1,6 @@
 """The HAM step (Hyperbolic Aware Minimization, ICLR 2026) for any LightningModule: its own
-optimizers, wrapped in the optimizer ``sparsify.optim.HAM`` when fitting starts (METHODS.md §6)."""
+optimizers, wrapped in the optimizer ``sparsify.optim.HAM`` when fitting starts (docs/methods.md,
+"HAM")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The PILoT paper's evaluation protocol: one trained model, pruned by magnitude without
 fine-tuning at sparsities 1 − 0.8^k (k = 1…25), accuracy measured at each (Mask in the Mirror,
-ICLR 2025; METHODS.md §3). The model is the one the method trained, before any pruning or
+ICLR 2025; docs/methods.md, "PILoT"). The model is the one the method trained, before any pruning or
 fine-tuning of the recipe (``PruneAtEnd``)."""
 
 from __future__ import annotations

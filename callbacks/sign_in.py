@@ -10,11 +10,14 @@ from sparsify.sign_flips import SignInRescale
 
 
 class SignIn(SignInRescale, PortableCheckpoint):
-    """Sign-In (Sign-In to the Lottery, NeurIPS 2025; METHODS.md §4): the kept weights of the
-    model's masks trained as θ = m ⊙ w with inner scale β = m² − w² = ``beta``, whose flow
-    dθ = −sqrt(4θ² + β²) ∇L keeps a non-zero step at θ = 0, so weights can change sign. Weight
-    decay and gradient noise shrink β; every ``every_n_epochs`` epochs (or, if given,
-    ``every_n_steps`` optimizer steps) each θ is re-split so that m² − w² = β again, θ unchanged.
+    """Sign-In: the kept weights trained as θ = m ⊙ w, rescaled so that weights can change sign.
+
+    Gadhikar, Jacobs, Zhou, Burkholz, "Sign-In to the Lottery", NeurIPS 2025 (docs/pai.md,
+    "Sign-In"): the kept weights of the model's masks are trained as θ = m ⊙ w with inner scale β =
+    m² − w² = ``beta``, whose flow dθ = −sqrt(4θ² + β²) ∇L keeps a non-zero step at θ = 0, so
+    weights can change sign. Weight decay and gradient noise shrink β; every ``every_n_epochs``
+    epochs (or, if given, ``every_n_steps`` optimizer steps) each θ is re-split so that m² − w² = β
+    again, θ unchanged.
 
     ``setup`` reparametrizes the selected weights (keeping any mask they have) before the
     optimizer is built. The first rescale, at the start of the first epoch, comes after every

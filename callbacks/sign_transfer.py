@@ -25,7 +25,8 @@ from sparsify.transfer import transfer_weights as transfer
 
 class SignTransfer(PortableCheckpoint):
     """Before the first optimizer step, give the model a mask and the signs and/or magnitudes of
-    the weights θ_src in ``checkpoint`` (Sign-In to the Lottery, NeurIPS 2025, METHODS.md §4):
+    the weights θ_src in ``checkpoint`` (Sign-In to the Lottery, NeurIPS 2025;
+    docs/pai.md, "Sign transfer"):
 
     - ``keep="signs"``: sign(θ_src) with this run's random initial magnitudes;
     - ``keep="magnitudes"``: |θ_src| with this run's random initial signs;
