@@ -3,6 +3,8 @@ docstring, the section jsonargparse reads for ``sparsify fit --help``."""
 
 import inspect
 import re
+import subprocess
+import sys
 
 import pytest
 from jsonargparse import ArgumentParser
@@ -72,3 +74,19 @@ def test_help_shows_every_argument(name):
     assert set(helps) == {f"callback.{arg}" for arg in init_args(getattr(callbacks, name))}
     undocumented = sorted(dest for dest, text in helps.items() if not text.strip())
     assert not undocumented, f"{name}: {undocumented} have no help text"
+
+
+def test_the_command_line_help_of_a_callback_shows_its_args(tmp_path):
+    """``sparsify fit --trainer.callbacks.help PruneAtEnd`` prints every argument's Args text."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sparsify", "fit", "--trainer.callbacks.help", "PruneAtEnd"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = " ".join(result.stdout.split())
+    for arg in init_args(callbacks.PruneAtEnd):
+        assert f"--trainer.callbacks.{arg} " in text, arg
+    assert "every layer keeps at least ``layer_floor · (1 − sparsity)`` of its weights" in text
