@@ -1,7 +1,7 @@
 from helpers import load_script
 
 
-def test_fast_mode_reproduces_the_qualitative_results_of_methods_md(tmp_path):
+def test_fast_mode_reproduces_the_qualitative_results_of_the_papers(tmp_path):
     errors = load_script("controlled_study").main(["--fast", "--out", str(tmp_path)])
     # Mirror, Mirror of the Flow (docs/methods.md): switching weight decay off part-way reaches
     # the sparse truth.
