@@ -3,6 +3,7 @@
 
 from sparsify.callbacks.acdc import ACDC
 from sparsify.callbacks.continuous_sparsification import ContinuousSparsification
+from sparsify.callbacks.deprecated import HAM  # noqa: F401  the old name of HAMStep, warns once
 from sparsify.callbacks.flops_monitor import FlopsMonitor
 from sparsify.callbacks.ham_step import HAMStep
 from sparsify.callbacks.l1 import L1Penalty

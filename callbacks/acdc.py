@@ -27,10 +27,13 @@ PhaseUnit = Literal["fraction", "epoch"]
 
 
 class ACDC(PortableCheckpoint):
-    """AC/DC ("Alternating Compressed/DeCompressed Training of Deep Neural Networks", NeurIPS
-    2021; METHODS.md §5): a dense warm-up of ``warmup`` epochs, then compressed and dense
-    phases of ``length`` epochs in turn, a longer last dense phase of ``last_dense`` epochs and
-    a final compressed phase of ``final`` epochs, so training ends at ``sparsity`` exactly.
+    """AC/DC, alternating compressed and dense phases that end compressed.
+
+    Peste, Iofinova, Vladu, Alistarh, "AC/DC: Alternating Compressed/DeCompressed Training of
+    Deep Neural Networks", NeurIPS 2021 (IST-DASLab/ACDC; docs/pai.md, "AC/DC and RiGL"): a
+    dense warm-up of ``warmup`` epochs, then compressed and dense phases of ``length`` epochs in
+    turn, a longer last dense phase of ``last_dense`` epochs and a final compressed phase of
+    ``final`` epochs, so training ends at ``sparsity`` exactly.
 
     Each compressed phase starts by masking the smallest |θ| to ``sparsity`` (``scope``
     ``"global"`` or ``"layer"``); each dense phase removes the mask, and the weights it held
@@ -52,6 +55,20 @@ class ACDC(PortableCheckpoint):
     and the current phase is in the ``state_dict``: a resumed run changes phase where an
     uninterrupted one would. Every rank prunes its own, identical, weights: no broadcast.
     Combine with ``SignIn`` for AC/DC + Sign-In.
+
+    Args:
+        sparsity: the sparsity of every compressed phase and of the end of training.
+        warmup: the dense warm-up before the first compression, in ``unit``.
+        length: the length of each compressed and each dense phase after the warm-up, in ``unit``.
+        final: the last compressed phase, in ``unit``; training ends in it.
+        last_dense: the dense phase before ``final``, in ``unit``; ``None``: twice ``length``.
+        reset_momentum: zero every momentum buffer of the optimizers at each decompression.
+        unit: ``"fraction"`` of ``max_epochs`` (rounded to whole epochs) or ``"epoch"``.
+        scope: ``"global"`` (one magnitude threshold over all selected weights) or ``"layer"``
+            (every layer compressed to ``sparsity``).
+        include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
+            module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
+        exclude: module-name patterns or types left out of ``include``.
     """
 
     def __init__(

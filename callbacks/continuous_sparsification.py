@@ -42,8 +42,9 @@ class ContinuousSparsification(PortableCheckpoint):
             is added to the scores' gradient (the reference adds λ Σ σ(τ s) / σ(s₀) to the loss).
         s_init: s₀, the initial score of every weight (the reference's ``mask_initial_value``;
             at or below 0 a weight survives only if the loss pushes its score above 0).
-        temperature_init, temperature_final: τ at the first and the last epoch of each round;
-            in between τ = τ₀ · (τ_final / τ₀)^(e / (E − 1)) at epoch e of a round of E epochs.
+        temperature_init: τ₀, the temperature at the first epoch of each round.
+        temperature_final: τ at the last epoch of each round; in between
+            τ = τ₀ · (τ_final / τ₀)^(e / (E − 1)) at epoch e of a round of E epochs.
         rounds: search rounds sharing the search epochs (as equal as whole epochs allow).
             Between rounds τ returns to τ₀ and s ← min(s, s₀).
         ticket: the fraction of ``max_epochs`` at the end spent training the ticket: the mask
@@ -53,7 +54,9 @@ class ContinuousSparsification(PortableCheckpoint):
             weights are the searched ones.
         rewind: the epoch of the first round, as a fraction of ``max_epochs`` (rounded), at
             whose start the weights are saved for the ticket.
-        include, exclude: layer selection, as in ``sparsify.reparam.prunable_layers``.
+        include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
+            module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
+        exclude: module-name patterns or types left out of ``include``.
         harden_at_end: binarize the mask when training ends (without a ticket phase), and
             multiply the ticket's 1/σ(s₀) into plain weights at the end.
         restart_schedule: every round and the ticket replay the module's whole learning-rate

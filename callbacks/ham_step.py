@@ -1,5 +1,6 @@
 """The HAM step (Hyperbolic Aware Minimization, ICLR 2026) for any LightningModule: its own
-optimizers, wrapped in the optimizer ``sparsify.optim.HAM`` when fitting starts (METHODS.md §6)."""
+optimizers, wrapped in the optimizer ``sparsify.optim.HAM`` when fitting starts (docs/methods.md,
+"HAM")."""
 
 from __future__ import annotations
 
@@ -21,6 +22,17 @@ class HAMStep(L.Callback):
     ``state_dict`` is the wrapped optimizer's, so checkpoints resume with or without HAM.
     Combines with the sparsification callbacks (masks, m ⊙ w): it acts on whatever parameters
     the optimizer holds. The step is the same on every DDP process (gradients are reduced).
+
+    Args:
+        alpha: α, the strength of the multiplicative step (published: 200 on ImageNet; scale it
+            so that lr · α · |∇f| stays well below 1 on a small network).
+        beta: β, the decay every weight gets in each HAM step (published: 1e-3 on ImageNet).
+        max_exponent: the exponent is clamped to [−max_exponent, max_exponent]; ``None``
+            leaves it unclamped.
+        skip_zeros: multiply only the entries that are not exactly 0, so pruned weights stay 0.
+        revert_nan: a tensor with NaN after the step keeps the ordinary step's value.
+        max_weight_norm: every parameter with a gradient is scaled back to this Frobenius norm
+            when it exceeds it; ``None`` switches it off.
     """
 
     def __init__(

@@ -29,6 +29,13 @@ class L1Penalty(L.Callback):
 
     ``include``/``exclude`` select layers as in ``sparsify.reparametrize``. Logs ``l1/penalty``
     (the value of the penalty). Stateless, so nothing to resume.
+
+    Args:
+        strength: λ, the constant strength of the penalty.
+        on: ``"theta"`` (the effective weights) or ``"m"`` (the factor m of ``m ⊙ w``).
+        include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
+            module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
+        exclude: module-name patterns or types left out of ``include``.
     """
 
     def __init__(

@@ -29,12 +29,16 @@ class MagnitudePruning(GradualMagnitudePruning, PortableCheckpoint):
     Args:
         final_sparsity: s_f, reached at ``end`` and kept to the end of training.
         initial_sparsity: s_i, the target at ``start``.
-        start, end, frequency: t₀, t₁ and Δt in ``unit``: a ``fraction`` of all optimizer steps
-            (default: prune from 10 % to 75 % of training, every 1 %), ``epoch`` s (pruning at
-            the first step of an epoch) or optimizer ``step`` s.
+        start: t₀, the first pruning, in ``unit`` (default 0.1: at 10 % of training).
+        end: t₁, where ``final_sparsity`` is reached, in ``unit`` (default 0.75).
+        frequency: Δt, the time between prunings, in ``unit`` (default 0.01: every 1 %).
+        unit: ``"fraction"`` of all optimizer steps, ``"epoch"`` (pruning at the first step of
+            an epoch) or optimizer ``"step"``.
         scope: ``"global"`` (one magnitude threshold over all selected weights) or ``"layer"``
             (every layer pruned to s_t).
-        include, exclude: layer selection, as in ``sparsify.reparam.prunable_layers``.
+        include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
+            module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
+        exclude: module-name patterns or types left out of ``include``.
         pattern: ``"unstructured"`` or ``"n:m"`` (e.g. ``"2:4"``): at most n kept weights in
             every group of m along a layer's input dimension (``sparsify.masks.select_mask``).
             A target s_t below 1 − n/m prunes to 1 − n/m (the pattern wins), so with a pattern

@@ -1,6 +1,6 @@
 """The PILoT paper's evaluation protocol: one trained model, pruned by magnitude without
 fine-tuning at sparsities 1 − 0.8^k (k = 1…25), accuracy measured at each (Mask in the Mirror,
-ICLR 2025; METHODS.md §3). The model is the one the method trained, before any pruning or
+ICLR 2025; docs/methods.md, "PILoT"). The model is the one the method trained, before any pruning or
 fine-tuning of the recipe (``PruneAtEnd``)."""
 
 from __future__ import annotations
@@ -55,6 +55,16 @@ class OneShotPruningCurve(L.Callback):
     ``one_shot_curve.png`` to ``dirpath`` (default: the trainer's log folder), logs them to W&B
     as a table and an image when a ``WandbLogger`` is present, and keeps the rows in
     ``self.rows``. Rank 0 evaluates on its own data loader.
+
+    Args:
+        steps: the number of sparsities, k = 1 … steps (the paper: 25).
+        rate: the sparsities are 1 − rate^k (the paper: 0.8).
+        scope: ``"global"`` (one magnitude threshold) or ``"layer"`` (every layer alike).
+        stage: ``"test"`` (after testing, on the test data) or ``"fit"`` (after fitting, on the
+            validation data).
+        dirpath: the folder of the CSV and the plot; ``None``: the trainer's log folder.
+        before_pruning: curve the model as the method trained it, before ``PruneAtEnd``
+            pruned (default); ``False``: the model as it is.
     """
 
     def __init__(

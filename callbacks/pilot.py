@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from sparsify.callbacks.deprecated import warn_renamed
 from sparsify.callbacks.param_groups import (
     isolate_pointwise,
     pointwise_parameters,
@@ -75,6 +76,8 @@ class PILoT(L.Callback):
             (``l1_outside_top``) is at least this tolerance, in place of ‖m ⊙ w‖₁ ≥ K (K is then
             unused); the accuracy and k < T/2 conditions stay. ``None`` (default): the paper's
             rule. Needs a target sparsity (``sparsity`` or a ``PruneAtEnd``).
+        K: the old name of ``l1_threshold``: works, warns once.
+        K_relative: the old name of ``l1_threshold_relative``: works, warns once.
 
     m, w are moved into a param group of their own at ``on_fit_start`` if the module's
     optimizer mixes them with other parameters (``sparsify.callbacks.param_groups``); the other
@@ -99,7 +102,15 @@ class PILoT(L.Callback):
         mode: MonitorMode = "max",
         sparsity: float | None = None,
         outside_top_tolerance: float | None = None,
+        K: float | None = None,
+        K_relative: bool | None = None,
     ):
+        if K is not None:
+            warn_renamed("PILoT(K=...)", "PILoT(l1_threshold=...)")
+            l1_threshold = K
+        if K_relative is not None:
+            warn_renamed("PILoT(K_relative=...)", "PILoT(l1_threshold_relative=...)")
+            l1_threshold_relative = K_relative
         if not alpha_init > 0:
             raise ConfigError(f"alpha_init={alpha_init!r} is invalid: must be > 0")
         if not delta > 1:

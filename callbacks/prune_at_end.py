@@ -63,6 +63,22 @@ class PruneAtEnd(PortableCheckpoint):
     ``pattern="n:m"`` (e.g. ``"2:4"``) keeps at most n weights in every group of m along each
     layer's input dimension (``sparsify.masks.select_mask``); a ``sparsity`` below 1 − n/m
     achieves 1 − n/m (the pattern wins), a higher one is chosen by magnitude within the pattern.
+
+    Args:
+        sparsity: the target fraction of zero weights, in [0, 1).
+        scope: ``"global"`` (one threshold, with the layer floor) or ``"layer"``.
+        finetune_epochs: epochs trained under the mask after pruning; 0 prunes when training
+            ends. Must be smaller than ``max_epochs``.
+        include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
+            module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
+        exclude: module-name patterns or types left out of ``include``.
+        monitor: the validation metric kept in ``before`` / ``after`` and printed.
+        regrow: ``None`` keeps a learned mask that is sparser than the target; ``"random"``
+            fills the target with zero weights chosen at random.
+        regrow_seed: the seed of ``regrow="random"``, the same on every rank.
+        layer_floor: under the global threshold every layer keeps at least
+            ``layer_floor · (1 − sparsity)`` of its weights; 0: the plain global threshold.
+        pattern: ``"unstructured"`` or ``"n:m"`` (e.g. ``"2:4"``).
     """
 
     def __init__(

@@ -41,6 +41,8 @@ class PruneAtInit(PortableCheckpoint):
     ``rounds`` rounds, Tanaka et al. 2020); see ``sparsify.pai``.
 
     Args:
+        sparsity: the target fraction of zero weights.
+        score: ``"random"``, ``"magnitude"``, ``"snip"``, ``"grasp"`` or ``"synflow"``.
         distribution: ``global`` (one threshold on the scores), ``uniform`` or ``erk`` layer
             densities (``sparsify.masks.layer_densities``).
         dense_layers: layers kept whole, counted in the target (patterns, ``"first"``,
@@ -51,6 +53,11 @@ class PruneAtInit(PortableCheckpoint):
         samples_per_class: ``grasp`` scores on the first this many examples of every class of
             the training data, as the reference does (alecwangcq/GraSP: 10;
             ``sparsify.pai.grasp_batches``); ``None``: the first ``num_batches`` batches.
+        temperature: GraSP's temperature: the logits are divided by it (the reference: 200).
+        rounds: SynFlow's pruning rounds, with density^(k/rounds) after round k (100).
+        include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
+            module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
+        exclude: module-name patterns or types left out of ``include``.
         loss_fn: ``loss_fn(output, target)``; cross-entropy by default.
         pattern: ``"unstructured"`` or ``"n:m"`` (e.g. ``"2:4"``): at most n kept weights, the
             highest scores, in every group of m along a layer's input dimension

@@ -25,16 +25,17 @@ from sparsify.reparam import add_masks, layer_masks, prunable_layers, weight_par
 
 class RiGL(PortableCheckpoint):
     """RiGL ("Rigging the Lottery: Making All Tickets Winners", Evci et al., ICML 2020;
-    METHODS.md §5). Training starts from a random mask with ``distribution`` layer densities
-    (ERK by default, ``sparsify.masks.layer_densities``; ``dense_layers`` kept whole) at
-    ``sparsity``. Every ``every_n_steps`` optimizer steps until ``end`` (a fraction of all
-    steps), each layer drops its k smallest |θ| and grows the k weights outside the mask with
-    the largest |∂L/∂θ|, k = f_t · (kept weights), f_t = ``update_fraction`` · (1 + cos(π t /
-    T_end)) / 2. The sparsity of every layer stays constant; grown weights start at 0 with
-    cleared optimizer state. Ties in the drop score are broken as in the reference
-    (google-research/rigl): the score is |θ| plus Gaussian noise of standard deviation
-    ``drop_noise`` (1e-5; 0 turns it off), drawn from a generator seeded with the update step,
-    so every DDP rank and a resumed run draw the same noise.
+    google-research/rigl; docs/pai.md, "AC/DC and RiGL").
+
+    Training starts from a random mask with ``distribution`` layer densities (ERK by default,
+    ``sparsify.masks.layer_densities``; ``dense_layers`` kept whole) at ``sparsity``. Every
+    ``every_n_steps`` optimizer steps until ``end`` (a fraction of all steps), each layer drops its
+    k smallest |θ| and grows the k weights outside the mask with the largest |∂L/∂θ|, k = f_t ·
+    (kept weights), f_t = ``update_fraction`` · (1 + cos(π t / T_end)) / 2. The sparsity of every
+    layer stays constant; grown weights start at 0 with cleared optimizer state. Ties in the drop
+    score are broken as in the reference (google-research/rigl): the score is |θ| plus Gaussian
+    noise of standard deviation ``drop_noise`` (1e-5; 0 turns it off), drawn from a generator seeded
+    with the update step, so every DDP rank and a resumed run draw the same noise.
 
     ∂L/∂θ is the dense gradient of the effective weight on the batch of the update step (taken
     from the backward pass of that step, so no extra forward), averaged over DDP ranks
@@ -60,6 +61,22 @@ class RiGL(PortableCheckpoint):
     weights along each layer's input dimension (a layer density above n/m gives n/m), and a
     weight grows only where its group keeps fewer than n after the drop, so every mask stays
     N:M (``sparsify.masks.select_mask``).
+
+    Args:
+        sparsity: the sparsity of the random initial mask, kept by every update.
+        distribution: the layer densities: ``"erk"`` (default), ``"uniform"`` or ``"global"``.
+        dense_layers: layers kept whole, counted in the target (patterns, ``"first"``,
+            ``"last"``).
+        update_fraction: f₀, the fraction of each layer's kept weights exchanged at the first
+            update (the reference: 0.3), decaying by a cosine.
+        every_n_steps: ΔT, optimizer steps between mask updates; ``None``: the reference's 100,
+            or fewer in a short run.
+        end: the fraction of all steps after which the mask stays fixed (0.75).
+        drop_noise: the standard deviation of the noise that breaks ties in the drop score.
+        include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
+            module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
+        exclude: module-name patterns or types left out of ``include``.
+        pattern: ``"unstructured"`` or ``"n:m"`` (e.g. ``"2:4"``).
     """
 
     def __init__(

@@ -24,7 +24,8 @@ class SignFlipMonitor(L.Callback):
 
     The same measure with and without Sign-In (whose own ``signin/flips_since_init`` counts
     from its first rescale, which is the same moment and leaves θ unchanged), so a baseline's
-    flips can be put beside Sign-In's (Sign-In to the Lottery, NeurIPS 2025, METHODS.md §4).
+    flips can be put beside Sign-In's (Sign-In to the Lottery, NeurIPS 2025; docs/pai.md,
+    "Sign-In").
     Weights pruned at initialization are 0 and not counted; a mask that changes (RiGL,
     AC/DC) counts only the weights kept at both times. The starting signs are in the
     ``state_dict``, so a resumed run measures against the same start.

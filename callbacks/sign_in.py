@@ -10,11 +10,14 @@ from sparsify.sign_flips import SignInRescale
 
 
 class SignIn(SignInRescale, PortableCheckpoint):
-    """Sign-In (Sign-In to the Lottery, NeurIPS 2025; METHODS.md §4): the kept weights of the
-    model's masks trained as θ = m ⊙ w with inner scale β = m² − w² = ``beta``, whose flow
-    dθ = −sqrt(4θ² + β²) ∇L keeps a non-zero step at θ = 0, so weights can change sign. Weight
-    decay and gradient noise shrink β; every ``every_n_epochs`` epochs (or, if given,
-    ``every_n_steps`` optimizer steps) each θ is re-split so that m² − w² = β again, θ unchanged.
+    """Sign-In: the kept weights trained as θ = m ⊙ w, rescaled so that weights can change sign.
+
+    Gadhikar, Jacobs, Zhou, Burkholz, "Sign-In to the Lottery", NeurIPS 2025 (docs/pai.md,
+    "Sign-In"): the kept weights of the model's masks are trained as θ = m ⊙ w with inner scale β =
+    m² − w² = ``beta``, whose flow dθ = −sqrt(4θ² + β²) ∇L keeps a non-zero step at θ = 0, so
+    weights can change sign. Weight decay and gradient noise shrink β; every ``every_n_epochs``
+    epochs (or, if given, ``every_n_steps`` optimizer steps) each θ is re-split so that m² − w² = β
+    again, θ unchanged.
 
     ``setup`` reparametrizes the selected weights (keeping any mask they have) before the
     optimizer is built. The first rescale, at the start of the first epoch, comes after every
@@ -27,6 +30,14 @@ class SignIn(SignInRescale, PortableCheckpoint):
     first / the last rescale) and ``signin/inner_scale`` (mean m² − w² over the kept weights).
     The rescale is deterministic, so every DDP rank does the same; the reference signs and the
     last rescale time are in the ``state_dict``, so a resumed run continues as it would have.
+
+    Args:
+        beta: the inner scale β = m² − w² the kept weights are split with and reset to.
+        every_n_epochs: rescale at the start of every this many epochs.
+        every_n_steps: rescale every this many optimizer steps instead; ``None``: by epochs.
+        include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
+            module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
+        exclude: module-name patterns or types left out of ``include``.
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -25,7 +25,8 @@ from sparsify.transfer import transfer_weights as transfer
 
 class SignTransfer(PortableCheckpoint):
     """Before the first optimizer step, give the model a mask and the signs and/or magnitudes of
-    the weights θ_src in ``checkpoint`` (Sign-In to the Lottery, NeurIPS 2025, METHODS.md §4):
+    the weights θ_src in ``checkpoint`` (Sign-In to the Lottery, NeurIPS 2025;
+    docs/pai.md, "Sign transfer"):
 
     - ``keep="signs"``: sign(θ_src) with this run's random initial magnitudes;
     - ``keep="magnitudes"``: |θ_src| with this run's random initial signs;
@@ -47,6 +48,19 @@ class SignTransfer(PortableCheckpoint):
     Every rank reads the same files and its own initialization, which DDP has synchronized, so
     every rank sets the same weights without a broadcast. ``done`` is in the ``state_dict``: a
     resumed run does not transfer again.
+
+    Args:
+        checkpoint: the checkpoint of the source run θ_src.
+        keep: ``"signs"``, ``"magnitudes"``, ``"both"`` or ``"none"``.
+        mask_from: ``"checkpoint"`` (the source's), the path of another checkpoint, or
+            ``"current"`` (the run's own masks).
+        sparsity: take the mask as the largest |θ| of ``mask_from`` at this sparsity; ``None``:
+            the masks stored there.
+        scope: ``"global"`` or ``"layer"``, for ``sparsity``.
+        include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
+            module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
+        exclude: module-name patterns or types left out of ``include``.
+        trusted: allow full unpickling of a checkpoint that needs it (only for trusted files).
     """
 
     def __init__(

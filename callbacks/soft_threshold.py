@@ -38,7 +38,9 @@ class SoftThresholdReparametrization(PortableCheckpoint):
             coupled, as in the reference (RAIVNLab/STR, main.py: the thresholds' SGD group gets
             ``st_decay`` if given, else the model's ``weight_decay``): λ_s is, at every step,
             the weight decay of the optimizer group holding the layer's weight.
-        include, exclude: layer selection, as in ``sparsify.reparam.prunable_layers``.
+        include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
+            module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
+        exclude: module-name patterns or types left out of ``include``.
         harden_at_end: replace the soft thresholds by masks when training ends.
 
     Logs ``str/sparsity`` (zero fraction of θ) and ``str/threshold`` (mean g(s)) every epoch.

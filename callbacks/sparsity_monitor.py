@@ -14,7 +14,12 @@ class SparsityMonitor(L.Callback):
     ``sparsity/<layer>``, through Lightning (``pl_module.log_dict``), so that
     ``ModelCheckpoint`` and ``EarlyStopping`` can monitor them. Every rank holds the same
     weights and logs the same values; the epoch values carry ``sync_dist=True`` (a mean of
-    equal values) as Lightning asks of epoch-level metrics under DDP."""
+    equal values) as Lightning asks of epoch-level metrics under DDP.
+
+    Args:
+        every_n_steps: log every this many optimizer steps (and at the end of every epoch).
+        per_layer: log every layer's sparsity as well as the global one.
+    """
 
     def __init__(self, every_n_steps: int = 50, per_layer: bool = True):
         if every_n_steps < 1:

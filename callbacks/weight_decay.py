@@ -34,6 +34,9 @@ class WeightDecaySchedule(L.Callback):
             ``inverse_square`` (1/k²), or a callable of progress.
         unit: progress measured as a ``fraction`` of all training steps, in ``epoch`` s, or in
             optimizer ``step`` s.
+        at: where ``switch_off`` sets the weight decay to 0, in ``unit``.
+        end: where ``linear`` and ``cosine`` reach 0, in ``unit``.
+        rate: the base of the ``exponential`` schedule.
         groups: names of the param groups to schedule (the ``name`` key of a group, e.g.
             ``["pointwise"]`` for the m, w of ``ImageClassifier``); ``None`` schedules all.
         target: ``"pointwise"`` schedules exactly the reparametrized m, w, whatever groups the
@@ -164,7 +167,16 @@ class WeightDecaySchedule(L.Callback):
 
 class WeightDecaySwitchOff(WeightDecaySchedule):
     """Weight decay as configured until ``at`` (a fraction of all steps by default, or an
-    epoch or step with ``unit``), then 0 for the rest of training."""
+    epoch or step with ``unit``), then 0 for the rest of training.
+
+    Args:
+        at: where the weight decay becomes 0, in ``unit`` (default: half-way).
+        unit: ``"fraction"`` of all training steps, ``"epoch"`` or optimizer ``"step"``.
+        groups: names of the param groups to switch off; ``None``: all.
+        target: ``"pointwise"``: exactly the reparametrized m, w (``WeightDecaySchedule``).
+        weight_decay: the weight decay before ``at``; ``None`` keeps the optimizer's.
+        scale: multiplies the weight decay before ``at``.
+    """
 
     def __init__(
         self,

@@ -1,5 +1,5 @@
-"""Synthetic linear inverse problems with a planted ground truth, for the controlled studies of
-the implicit bias of ``m ⊙ w`` and of weight-decay schedules (METHODS.md §2–3).
+"""Synthetic linear inverse problems with a planted ground truth, for the controlled studies of the
+implicit bias of ``m ⊙ w`` and of weight-decay schedules (docs/methods.md, "The controlled study").
 
 Each problem observes a hidden truth through random Gaussian measurements ``a`` with entries
 ``N(0, 1/samples)`` (so that ``E‖A e‖² = ‖e‖²`` over the training set) and yields float

@@ -1,5 +1,5 @@
-"""The controlled study of METHODS.md §2–3: a diagonal linear network on underdetermined sparse
-regression, trained by full-batch gradient descent in plain PyTorch.
+"""The controlled study (docs/methods.md, "The controlled study"): a diagonal linear network on
+underdetermined sparse regression, trained by full-batch gradient descent in plain PyTorch.
 
 Truth x* ∈ R¹⁰⁰ with 5 non-zeros ±1, 40 measurements A ~ N(0, 1/40), y = A x*. The model is
 x = m ⊙ w, trained on ½‖A x − y‖² with step size 0.02 for 40,000 steps (an "epoch" is 100 steps,

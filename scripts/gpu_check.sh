@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU-only checks of sparsify (issue 14), under 10 minutes on a GPU machine:
+# GPU-only checks of sparsify, under 10 minutes on a GPU machine:
 #   NCCL DDP on all GPUs, fp16 with GradScaler and HAM, bf16 + channels_last + torch.compile,
 #   m ⊙ w vs dense step time on ResNet-50, 2:4 masks as torch.sparse semi-structured tensors.
 # Usage, from anywhere:  bash scripts/gpu_check.sh [OUT]     (OUT: where logs go, default a temp dir)

@@ -1,4 +1,6 @@
-"""The "signs are sufficient" experiment of Sign-In to the Lottery (NeurIPS 2025; METHODS.md §4).
+"""The "signs are sufficient" experiment of Sign-In to the Lottery (NeurIPS 2025).
+
+docs/pai.md, "Sign transfer", has the method and the measured table.
 
 1. Train a dense network (``method/dense``, seed 0) and keep its final checkpoint θ_src.
 2. Train four sparse networks (seed 1) with the mask of θ_src's largest |θ| at ``--sparsity``

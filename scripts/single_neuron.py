@@ -1,4 +1,6 @@
-"""The single-neuron study of Sign-In to the Lottery (NeurIPS 2025; METHODS.md §4).
+"""The single-neuron study of Sign-In to the Lottery (NeurIPS 2025).
+
+docs/pai.md, "The single-neuron study", has the setting and the measured table.
 
 One hidden ReLU neuron, f(x) = a · relu(w · x), x ∈ [0, 1]^d, learns the target
 y = relu(w* · x) (a* = 1, w* = 1) by full-batch gradient descent with a small step (close

@@ -1,4 +1,4 @@
-"""Dynamic sparse training: the mask changes during training (METHODS.md §5).
+"""Dynamic sparse training: the mask changes during training (docs/pai.md, "AC/DC and RiGL").
 
 - **RiGL** (Evci et al., "Rigging the Lottery", ICML 2020): every ΔT steps each layer drops
   its k smallest |θ| among the kept weights and grows the k largest |∂L/∂θ| among the others,

@@ -382,7 +382,8 @@ def magnitude_prune(
     return new_masks
 
 
-# Layer densities: how a global sparsity target is shared among layers (METHODS.md §5).
+# Layer densities: how a global sparsity target is shared among layers (docs/pai.md, "Layer
+# densities and PaI scores").
 
 Distribution = Literal["uniform", "global", "erk"]
 DISTRIBUTIONS = get_args(Distribution)

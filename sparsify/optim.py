@@ -1,8 +1,8 @@
 """HAM: Hyperbolic Aware Minimization, a multiplicative step after any optimizer's step.
 
 The authors' follow-up to "Mask in the Mirror" (Hyperbolic Aware Minimization, ICLR 2026; see
-METHODS.md §6; their wrapper is ``HamOptimizerWrapper`` in the README of TomJacobs05/HAM) gets
-the hyperbolic geometry of θ = m ⊙ w without doubling the parameters: after each ordinary
+docs/methods.md, "HAM"; their wrapper is ``HamOptimizerWrapper`` in the README of TomJacobs05/HAM)
+gets the hyperbolic geometry of θ = m ⊙ w without doubling the parameters: after each ordinary
 optimizer step, every weight tensor θ with at least 2 dimensions is multiplied elementwise by
 
     exp(clamp(lr · (−α · sign(θ) ⊙ ∇f − β), −5, 5))

@@ -70,7 +70,17 @@ class CubicPruningSchedule:
     ``cubic_sparsity`` (``initial_sparsity`` s_i at t₀, ``final_sparsity`` s_f from t₁ on), with
     progress in ``unit``: a ``fraction`` of all optimizer steps, ``epoch`` s or ``step`` s.
     The trainer-independent part of ``sparsify.callbacks.MagnitudePruning`` and of
-    ``sparsify.hf.MagnitudePruning``."""
+    ``sparsify.hf.MagnitudePruning``.
+
+    Args:
+        final_sparsity: s_f, reached at ``end`` and kept to the end of training.
+        initial_sparsity: s_i, the target at ``start``.
+        start: t₀, the first pruning, in ``unit`` (default 0.1: at 10 % of training).
+        end: t₁, where ``final_sparsity`` is reached, in ``unit`` (default 0.75).
+        frequency: Δt, the time between prunings, in ``unit`` (default 0.01: every 1 %).
+        unit: ``"fraction"`` of all optimizer steps, ``"epoch"`` (pruning at the first step of
+            an epoch) or optimizer ``"step"``.
+    """
 
     def __init__(
         self,

@@ -1,5 +1,5 @@
 """Sign-In's sign flips: their measurement and the rescale schedule that causes them (Sign-In to
-the Lottery, NeurIPS 2025; METHODS.md §4).
+the Lottery, NeurIPS 2025; docs/pai.md, "Sign-In").
 
 Sign-In trains the kept weights of a sparse mask as θ = m ⊙ w with inner scale β = m² − w² = 1
 and re-splits θ every p epochs (``sparsify.reparam.rescale_``), so that weights keep crossing

@@ -262,8 +262,8 @@ def test_recipes_build_their_callbacks(name):
 
 
 def test_the_recipe_trains_digits_where_the_published_alpha_stays_at_chance(one_thread):
-    """Issue 11, item 1: α = 200 on digits diverged to NaN; with the reference's safeguards it
-    stays finite but at chance, and the recipe's α with the warm-up trains."""
+    """α = 200 on digits diverges to NaN without the reference's safeguards; with them it stays
+    finite but at chance, and the recipe's α with the warm-up trains (docs/performance.md)."""
     train = load_script("ham_alpha").train  # the digits recipe's training in plain PyTorch
     config = recipe("ham")
     alpha = config["trainer"]["callbacks"][0]["init_args"]["alpha"]

@@ -1,4 +1,4 @@
-"""The global magnitude threshold with a floor on each layer's density (issue 12, item 4)."""
+"""The global magnitude threshold with a floor on each layer's density (docs/core.md)."""
 
 import pytest
 import torch

@@ -4,7 +4,7 @@ trained with ``sparsify.module.Regressor`` on float ``(x, y)`` batches.
 ``linear`` is y = θ x. Reparametrized with ``sparsify.reparametrize(model, beta)`` its weight is
 θ = m ⊙ w: the diagonal linear network x = u ⊙ v of the implicit-bias studies, with no model of
 its own. The default zero initialization with β = 1 gives m₀ = 1, w₀ = 0 (u₀ = 1, v₀ = 0, the
-setting of METHODS.md §2).
+setting of docs/methods.md, "The controlled study").
 
 ``matrix_factorization`` is the matrix-sensing model y_i = ⟨A_i, U Vᵀ⟩ with U, V as the
 weights of two ``nn.Linear`` layers, so weight decay, masks and m ⊙ w apply to the factors.
