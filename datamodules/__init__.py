@@ -2,6 +2,7 @@
 
 from sparsify.datamodules.cifar import CIFARDataModule
 from sparsify.datamodules.digits import DigitsDataModule
+from sparsify.datamodules.fashion_mnist import FashionMNISTDataModule
 from sparsify.datamodules.imagenet import ImageNetDataModule
 from sparsify.datamodules.synthetic import (
     MatrixSensingDataModule,
@@ -13,6 +14,7 @@ from sparsify.datamodules.text import TextDataModule
 __all__ = [
     "DigitsDataModule",  # first: the default, and the first choice named in error messages
     "CIFARDataModule",
+    "FashionMNISTDataModule",
     "ImageNetDataModule",
     "MatrixSensingDataModule",
     "SparseCodingDataModule",

@@ -3,7 +3,8 @@
 Training images get the standard augmentation of He et al. (2016): a random 32×32 crop of the
 image zero-padded by 4 pixels on each side, a random horizontal flip, then normalization by the
 per-channel mean and standard deviation of the 50,000 training images. Validation and test
-images are only normalized.
+images are only normalized. ``loader="device"`` does the same on batches gathered from one uint8
+tensor on the accelerator (``DeviceBatches``); ``loader="torch"`` per image in a ``DataLoader``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 
-from sparsify.datamodules.common import SplitDataModule, TransformedSubset, check_loader_args
+from sparsify.datamodules.common import (
+    Loader,
+    SplitDataModule,
+    TransformedSubset,
+    check_loader_args,
+)
 from sparsify.errors import ConfigError, check_choice
 
 # name: (torchvision class, number of classes, per-channel mean, per-channel std)
@@ -25,6 +31,7 @@ DATASETS = {
     "cifar100": (CIFAR100, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 TRAIN_SIZE = 50_000
+CROP_PADDING = 4
 DOWNLOAD_FLAG = "--data.init_args.download=true"
 
 
@@ -42,7 +49,12 @@ class CIFARDataModule(SplitDataModule):
             10,000 test images, as the papers report test accuracy.
         seed: seed of the validation split.
         augment: random crop and flip on the training images.
-        num_workers, pin_memory, persistent_workers: passed to the ``DataLoader``s.
+        loader: ``"device"``: the images stay one uint8 tensor on the accelerator and each
+            batch is one vectorized gather (``DeviceBatches``), order and augmentation from the
+            run's seed (``seed_everything``), else ``seed``; ``"torch"``: torchvision's
+            per-image dataset in a ``DataLoader``.
+        num_workers, pin_memory, persistent_workers: passed to ``loader="torch"``'s
+            ``DataLoader``s.
     """
 
     def __init__(
@@ -54,19 +66,26 @@ class CIFARDataModule(SplitDataModule):
         val_size: int = 5000,
         seed: int = 0,
         augment: bool = True,
+        loader: Loader = "device",
         num_workers: int = 4,
         pin_memory: bool = True,
         persistent_workers: bool = True,
     ):
         super().__init__()
         check_choice("dataset", dataset, DATASETS)
+        check_choice("loader", loader, Loader)
         if not 0 <= val_size < TRAIN_SIZE:
             raise ConfigError(f"val_size={val_size!r} is invalid: must be in [0, {TRAIN_SIZE})")
         check_loader_args(batch_size, num_workers)
         self.save_hyperparameters()
         self.dataset_class, self.num_classes, mean, std = DATASETS[dataset]
+        self.mean, self.std = mean, std
+        self.crop_padding, self.flip = (CROP_PADDING, True) if augment else (0, False)
         normalize = [transforms.ToTensor(), transforms.Normalize(mean, std)]
-        augmentation = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
+        augmentation = [
+            transforms.RandomCrop(32, padding=CROP_PADDING),
+            transforms.RandomHorizontalFlip(),
+        ]
         self.train_transform = transforms.Compose((augmentation if augment else []) + normalize)
         self.eval_transform = transforms.Compose(normalize)
         if not download:  # fail at once, before a logger or checkpoint writes anything
@@ -101,12 +120,20 @@ class CIFARDataModule(SplitDataModule):
         order = torch.randperm(
             len(train), generator=torch.Generator().manual_seed(self.hparams.seed)
         )
-        held_out = order[: self.hparams.val_size].tolist()
-        self.train_set = TransformedSubset(
-            train, order[self.hparams.val_size :].tolist(), self.train_transform
+        held_out, kept = order[: self.hparams.val_size], order[self.hparams.val_size :]
+        self.train_set = TransformedSubset(train, kept.tolist(), self.train_transform)
+        self.val_set = (
+            TransformedSubset(train, held_out.tolist(), self.eval_transform)
+            if len(held_out)
+            else test
         )
-        self.val_set = TransformedSubset(train, held_out, self.eval_transform) if held_out else test
         self.test_set = test
+        (train_x, train_y), test_xy = as_tensors(train), as_tensors(test)
+        self.device_sets = {
+            "train": (train_x[kept], train_y[kept]),
+            "val": (train_x[held_out], train_y[held_out]) if len(held_out) else test_xy,
+            "test": test_xy,
+        }
 
     def _missing_files(self) -> list[str]:
         files = [name for name, _ in self.dataset_class.train_list + self.dataset_class.test_list]
@@ -140,3 +167,9 @@ class CIFARDataModule(SplitDataModule):
                     f"check (a partial or corrupted download); delete {str(folder)!r} and add "
                     f"{DOWNLOAD_FLAG}"
                 )
+
+
+def as_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N × 3 × 32 × 32 uint8 images, N int64 labels)`` of a torchvision CIFAR dataset."""
+    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+    return images, torch.tensor(dataset.targets, dtype=torch.long)

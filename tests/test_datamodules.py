@@ -147,6 +147,30 @@ def test_cifar_split_is_decided_by_its_seed(tiny_cifar):
 
 
 # dataset: (experiment, its flags in a short run)
+def test_cifar_device_loader_matches_the_per_image_loader(tiny_cifar):
+    """``loader="device"``: the same normalized images as torchvision's per-image pipeline,
+    the same order without shuffling; training batches cropped and flipped, 3 × 32 × 32."""
+    data_dir, _ = tiny_cifar("cifar10")
+    dms = {
+        loader: CIFARDataModule(
+            data_dir=str(data_dir), batch_size=8, val_size=12, num_workers=0, loader=loader
+        )
+        for loader in ("device", "torch")
+    }
+    for dm in dms.values():
+        dm.setup()
+    for split in ("val_dataloader", "test_dataloader"):
+        device, per_image = (list(getattr(dm, split)()) for dm in dms.values())
+        assert len(device) == len(per_image) > 1
+        for (x, y), (tx, ty) in zip(device, per_image):
+            torch.testing.assert_close(x, tx)
+            assert torch.equal(y, ty)
+    batches = dms["device"].train_dataloader()
+    assert (batches.crop_padding, batches.flip) == (4, True)
+    x, y = next(iter(batches))
+    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.long
+
+
 CIFAR_RUNS = {
     "cifar10": ("cifar10_resnet20", ["--data.init_args.batch_size=16", "--trainer.max_steps=2"]),
     "cifar100": (
