@@ -13,7 +13,7 @@ same initialization:
   logger of ``--wandb=false``; the ``Reparametrize`` callback for m ⊙ w), data from
   ``FashionMNISTDataModule(loader="device")``;
 - **plain**: the same network from ``create_model`` (and ``reparametrize``) trained by a loop
-  written below: forward, cross-entropy, ``zero_grad``, backward, SGD (lr 0.05, momentum 0.9,
+  written below: forward, cross-entropy, ``zero_grad``, backward, SGD (lr 0.01, momentum 0.9,
   weight decay 5e-4 on the weights, none on the biases, as ``ImageClassifier``'s groups),
   the cosine schedule stepped per batch, over the batches of that datamodule's own train loader.
 
@@ -48,14 +48,18 @@ from sparsify.module import ImageClassifier, lr_scheduler
 from sparsify.reparam import prunable_layers, reparametrize
 
 VARIANTS = ("dense", "m ⊙ w")
-LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
+LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4  # configs/model/lenet5.yaml, lenet_300_100.yaml
 
 
 class EpochClock(L.Callback):
-    """Wall-clock and CPU seconds of the (last) training epoch."""
+    """Wall-clock and CPU seconds of the (last) training epoch, and the images it trained on."""
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.start = (time.perf_counter(), time.process_time())
+        self.images = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.images += len(batch[1])
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         wall, cpu = self.start
@@ -94,7 +98,7 @@ def run_sparsify(args, backbone: str, variant: str, folder: str):
         enable_progress_bar=not args.no_progress_bar,
     )
     trainer.fit(module, datamodule=datamodule(args))
-    return clock.seconds, weights(module.model), trainer.num_training_batches
+    return clock.seconds, weights(module.model), clock.images
 
 
 def run_plain(args, backbone: str, variant: str):
@@ -118,10 +122,12 @@ def run_plain(args, backbone: str, variant: str):
         loader.sampler.set_epoch(0)
     steps = min(len(loader), args.batches or len(loader))
     schedule = lr_scheduler(optimizer, "cosine", steps)
+    images = 0
     start = (time.perf_counter(), time.process_time())
     for i, (x, y) in enumerate(loader):
         if i == steps:
             break
+        images += len(y)
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         loss = F.cross_entropy(forward(x), y)
@@ -130,7 +136,7 @@ def run_plain(args, backbone: str, variant: str):
         optimizer.step()
         schedule.step()
     seconds = (time.perf_counter() - start[0], time.process_time() - start[1])
-    return seconds, weights(model), steps
+    return seconds, weights(model), images
 
 
 def datamodule(args) -> FashionMNISTDataModule:
@@ -166,10 +172,10 @@ def main(argv=None) -> None:
                     trained = {}
                     for side in order:
                         if side == "plain":
-                            seconds, theta, steps = run_plain(args, backbone, variant)
+                            seconds, theta, images = run_plain(args, backbone, variant)
                         else:
-                            seconds, theta, steps = run_sparsify(args, backbone, variant, folder)
-                        runs[side].append((*seconds, steps * args.batch))
+                            seconds, theta, images = run_sparsify(args, backbone, variant, folder)
+                        runs[side].append((*seconds, images))
                         trained[side] = theta
                     gap = max(
                         float((a - b).abs().max())
