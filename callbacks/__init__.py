@@ -3,6 +3,7 @@
 
 from sparsify.callbacks.acdc import ACDC
 from sparsify.callbacks.continuous_sparsification import ContinuousSparsification
+from sparsify.callbacks.flops_monitor import FlopsMonitor
 from sparsify.callbacks.ham_step import HAMStep
 from sparsify.callbacks.l1 import L1Penalty
 from sparsify.callbacks.magnitude_pruning import MagnitudePruning
@@ -23,6 +24,7 @@ from sparsify.callbacks.weight_decay import WeightDecaySchedule, WeightDecaySwit
 __all__ = [
     "ACDC",
     "ContinuousSparsification",
+    "FlopsMonitor",
     "HAMStep",
     "L1Penalty",
     "MagnitudePruning",

@@ -44,7 +44,9 @@ class ACDC(PortableCheckpoint):
     as epochs. The defaults are the reference's ResNet-50 ImageNet schedule of 100 epochs
     (IST-DASLab/ACDC, configs/neurips/iht_imagenet_resnet50_insta_cosinelr_s90_ep100.yaml):
     10 dense, compressed and dense phases of 5 from epoch 10 to 74, dense 75–84, compressed
-    85–99. ``last_dense=None`` is twice ``length``, as there.
+    85–99. ``last_dense=None`` is twice ``length``, as there. The reference's CIFAR-10 ResNet-20
+    schedule is ``warmup=0.05, length=0.1, final=0.15, last_dense=0.1`` (recipe
+    ``method/acdc_cifar``, with that run's 200 epochs and learning-rate drops).
 
     The phase (0 dense, 1 compressed) is logged as ``acdc/phase``. The masks are model buffers
     and the current phase is in the ``state_dict``: a resumed run changes phase where an

@@ -9,10 +9,15 @@ geometrically from τ₀ = 1 at the round's first epoch to τ_final at its last;
 returns to τ₀ and the scores are clamped to s ← min(s, s₀). The weights (with every other
 parameter and buffer of the model but the scores) are saved at an early epoch of the first
 round; after the last round the mask is binarized to 1[s > 0] and the saved weights are
-trained under it (the ticket), with fresh optimizer state. The scores have no weight decay.
+trained under it (the ticket), θ = w ⊙ 1[s > 0] / σ(s₀) with the factor outside the trained w,
+with fresh optimizer state. Every round and the ticket run the whole learning-rate schedule
+(the reference calls its schedule with the epoch of the round). The scores have no weight
+decay.
 """
 
 from __future__ import annotations
+
+import copy
 
 import lightning as L
 import torch
@@ -43,22 +48,39 @@ class ContinuousSparsification(PortableCheckpoint):
             Between rounds τ returns to τ₀ and s ← min(s, s₀).
         ticket: the fraction of ``max_epochs`` at the end spent training the ticket: the mask
             is binarized, the weights go back to their values at ``rewind`` and train under it
-            with cleared optimizer state (momentum). 0: no ticket phase; the mask is binarized
-            when training ends and the weights are the searched ones.
+            with cleared optimizer state (momentum) and the learning-rate schedule started
+            again. 0: no ticket phase; the mask is binarized when training ends and the
+            weights are the searched ones.
         rewind: the epoch of the first round, as a fraction of ``max_epochs`` (rounded), at
             whose start the weights are saved for the ticket.
         include, exclude: layer selection, as in ``sparsify.reparam.prunable_layers``.
-        harden_at_end: binarize the mask when training ends (without a ticket phase).
+        harden_at_end: binarize the mask when training ends (without a ticket phase), and
+            multiply the ticket's 1/σ(s₀) into plain weights at the end.
+        restart_schedule: every round and the ticket replay the module's whole learning-rate
+            schedule over their own epochs, as the reference restarts its schedule for each
+            (``True``, default). ``False``: the module's schedule runs once over the whole
+            training, so the ticket continues where the search left it (near the end of a
+            cosine).
+        fold_scale: multiply 1/σ(s₀) into the weights when the ticket starts (θ = w' ⊙
+            1[s > 0] with w' = w / σ(s₀) trained), instead of keeping it outside w as the
+            reference does (``False``, default). θ is the same; the gradient steps on θ are
+            σ(s₀)² times the reference's (1/4 at s₀ = 0).
 
     The scores get a param group of their own, ``cs_scores``, with weight decay 0, at
     ``on_fit_start`` (the reference has a separate optimizer for them without weight decay);
     they share the learning rate, momentum and learning-rate schedule of the group they came
-    from. Deviation: the reference restarts the learning-rate schedule in every round and for
-    the ticket; here the module's schedule runs once over the whole training.
+    from; in the ticket they get zero gradients and stay as they are (the reference's ticket
+    optimizer has only the weights). The learning-rate restarts work with any scheduler of the
+    module: at a round's or the ticket's first epoch every scheduler goes back to its state at
+    the start of training (and the learning rates to theirs), and then takes
+    ``max_epochs / E`` of its steps for each of the phase's (rounded down, as a running
+    count), so a phase of E epochs ends where the schedule ends; the optimizer state carries
+    over between rounds, as in the reference, and is cleared for the ticket.
 
-    The scores, τ and the saved weights are in the model's and the callback's ``state_dict``:
-    a resumed run continues the rounds. Logs ``cs/temperature``, ``cs/round`` and ``cs/density``
-    (the fraction of scores > 0, the density binarizing would give) every epoch.
+    The scores, τ, the saved weights and the schedulers' starting state are in the model's and
+    the callback's ``state_dict``: a resumed run continues the rounds. Logs ``cs/temperature``,
+    ``cs/round`` and ``cs/density`` (the fraction of scores > 0, the density binarizing would
+    give) every epoch.
     """
 
     def __init__(
@@ -73,6 +95,8 @@ class ContinuousSparsification(PortableCheckpoint):
         include: list | None = None,
         exclude: list | None = None,
         harden_at_end: bool = True,
+        restart_schedule: bool = True,
+        fold_scale: bool = False,
     ):
         if penalty < 0:
             raise ConfigError(f"penalty={penalty!r} is invalid: must be >= 0")
@@ -94,9 +118,14 @@ class ContinuousSparsification(PortableCheckpoint):
         self.rounds, self.ticket, self.rewind = rounds, float(ticket), float(rewind)
         self.include, self.exclude = include, exclude
         self.harden_at_end = harden_at_end
+        self.restart_schedule, self.fold_scale = bool(restart_schedule), bool(fold_scale)
         self.clamped = 0  # rounds whose clamp s ← min(s, s₀) has been done
         self.saved: dict[str, torch.Tensor] | None = None
         self.ticket_started = False
+        # Each scheduler's state_dict and its optimizer's learning rates at the start of
+        # training, and the global step at which the current round or ticket started.
+        self.initial_schedule: list[tuple[dict, list]] | None = None
+        self.phase_start_step = 0
 
     # The schedule: epochs of the rounds and of the ticket.
 
@@ -138,6 +167,13 @@ class ContinuousSparsification(PortableCheckpoint):
         end = starts[index + 1] if index + 1 < len(starts) else ticket_start
         return index, epoch - starts[index], end - starts[index]
 
+    def phase(self, epoch: int, max_epochs: int) -> tuple[int, int]:
+        """(first epoch, epochs) of the round or ticket that ``epoch`` belongs to."""
+        starts, ticket_start, _ = self.schedule(max_epochs)
+        bounds = [*starts, ticket_start] + ([max_epochs] if self.ticket else [])
+        index = max(i for i, start in enumerate(bounds[:-1]) if start <= epoch)
+        return bounds[index], bounds[index + 1] - bounds[index]
+
     def temperature(self, epoch: int, max_epochs: int) -> float:
         """τ₀ · (τ_final / τ₀)^(e / (E − 1)) at epoch e of its round of E epochs."""
         _, within, length = self.position(epoch, max_epochs)
@@ -156,12 +192,22 @@ class ContinuousSparsification(PortableCheckpoint):
         for group in isolate(trainer, scores, SCORES_GROUP):
             group["weight_decay"] = 0.0
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After on_fit_start (the scores' group exists) and after a resumed run has restored
+        # the callback's state, which then already holds the schedule's start.
+        if self.restart_schedule and self.initial_schedule is None:
+            self.initial_schedule = [
+                (copy.deepcopy(config.scheduler.state_dict()), learning_rates(config))
+                for config in trainer.lr_scheduler_configs
+            ]
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch, max_epochs = trainer.current_epoch, trainer.max_epochs
         _, ticket_start, rewind = self.schedule(max_epochs)
         if self.ticket and epoch >= ticket_start:
             if not self.ticket_started:
                 self.start_ticket(trainer, pl_module)
+                self.restart(trainer)
             return
         if self.ticket and epoch == rewind and self.saved is None:
             self.saved = rewind_state(pl_module)
@@ -172,6 +218,7 @@ class ContinuousSparsification(PortableCheckpoint):
                 for soft in masks:
                     soft.scores.clamp_(max=self.s_init)
             self.clamped = index
+            self.restart(trainer)
         tau = self.temperature(epoch, max_epochs)
         for soft in masks:
             soft.temperature.fill_(tau)
@@ -184,8 +231,12 @@ class ContinuousSparsification(PortableCheckpoint):
             state = pl_module.state_dict(keep_vars=True)
             for key, value in self.saved.items():
                 state[key].copy_(value.to(state[key].device))
-        harden(pl_module)
-        rewrap_ddp(trainer)
+        if self.fold_scale:
+            harden(pl_module)
+            rewrap_ddp(trainer)
+        else:
+            for _, soft in soft_masks(pl_module, SigmoidMask):
+                soft.binarize_()
         for optimizer in trainer.optimizers:
             optimizer.state.clear()
         self.ticket_started = True
@@ -194,9 +245,38 @@ class ContinuousSparsification(PortableCheckpoint):
             f"the weights of epoch {self.schedule(trainer.max_epochs)[2]}"
         )
 
+    # The learning-rate schedule of each round and of the ticket.
+
+    def restart(self, trainer: L.Trainer) -> None:
+        """Put every scheduler and learning rate back where training started (a round's or the
+        ticket's first epoch)."""
+        self.phase_start_step = trainer.global_step
+        if not self.restart_schedule:
+            return
+        for config, (state, rates) in zip(trainer.lr_scheduler_configs, self.initial_schedule):
+            config.scheduler.load_state_dict(copy.deepcopy(state))
+            for group, rate in zip(config.scheduler.optimizer.param_groups, rates):
+                group["lr"] = rate
+
+    def catch_up(self, trainer: L.Trainer, interval: str, elapsed: int) -> None:
+        """Step the ``interval`` schedulers until each has taken ⌊elapsed · T / E⌋ steps (÷ its
+        frequency) since the phase began: ``elapsed`` of the phase's E epochs (or their steps)
+        went by, and the schedule is laid out for T = ``max_epochs``."""
+        _, length = self.phase(trainer.current_epoch, trainer.max_epochs)
+        for config, (state, _) in zip(trainer.lr_scheduler_configs, self.initial_schedule):
+            if config.interval != interval or config.reduce_on_plateau:
+                continue
+            target = elapsed * trainer.max_epochs // length // config.frequency
+            for _ in range(target - (config.scheduler.last_epoch - state["last_epoch"])):
+                config.scheduler.step()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.restart_schedule:
+            self.catch_up(trainer, "step", trainer.global_step - self.phase_start_step)
+
     @torch.no_grad()
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if not self.penalty:
+        if not self.penalty or self.ticket_started:  # the ticket's mask is fixed
             return
         for _, soft in soft_masks(pl_module, SigmoidMask):
             if soft.scores.grad is not None:
@@ -205,6 +285,9 @@ class ContinuousSparsification(PortableCheckpoint):
                 soft.scores.grad.add_(gradient, alpha=self.penalty)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.restart_schedule:
+            start, _ = self.phase(trainer.current_epoch, trainer.max_epochs)
+            self.catch_up(trainer, "epoch", trainer.current_epoch + 1 - start)
         masks = [soft for _, soft in soft_masks(pl_module, SigmoidMask)]
         if masks:
             alive = sum(int(((s.scores > 0) * s.mask).sum()) for s in masks)
@@ -219,12 +302,25 @@ class ContinuousSparsification(PortableCheckpoint):
             harden(pl_module)
 
     def state_dict(self) -> dict:
-        return {"clamped": self.clamped, "saved": self.saved, "ticket_started": self.ticket_started}
+        return {
+            "clamped": self.clamped,
+            "saved": self.saved,
+            "ticket_started": self.ticket_started,
+            "initial_schedule": self.initial_schedule,
+            "phase_start_step": self.phase_start_step,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.clamped = state_dict["clamped"]
         self.saved = state_dict["saved"]
         self.ticket_started = state_dict["ticket_started"]
+        self.initial_schedule = state_dict.get("initial_schedule")
+        self.phase_start_step = state_dict.get("phase_start_step", 0)
+
+
+def learning_rates(config) -> list:
+    """The learning rate of every param group of the optimizer ``config``'s scheduler drives."""
+    return [group["lr"] for group in config.scheduler.optimizer.param_groups]
 
 
 def rewind_state(pl_module: L.LightningModule) -> dict[str, torch.Tensor]:

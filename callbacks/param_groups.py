@@ -86,7 +86,11 @@ def split_groups(
 
 
 def _drives(scheduler, optimizer: torch.optim.Optimizer) -> bool:
-    return getattr(scheduler, "optimizer", None) is optimizer
+    """Whether ``scheduler`` sets the learning rates of ``optimizer``'s groups: it was built on
+    ``optimizer`` or on the optimizer that ``optimizer`` wraps and shares its groups with
+    (``sparsify.optim.HAM``, installed after the schedulers were built)."""
+    target = getattr(scheduler, "optimizer", None)
+    return target is not None and target.param_groups is optimizer.param_groups
 
 
 def _append_group(scheduler, index: int) -> None:

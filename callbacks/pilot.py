@@ -37,9 +37,10 @@ MonitorMode = Literal["max", "min"]
 
 class PILoT(L.Callback):
     """The paper's penalty α_t (‖m‖² + ‖w‖²) on exactly the reparametrized m, w, updated once
-    per epoch k of T = ``max_epochs``:
+    per epoch k = 1 … T (T = ``max_epochs``; the paper numbers the epochs from 1, so Lightning's
+    epoch e is k = e + 1), after the epoch:
 
-        α ← α·δ  if the train accuracy improved, ‖m ⊙ w‖₁ > K and k < T/2,
+        α ← α·δ  if the train accuracy improved, ‖m ⊙ w‖₁ ≥ K and k < T/2,
         α ← α/δ  otherwise.
 
     The objective is f(m ⊙ w) + α_t (‖m‖² + ‖w‖²), with no ½ (Mask in the Mirror, ICLR 2025),
@@ -71,7 +72,7 @@ class PILoT(L.Callback):
             (default): the ``sparsity`` of a ``PruneAtEnd`` callback in the trainer, if any.
         outside_top_tolerance: a rule tied to the target sparsity s, not the paper's: α may
             grow only while the fraction of ‖m ⊙ w‖₁ outside the top (1 − s) weights
-            (``l1_outside_top``) is above this tolerance, in place of ‖m ⊙ w‖₁ > K (K is then
+            (``l1_outside_top``) is at least this tolerance, in place of ‖m ⊙ w‖₁ ≥ K (K is then
             unused); the accuracy and k < T/2 conditions stay. ``None`` (default): the paper's
             rule. Needs a target sparsity (``sparsity`` or a ``PruneAtEnd``).
 
@@ -210,22 +211,23 @@ class PILoT(L.Callback):
         total_epochs: int,
         outside_top: float | None = None,
     ) -> float:
-        """Apply the adaptive rule after epoch ``epoch`` (0-based) of ``total_epochs`` given its
-        train accuracy, ‖m ⊙ w‖₁ and (for ``outside_top_tolerance``) the fraction of it outside
-        the top (1 − s) weights; the first epoch counts as an improvement. Returns α."""
+        """Apply the adaptive rule after epoch ``epoch`` (0-based, Lightning's count: the paper's
+        k = epoch + 1) of ``total_epochs`` given its train accuracy, ‖m ⊙ w‖₁ and (for
+        ``outside_top_tolerance``) the fraction of it outside the top (1 − s) weights; the first
+        epoch counts as an improvement. Returns α."""
         mode = "min" if self.follows_loss else self.mode
         if self.last is None:
             improved = True
         else:
             improved = metric > self.last if mode == "max" else metric < self.last
-        # α may grow while the measure of "not sparse yet" is above its limit: the paper's
-        # ‖m ⊙ w‖₁ > K, or the L1 share outside the top (1 − s) > the tolerance.
+        # α may grow while the measure of "not sparse yet" reaches its limit: the paper's
+        # ‖m ⊙ w‖₁ ≥ K, or the L1 share outside the top (1 − s) ≥ the tolerance.
         if self.outside_top_tolerance is None:
             measure, limit = l1_norm, self.threshold
         else:
             measure, limit = outside_top, self.outside_top_tolerance
         self.alpha = pilot_update(
-            self.alpha, self.delta, improved, measure, limit, epoch, total_epochs
+            self.alpha, self.delta, improved, measure, limit, epoch + 1, total_epochs
         )
         self.last = metric
         return self.alpha

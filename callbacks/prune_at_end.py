@@ -115,7 +115,8 @@ class PruneAtEnd(PortableCheckpoint):
         if self.finetune_epochs and (max_epochs is None or max_epochs <= self.finetune_epochs):
             raise ConfigError(
                 f"finetune_epochs={self.finetune_epochs} leaves no training before pruning with "
-                f"max_epochs={max_epochs}: it must be smaller than max_epochs"
+                f"max_epochs={max_epochs}: it must be smaller than max_epochs (on the command "
+                "line --trainer.callbacks.finetune_epochs=N; 0 prunes when training ends)"
             )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -22,10 +22,14 @@ from sparsify.pai import (
     DATA_SCORES,
     GRASP_TEMPERATURE,
     SYNFLOW_ROUNDS,
+    ScoreMode,
     SynflowPrecision,
     check_pai_options,
     check_score,
+    check_shuffle,
     pai_masks,
+    reinit_permutations,
+    reinitialize_,
 )
 from sparsify.reparam import add_masks
 
@@ -54,10 +58,21 @@ class PruneAtInit(PortableCheckpoint):
         synflow_precision: ``"mixed"`` (the first half of SynFlow's rounds in float64, the
             rest in float32), ``"float64"`` (exact) or ``"float32"`` (fastest); see
             ``sparsify.pai.pai_masks``.
+        score_mode: the mode ``snip`` and ``grasp`` score in: ``"eval"`` (BatchNorm with the
+            model's running statistics, dropout off) or ``"train"`` (batch statistics);
+            ``"reference"`` (default): each score's reference, ``snip`` eval (Synaptic-Flow's
+            prune loop) and ``grasp`` train (alecwangcq/GraSP).
+        invert: sanity check: keep the lowest scores instead of the highest.
+        shuffle: sanity check: permute each layer's mask at random after the selection (every
+            layer keeps its density, the positions are random); not with an N:M ``pattern``.
+        reinitialize: sanity check: after masking, give the weights new values from their
+            layer's initial distribution (a random permutation of the layer's values,
+            ``sparsify.pai.reinitialize_``); the mask is unchanged.
 
     The mask is computed in ``on_train_start`` (after the model is on its device and a
     checkpoint has been restored, before any optimizer step) on rank 0 only, from rank 0's
-    batches, and broadcast, so every DDP process trains the same mask. ``setup`` gives the
+    batches, and broadcast, so every DDP process trains the same mask; the random draws of
+    ``shuffle`` and ``reinitialize`` are rank 0's too, broadcast with the mask. ``setup`` gives the
     selected weights all-ones masks first, so a checkpoint written after pruning loads; ``done``
     is in the callback's ``state_dict``, so a resumed run keeps the checkpoint's mask instead of
     scoring again. Torch's random state is forked while scoring: the run draws the same data
@@ -79,6 +94,10 @@ class PruneAtInit(PortableCheckpoint):
         samples_per_class: int | None = 10,
         pattern: str = "unstructured",
         synflow_precision: SynflowPrecision = "mixed",
+        score_mode: ScoreMode = "reference",
+        invert: bool = False,
+        shuffle: bool = False,
+        reinitialize: bool = False,
     ):
         self.sparsity = check_sparsity(sparsity)
         check_pattern(pattern)
@@ -92,6 +111,10 @@ class PruneAtInit(PortableCheckpoint):
         self.include, self.exclude, self.loss_fn = include, exclude, loss_fn
         check_choice("synflow_precision", synflow_precision, SynflowPrecision)
         self.synflow_precision = synflow_precision
+        check_choice("score_mode", score_mode, ScoreMode)
+        check_shuffle(shuffle, pattern)
+        self.score_mode = score_mode
+        self.invert, self.shuffle, self.reinitialize = invert, shuffle, reinitialize
         self.done = False
 
     @property
@@ -104,11 +127,13 @@ class PruneAtInit(PortableCheckpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.done:
             return
-        new_masks = None
+        decided = None
         if trainer.is_global_zero:
-            new_masks = {k: v.bool().cpu() for k, v in self.compute(trainer, pl_module).items()}
-        new_masks = trainer.strategy.broadcast(new_masks, src=0)
+            decided = self.decide(trainer, pl_module)
+        new_masks, permutations = trainer.strategy.broadcast(decided, src=0)
         set_masks(pl_module, new_masks)
+        if permutations is not None:
+            reinitialize_(pl_module, permutations)
         self.done = True
         report = sparsity_report(pl_module, self.include, self.exclude)
         for logger in trainer.loggers:
@@ -118,34 +143,47 @@ class PruneAtInit(PortableCheckpoint):
             f"{report['global']:.4f}"
         )
 
-    def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
-        """The masks, from this process's model and training batches."""
+    def decide(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple:
+        """(the masks, the ``reinitialize`` permutations or ``None``), on the CPU, drawn from
+        this process's random state without advancing it."""
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            balanced = self.score == "grasp" and self.samples_per_class is not None
-            if balanced:
-                data = self.train_loader(trainer)
-            elif self.score in DATA_SCORES + ("synflow",):
-                data = self.batches(trainer)
-            else:
-                data = []
-            return pai_masks(
-                pl_module,
-                self.sparsity,
-                self.score,
-                distribution=self.distribution,
-                dataloader=data,
-                loss_fn=self.loss_fn,
-                num_batches=self.num_batches,
-                dense_layers=self.dense_layers,
-                include=self.include,
-                exclude=self.exclude,
-                temperature=self.temperature,
-                rounds=self.rounds,
-                samples_per_class=self.samples_per_class if balanced else None,
-                pattern=self.pattern,
-                synflow_precision=self.synflow_precision,
-            )
+            masks = {k: v.bool().cpu() for k, v in self.compute(trainer, pl_module).items()}
+            permutations = None
+            if self.reinitialize:
+                permutations = reinit_permutations(pl_module, self.include, self.exclude)
+        return masks, permutations
+
+    def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        """The masks, from this process's model and training batches (``decide`` forks the
+        random state around it)."""
+        balanced = self.score == "grasp" and self.samples_per_class is not None
+        if balanced:
+            data = self.train_loader(trainer)
+        elif self.score in DATA_SCORES + ("synflow",):
+            data = self.batches(trainer)
+        else:
+            data = []
+        return pai_masks(
+            pl_module,
+            self.sparsity,
+            self.score,
+            distribution=self.distribution,
+            dataloader=data,
+            loss_fn=self.loss_fn,
+            num_batches=self.num_batches,
+            dense_layers=self.dense_layers,
+            include=self.include,
+            exclude=self.exclude,
+            temperature=self.temperature,
+            rounds=self.rounds,
+            samples_per_class=self.samples_per_class if balanced else None,
+            pattern=self.pattern,
+            synflow_precision=self.synflow_precision,
+            score_mode=self.score_mode,
+            invert=self.invert,
+            shuffle=self.shuffle,
+        )
 
     def batches(self, trainer: L.Trainer) -> list:
         """The first ``num_batches`` training batches, moved to the device as in training."""

@@ -38,8 +38,18 @@ class RiGL(PortableCheckpoint):
 
     ∂L/∂θ is the dense gradient of the effective weight on the batch of the update step (taken
     from the backward pass of that step, so no extra forward), averaged over DDP ranks
-    (``trainer.strategy.reduce``) before choosing; the update follows that step's optimizer
-    step. The initial mask is drawn on rank 0 and broadcast, so every rank trains the same mask.
+    (``trainer.strategy.reduce``) before choosing. As in the reference
+    (``SparseRigLOptimizerBase.apply_gradients`` in rigl/sparse_optimizers_base.py runs the
+    mask update *or* the optimizer update), the mask update replaces that step's optimizer
+    update: it runs in ``on_before_optimizer_step``, on the weights the batch saw, and then
+    clears every gradient of the optimizers, so no parameter moves in that step (momentum and
+    weight decay included). Updates are at the steps t = 0, ΔT, 2ΔT, … (t counts the optimizer
+    steps before the batch), the first before any training, as the reference's last update step
+    starts at −ΔT. One difference: the reference's global step does not advance on an update
+    step (its run has one more batch per update); here the update step is a step of training,
+    so the learning-rate schedule moves on and a run has one optimizer update fewer per mask
+    update. The initial mask is drawn on rank 0 and broadcast, so every rank trains the same
+    mask.
     ``every_n_steps=None`` (default) derives ΔT from the run: the reference's 100 steps, or
     fewer so that at least ``MIN_UPDATES`` updates happen before ``end`` in a short run
     (``update_interval``). ``f_t`` is logged as ``rigl/update_fraction`` at each update. The
@@ -130,20 +140,27 @@ class RiGL(PortableCheckpoint):
         return hook
 
     def is_update_step(self, step: int, total_steps: int) -> bool:
+        """Whether the step after ``step`` optimizer steps updates the mask: t = 0, ΔT, 2ΔT, …
+        while t < ``end`` · total steps."""
         interval = self.every_n_steps or update_interval(total_steps, self.end)
         return step % interval == 0 and step < self.end * total_steps
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        step = trainer.global_step + 1
+        step = trainer.global_step
         if self.pending_step != step and self.is_update_step(
             step, trainer.estimated_stepping_batches
         ):
             self.pending_step, self.grads = step, {}
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.pending_step is not None and trainer.global_step >= self.pending_step:
-            self.update(trainer, pl_module, self.pending_step)
-            self.pending_step, self.grads = None, {}
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self.pending_step is None:
+            return
+        self.update(trainer, pl_module, self.pending_step)
+        self.pending_step, self.grads = None, {}
+        # The mask update is this step's update: the optimizer step that follows moves nothing
+        # (optimizers skip a parameter without a gradient: no momentum, no weight decay).
+        for each in trainer.optimizers:
+            each.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def update(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:

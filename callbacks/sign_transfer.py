@@ -40,6 +40,10 @@ class SignTransfer(PortableCheckpoint):
     ``"global"`` or ``"layer"``), without it the masks stored there. ``mask_from="current"``
     keeps the run's own masks (e.g. from a ``PruneAtInit`` listed before this callback).
 
+    The files are read with ``torch.load(weights_only=True)``; one that needs full unpickling,
+    which can run code stored in it, is refused unless ``trusted=True`` (only for files you
+    trust: ``sparsify.checkpoint.read_checkpoint``).
+
     Every rank reads the same files and its own initialization, which DDP has synchronized, so
     every rank sets the same weights without a broadcast. ``done`` is in the ``state_dict``: a
     resumed run does not transfer again.
@@ -54,6 +58,7 @@ class SignTransfer(PortableCheckpoint):
         scope: Scope = "global",
         include: list | None = None,
         exclude: list | None = None,
+        trusted: bool = False,
     ):
         self.keep = check_keep(keep)
         self.checkpoint = _existing(checkpoint, "checkpoint")
@@ -63,6 +68,7 @@ class SignTransfer(PortableCheckpoint):
         self.sparsity = None if sparsity is None else check_sparsity(sparsity)
         self.scope = check_scope(scope)
         self.include, self.exclude = include, exclude
+        self.trusted = bool(trusted)
         self.done = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -72,7 +78,7 @@ class SignTransfer(PortableCheckpoint):
         if self.done:
             return
         layers = [name for name, _ in prunable_layers(pl_module, self.include, self.exclude)]
-        source = _weights(read_state_dict(self.checkpoint), layers, "checkpoint")
+        source = _weights(self.read(self.checkpoint, "checkpoint"), layers, "checkpoint")
         if self.mask_from != "current":
             set_masks(pl_module, self.masks(layers, source))
         transfer(pl_module, source, self.keep, self.include, self.exclude)
@@ -83,10 +89,13 @@ class SignTransfer(PortableCheckpoint):
             f"sparsity {sparsity:.4f}"
         )
 
+    def read(self, path: str, argument: str) -> dict:
+        return read_state_dict(path, argument, trusted=self.trusted, trust_flag="trusted=True")
+
     def masks(self, layers: list[str], source: dict) -> dict:
         """The masks of ``layers`` named by ``mask_from`` and ``sparsity``."""
         path = self.checkpoint if self.mask_from == "checkpoint" else self.mask_from
-        state = read_state_dict(path, "checkpoint" if path == self.checkpoint else "mask_from")
+        state = self.read(path, "checkpoint" if path == self.checkpoint else "mask_from")
         weights = source if path == self.checkpoint else _weights(state, layers, "mask_from")
         if self.sparsity is not None:
             scores = {name: weights[name].abs() for name in layers}

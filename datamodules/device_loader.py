@@ -1,8 +1,9 @@
 """Batches gathered from one uint8 image tensor kept on the accelerator: no per-image Python,
 no worker processes, no host-to-device copy of pixels after the first.
 
-Each batch is one vectorized gather of indices: ``images[idx]`` (with random crop and flip, one
-advanced-indexing gather of the zero-padded batch), then ``(x / 255 − mean) / std`` per channel.
+Each batch is one vectorized gather of indices: ``images[idx]`` (with a random crop, one gather
+of the crops' rows from the zero-padded images, and a random flip), then
+``(x / 255 − mean) / std`` per channel.
 The order of an epoch is one permutation of ``seed + epoch`` shared by every rank, each rank
 taking a disjoint shard of it as ``torch.utils.data.DistributedSampler`` does (padded by
 repeating the first indices so every rank gets as many). The crop offsets and flips of an epoch
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -98,20 +100,26 @@ class DeviceBatches:
             raise ValueError(
                 f"images must be N × C × H × W uint8, not {images.dtype} {images.shape}"
             )
-        self.images = images.to(device) if device is not None else images
-        self.labels = labels.to(self.images.device, torch.long)
-        # Padded once, so a cropped batch is one gather from the padded images.
-        pad = crop_padding
-        self.padded = F.pad(self.images, (pad, pad, pad, pad)) if pad else self.images
         channels = images.shape[1]
-        mean = torch.tensor(mean, dtype=torch.float32, device=self.images.device)
-        std = torch.tensor(std, dtype=torch.float32, device=self.images.device)
+        mean, std = torch.tensor(mean), torch.tensor(std)
         # (x / 255 - mean) / std as one multiply-add: x * scale - shift.
         self.scale = (1 / (255 * std)).view(1, channels, 1, 1)
         self.shift = (mean / std).view(1, channels, 1, 1)
+        self.images, self.labels = images, labels.long()
+        # Padded once, so a cropped batch is one gather from the padded images.
+        pad = crop_padding
+        self.padded = F.pad(images, (pad, pad, pad, pad)) if pad else images
         self.batch_size, self.crop_padding, self.flip = batch_size, crop_padding, flip
         self.sampler = ShardSampler(len(images), shuffle, seed, rank, world_size)
         self.batch_sampler = None  # a DataLoader's attribute, which Lightning's checks read
+        if device is not None:
+            self.to(device)
+
+    def to(self, device: torch.device | str) -> DeviceBatches:
+        """Keep the images (and build the batches) on ``device``."""
+        for name in ("images", "padded", "labels", "scale", "shift"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
 
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
@@ -122,11 +130,13 @@ class DeviceBatches:
         offsets, flips = self._augmentation(device)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            if offsets is None:
-                pixels = self.images.index_select(0, idx)
-            else:
-                pixels = self._crop_and_flip(idx, offsets[idx], flips[idx])
-            yield pixels.float().mul_(self.scale).sub_(self.shift), self.labels[idx]
+            with one_thread_on_cpu(device):
+                if offsets is None:
+                    pixels = self.images.index_select(0, idx)
+                else:
+                    pixels = self._crop_and_flip(idx, offsets[idx], flips[idx])
+                batch = pixels.float().mul_(self.scale).sub_(self.shift), self.labels[idx]
+            yield batch
 
     def _augmentation(self, device):
         """Each image's crop offset (row, column) and flip for this epoch, or ``(None, None)``."""
@@ -139,21 +149,37 @@ class DeviceBatches:
         return offsets.to(device), flips.to(device)
 
     def _crop_and_flip(self, idx, offsets, flips):
-        """One gather: pixel (i, c, y, x) of the batch is pixel (c, oy + y, ox + x') of image
-        ``idx[i]`` zero-padded, x' = x, or W − 1 − x where the image is flipped."""
+        """Pixel (i, c, y, x) of the batch is pixel (c, oy + y, ox + x) of image ``idx[i]``
+        zero-padded, then mirrored (x → W − 1 − x) where the image is flipped. A crop's row is
+        W contiguous pixels of the padded images: one ``index_select`` of the row windows."""
         _, channels, height, width = self.images.shape
         padded_height, padded_width = self.padded.shape[2:]
         device, batch = idx.device, len(idx)
-        rows = offsets[:, :1] + torch.arange(height, device=device)
-        columns = torch.arange(width, device=device).expand(batch, width)
-        columns = torch.where(flips[:, None], columns.flip(1), columns) + offsets[:, 1:]
+        windows = self.padded.view(-1).unfold(0, width, 1)  # row k: pixels k .. k + W - 1
         planes = idx[:, None] * channels + torch.arange(channels, device=device)
-        flat = (
-            planes[:, :, None, None] * (padded_height * padded_width)
-            + rows[:, None, :, None] * padded_width
-            + columns[:, None, None, :]
-        )
-        return self.padded.take(flat)
+        rows = offsets[:, None, :1] + torch.arange(height, device=device)
+        starts = (planes[:, :, None] * padded_height + rows) * padded_width + offsets[:, None, 1:]
+        crops = windows.index_select(0, starts.view(-1)).view(batch, channels, height, width)
+        if not self.flip:
+            return crops
+        return torch.where(flips[:, None, None, None], crops.flip(-1), crops)
+
+
+@contextmanager
+def one_thread_on_cpu(device: torch.device):
+    """Build a batch on one CPU thread. Its operations are small (a batch of pixels), and
+    where other processes load the cores, each parallel region of PyTorch's thread pool waits
+    for a thread to be scheduled: measured 100x slower with 2 threads than with 1 on a loaded
+    2-core machine. The training step outside keeps its threads."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def seeded(seed: int) -> torch.Generator:

@@ -45,7 +45,7 @@ IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
 MEAN, STD = (0.2860,), (0.3530,)  # of the 60,000 training images, pixels scaled to [0, 1]
 HOW_TO_GET = (
     "install it with `apt-get install dataset-fashion-mnist` (into /usr/share/datasets/"
-    "fashion-mnist) or add --data.init_args.download=true"
+    "fashion-mnist, read when data_dir is unset) or add --data.init_args.download=true"
 )
 
 

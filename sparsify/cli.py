@@ -26,9 +26,11 @@ import lightning as L
 import yaml
 from jsonargparse import ArgumentError, Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback, instantiate_class
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 import sparsify.datamodules
+from sparsify.checkpoint import allow_checkpoint_globals, read_checkpoint
 from sparsify.errors import ConfigError
 from sparsify.module import ImageClassifier, OptimizerName
 from sparsify.summary import format_summary, run_dir, summarize
@@ -120,8 +122,9 @@ def split_configs(argv: list[str]) -> tuple[list[str], list[str]]:
     return configs, rest
 
 
-def prepare_argv(argv: list[str]) -> list[str]:
-    """Replace the ``--config`` arguments of a subcommand by one composed config."""
+def prepare_argv(argv: list[str], notes: list[str] | None = None) -> list[str]:
+    """Replace the ``--config`` arguments of a subcommand by one composed config; ``notes``
+    gets what the user should hear of a choice made for them."""
     if not argv or argv[0] not in SUBCOMMANDS:
         return argv
     names, rest = split_configs(argv[1:])
@@ -129,6 +132,10 @@ def prepare_argv(argv: list[str]) -> list[str]:
     has_method = any("callbacks" in (c.get("trainer") or {}) for c in user)
     configs = [read_config(DEFAULTS)] + ([] if has_method else [read_config(DEFAULT_METHOD)])
     composed = compose(configs + user)
+    if not has_method:
+        note = fit_default_finetuning(composed, rest)
+        if note and notes is not None:
+            notes.append(note)
     for key, kind in (("data", "datamodule"), ("model", "model class")):
         check_class_path(_class_path(composed.get(key), rest, key), kind)
     return [argv[0], "--config", yaml.safe_dump(composed, sort_keys=False)] + rest
@@ -137,13 +144,49 @@ def prepare_argv(argv: list[str]) -> list[str]:
 def _class_path(config_value, args: list[str], key: str) -> str | None:
     """The class path of ``key`` after the command-line arguments ``--key=X`` are applied."""
     value = config_value.get("class_path") if isinstance(config_value, dict) else config_value
-    for i, arg in enumerate(args):
-        for flag in (f"--{key}", f"--{key}.class_path"):
-            if arg.startswith(f"{flag}="):
-                value = arg.split("=", 1)[1]
-            elif arg == flag and i + 1 < len(args):
-                value = args[i + 1]
+    for flag in (f"--{key}", f"--{key}.class_path"):
+        value = _flag_value(args, flag, value)
     return value
+
+
+def _flag_value(args: list[str], flag: str, value=None):
+    """The last value given to ``flag`` (``--flag=X`` or ``--flag X``) in ``args``, else
+    ``value``."""
+    for i, arg in enumerate(args):
+        if arg.startswith(f"{flag}="):
+            value = arg.split("=", 1)[1]
+        elif arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+    return value
+
+
+def fit_default_finetuning(composed: dict, args: list[str]) -> str | None:
+    """Let a short run of the default method work: where its ``PruneAtEnd`` would fine-tune
+    for the whole run (``finetune_epochs ≥ max_epochs``), fine-tune for the last epoch only (a
+    one-epoch run prunes when training ends); return the note that says so. A
+    ``finetune_epochs`` given on the command line is kept as given (``PruneAtEnd`` refuses an
+    impossible one)."""
+    if _flag_value(args, "--trainer.callbacks.finetune_epochs") is not None:
+        return None
+    callbacks = composed.get("trainer", {}).get("callbacks") or []
+    prune = [c for c in callbacks if str(c.get("class_path", "")).endswith("PruneAtEnd")]
+    max_epochs = _flag_value(args, "--trainer.max_epochs", composed["trainer"].get("max_epochs"))
+    try:
+        max_epochs = int(max_epochs)
+    except (TypeError, ValueError):
+        return None  # not a number of epochs: PruneAtEnd says what is wrong
+    if not prune or max_epochs < 1:
+        return None
+    init_args = prune[-1].setdefault("init_args", {})
+    finetune = int(init_args.get("finetune_epochs", 0))
+    if finetune < max_epochs:
+        return None
+    init_args["finetune_epochs"] = min(1, max_epochs - 1)
+    return (
+        f"the default method ({DEFAULT_METHOD[:-5]}) fine-tunes {finetune} epochs after "
+        f"pruning; this run of {max_epochs} epoch(s) fine-tunes {init_args['finetune_epochs']} "
+        "(--trainer.callbacks.finetune_epochs=N sets it)"
+    )
 
 
 def check_class_path(class_path: str | None, kind: str) -> None:
@@ -196,6 +239,12 @@ class SparsifyCLI(LightningCLI):
             help="Track the run in Weights & Biases (offline without credentials); false "
             "replaces the W&B logger by a CSVLogger.",
         )
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:  # before LightningCLI reads the checkpoint's hyper-parameters
+            check_ckpt_path(self.config[subcommand].get("ckpt_path"))
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config)
@@ -265,6 +314,17 @@ def configure_from_cli(module: L.LightningModule, optimizer: dict, scheduler: di
     return LightningCLI.configure_optimizers(module, built, schedule)
 
 
+def check_ckpt_path(path) -> None:
+    """Refuse, in one line, a ``--ckpt_path`` file that is missing, not a checkpoint, or that
+    needs full unpickling (``read_checkpoint``), before Lightning reads it; ``best``, ``last``,
+    ``hpc`` and ``registry`` are Lightning's to find. LightningCLI reads the file's
+    hyper-parameters with ``weights_only=True`` whatever ``--weights_only`` says, so a file that
+    needs full unpickling has no opt-in here."""
+    if path is None or str(path) in ("best", "last", "hpc") or str(path).startswith("registry"):
+        return
+    read_checkpoint(path, "ckpt_path", trust_flag=None)
+
+
 def _is_wandb(logger) -> bool:
     return isinstance(logger, Namespace) and "WandbLogger" in str(logger.get("class_path", ""))
 
@@ -288,10 +348,14 @@ TOOLS = {"compare": "sparsify.compare", "export": "sparsify.export"}
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    with one_line_errors():
+    with one_line_errors(), allow_checkpoint_globals():
         if argv and argv[0] in TOOLS:
-            return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
-        args = prepare_argv(argv)
+            importlib.import_module(TOOLS[argv[0]]).main(argv[1:])  # exit 0 unless it exits
+            return
+        notes: list[str] = []
+        args = prepare_argv(argv, notes)
+        for note in notes:
+            rank_zero_info(f"sparsify: {note}")
         # DDP's launcher re-runs sys.argv, which stays the user's own command line.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         SparsifyCLI(

@@ -422,6 +422,8 @@ def result_rows(runs: list[Run]) -> list[dict]:
                 "test_acc_before_pruning": summary.get("test_acc_before_pruning"),
                 "test_acc": summary.get("test_acc"),
                 "sparsity": summary.get("sparsity"),
+                "inference_flops": relative_flops(summary),
+                "train_flops": summary.get("train_flops"),
                 "sign_flips": summary.get(SIGN_FLIPS),
                 "wall_time_s": record.get("wall_time_s"),
                 "run_dir": str(run.folder),
@@ -429,6 +431,12 @@ def result_rows(runs: list[Run]) -> list[dict]:
             }
         )
     return rows
+
+
+def relative_flops(summary: dict) -> float | None:
+    """The final model's inference FLOPs over the dense model's (``summary.json``)."""
+    sparse, dense = summary.get("inference_flops"), summary.get("dense_inference_flops")
+    return None if sparse is None or not dense else sparse / dense
 
 
 def _interrupt(signum, frame):
@@ -456,7 +464,9 @@ def main(argv: list[str]) -> None:
     todo = [run for run in runs if finished_summary(run.folder) is None]
     jobs = [job_for(run, settings, args.wandb, args.lightning_progress_bar) for run in todo]
     if args.dry_run:
-        print(describe(jobs, options))
+        print(
+            describe(jobs, options) if jobs else f"nothing to submit: all {len(runs)} runs are done"
+        )
         return
     out = Path(settings["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
@@ -465,7 +475,7 @@ def main(argv: list[str]) -> None:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     progress = Progress(runs, len(todo), settings["name"])
     try:
-        failed = launch(jobs, options, progress)
+        failed = launch(jobs, options, progress) if jobs else []
     except KeyboardInterrupt:
         print(
             "sparsify compare: interrupted; run the same command again to resume "

@@ -1,6 +1,7 @@
 """The results of a comparison (``sparsify compare``): ``results.csv`` (one row per run),
 ``results.md`` (mean ± sample standard deviation over seeds per method and sparsity),
-``accuracy_vs_sparsity.png`` and ``layer_density.png``."""
+``accuracy_vs_sparsity.png``, ``accuracy_vs_flops.png`` (where the runs counted FLOPs) and
+``layer_density.png``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ COLUMNS = (
     "test_acc_before_pruning",
     "test_acc",
     "sparsity",  # achieved: zero effective weights over all prunable weights
+    "inference_flops",  # per example, of the dense model's (sparsify.flops, RigL's count)
+    "train_flops",  # of the whole run, of dense training's of the same length
     "sign_flips",  # where a callback logs them
     "wall_time_s",
     "run_dir",
@@ -35,6 +38,8 @@ def write_report(
     ]
     if rows:
         written.append(plot_accuracy(rows, out / "accuracy_vs_sparsity.png", published))
+    if any(row.get("inference_flops") is not None for row in rows):
+        written.append(plot_accuracy_vs_flops(rows, out / "accuracy_vs_flops.png"))
     if any(row["sparsity_target"] == density_at for row in rows):
         written.append(plot_layer_density(rows, density_at, out / "layer_density.png"))
     return written
@@ -84,7 +89,8 @@ def write_markdown(rows: list[dict], path: Path, published: dict | None = None) 
     published = published or {}
     header = "| method | family | target sparsity | runs | test acc (%) | "
     header += "published (%) | " if published else ""
-    header += "before pruning (%) | achieved sparsity (%) | sign flips | wall time (s) |"
+    header += "before pruning (%) | achieved sparsity (%) | inference FLOPs (× dense) | "
+    header += "training FLOPs (× dense) | sign flips | wall time (s) |"
     lines = [
         "Mean ± sample standard deviation over seeds.",
         "",
@@ -92,7 +98,7 @@ def write_markdown(rows: list[dict], path: Path, published: dict | None = None) 
         "|" + "---|" * (header.count("|") - 1),
     ]
     for (method, target), group in groups(rows).items():
-        column = {key: [row[key] for row in group] for key in COLUMNS}
+        column = {key: [row.get(key) for row in group] for key in COLUMNS}
         target_text = "—" if target is None else f"{100 * target:g} %"
         cells = [
             method,
@@ -107,6 +113,8 @@ def write_markdown(rows: list[dict], path: Path, published: dict | None = None) 
             ),
             mean_std_text(column["test_acc_before_pruning"], 100, 2),
             mean_std_text(column["sparsity"], 100, 2),
+            mean_std_text(column["inference_flops"], 1, 3),
+            mean_std_text(column["train_flops"], 1, 3),
             mean_std_text(column["sign_flips"], 1, 1),
             mean_std_text(column["wall_time_s"], 1, 0),
         ]
@@ -192,6 +200,51 @@ def plot_accuracy(rows: list[dict], path: Path, published: dict | None = None) -
     return path
 
 
+def plot_accuracy_vs_flops(rows: list[dict], path: Path) -> Path:
+    """Test accuracy against inference FLOPs per example relative to the dense model (log
+    scale; dense = 1), one point per method and target sparsity (mean over seeds, error bars
+    ± std of both); PaI hollow, dense-to-sparse filled, a reference method at its own FLOPs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    color_of = colors(rows)
+    for index, method in enumerate(dict.fromkeys(row["method"] for row in rows)):
+        points = []
+        for (name, _), group in groups(rows).items():
+            acc = mean_std([row["test_acc"] for row in group])
+            cost = mean_std([row.get("inference_flops") for row in group])
+            if name == method and acc is not None and cost is not None:
+                points.append((cost, acc))
+        if not points:
+            continue
+        points.sort()
+        family = next(row["family"] for row in rows if row["method"] == method)
+        ax.errorbar(
+            [c for (c, _), _ in points],
+            [100 * a for _, (a, _) in points],
+            xerr=[s for (_, s), _ in points],
+            yerr=[100 * s for _, (_, s) in points],
+            color=color_of[method],
+            marker=MARKERS[index % len(MARKERS)],
+            markerfacecolor="none" if family == "PaI" else color_of[method],
+            capsize=3,
+            linestyle="--" if family == "PaI" else "-",
+            label=f"{method} (PaI)" if family == "PaI" else method,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("inference FLOPs per example, relative to dense (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy vs. inference FLOPs (RigL's count)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def plot_layer_density(rows: list[dict], sparsity: float, path: Path) -> Path:
     """Per-layer density (mean over seeds) of each method at one target sparsity, grouped bars
     on a log scale."""
@@ -231,7 +284,7 @@ def plot_layer_density(rows: list[dict], sparsity: float, path: Path) -> Path:
 
 
 def log_to_wandb(out: Path, name: str, project: str = "sparsify") -> str:
-    """One more W&B run in the comparison's group (``job_type="compare"``) holding the two plots
+    """One more W&B run in the comparison's group (``job_type="compare"``) holding the plots
     and the results table; online or offline as ``sparsify.tracking.resolve_mode`` decides.
     Returns the run's folder."""
     import wandb
@@ -248,13 +301,14 @@ def log_to_wandb(out: Path, name: str, project: str = "sparsify") -> str:
     )
     with open(out / "results.csv", newline="") as f:
         table = list(csv.reader(f))
-    run.log(
-        {
-            "accuracy_vs_sparsity": wandb.Image(str(out / "accuracy_vs_sparsity.png")),
-            "layer_density": wandb.Image(str(out / "layer_density.png")),
-            "results": wandb.Table(columns=table[0], data=table[1:]),
-        }
-    )
+    logged = {
+        "accuracy_vs_sparsity": wandb.Image(str(out / "accuracy_vs_sparsity.png")),
+        "layer_density": wandb.Image(str(out / "layer_density.png")),
+        "results": wandb.Table(columns=table[0], data=table[1:]),
+    }
+    if (out / "accuracy_vs_flops.png").is_file():
+        logged["accuracy_vs_flops"] = wandb.Image(str(out / "accuracy_vs_flops.png"))
+    run.log(logged)
     folder = str(Path(run.dir).parent)
     run.finish()
     return folder

@@ -16,6 +16,9 @@ to ``out_dir``:
 - ``safetensors``: ``model.safetensors`` (the plain state dict, exact zeros) and
   ``masks.safetensors`` (``{layer name: bool mask}``), both with the metadata ``sparsify``
   (JSON: ``hyper_parameters``, ``sparsity``); needs ``safetensors``;
+- ``sparse``: ``model.sparse.safetensors``, the plain state dict with every sparse weight
+  stored as its non-zeros and a packed bitmask (``sparsify.sparse_safetensors``; read back
+  exactly by ``read_sparse``); needs ``safetensors``;
 - ``pretrained``: ``pretrained/``, the network's own ``save_pretrained`` (a ``transformers``
   model only), which ``from_pretrained`` loads without sparsify.
 
@@ -42,19 +45,26 @@ from sparsify.checkpoint import read_checkpoint
 from sparsify.errors import ConfigError
 from sparsify.masks import sparsity_report
 from sparsify.reparam import collapse, is_transposed, layer_masks, match_structure
+from sparsify.sparse_safetensors import read_sparse as read_sparse
+from sparsify.sparse_safetensors import write_sparse
 
-FORMATS = ("torchscript", "onnx", "safetensors", "pretrained", "none")
+FORMATS = ("torchscript", "onnx", "safetensors", "sparse", "pretrained", "none")
 
 
-def load_module(checkpoint_path: str | Path, factory: str | None = None) -> nn.Module:
+def load_module(
+    checkpoint_path: str | Path, factory: str | None = None, trusted: bool = False
+) -> nn.Module:
     """The LightningModule of a checkpoint, with its masks and m ⊙ w, on CPU.
 
     ``factory`` (``"package.module:callable"``) builds the module for any Lightning checkpoint
     (the callable gets no arguments); without it, the checkpoint must come from
-    ``sparsify fit``, whose hyper-parameters name the module's class.
+    ``sparsify fit``, whose hyper-parameters name the module's class. ``trusted``: unpickle the
+    file in full (``sparsify.checkpoint.read_checkpoint``), e.g. a checkpoint whose
+    hyper-parameters hold the network itself.
     """
     path = Path(checkpoint_path)
-    checkpoint = read_checkpoint(path)
+    trust_flag = "--trust-checkpoint (trusted=True in Python)"
+    checkpoint = read_checkpoint(path, trusted=trusted, trust_flag=trust_flag)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ConfigError(f"checkpoint={str(path)!r} is invalid: no state_dict in it")
     if factory is not None:
@@ -106,6 +116,7 @@ def export(
     input_shape: tuple[int, ...] | None = None,
     factory: str | None = None,
     submodule: str | None = None,
+    trusted: bool = False,
 ) -> dict[str, Path]:
     """Write ``model.pt`` and the ``format`` file (see the module docstring); return the paths.
 
@@ -113,10 +124,11 @@ def export(
     network that ``torch.jit.script`` cannot compile (it is then traced). ``factory`` builds
     the module of any Lightning checkpoint (``load_module``); ``submodule`` names the network
     inside it to export (default: its ``model`` attribute if it has one, else all of it).
+    ``trusted``: see ``load_module``.
     """
     if format not in FORMATS:
         raise ConfigError(f"format={format!r} is invalid: choose one of {', '.join(FORMATS)}")
-    module = load_module(checkpoint_path, factory)
+    module = load_module(checkpoint_path, factory, trusted)
     network, saved_masks = collapsed_copy(network_of(module, submodule))
     check_writable(format, network)
     out = Path(out_dir)
@@ -139,6 +151,9 @@ def export(
         to_onnx(network, input_shape, paths["onnx"])
     elif format == "safetensors":
         paths.update(to_safetensors(network, saved_masks, hparams, out))
+    elif format == "sparse":
+        path = out / "model.sparse.safetensors"
+        paths["sparse"] = write_sparse(network.state_dict(), path, metadata(network, hparams))
     elif format == "pretrained":
         paths["pretrained"] = to_pretrained(network, out / "pretrained")
     return paths
@@ -198,8 +213,8 @@ def to_onnx(network: nn.Module, input_shape: tuple[int, ...] | None, path: Path)
 
 def check_writable(format: str, network: nn.Module) -> None:
     """Refuse, before anything is written, a format this network or installation cannot take."""
-    if format == "safetensors" and importlib.util.find_spec("safetensors") is None:
-        raise ConfigError("format='safetensors' is invalid here: `pip install safetensors` first")
+    if format in ("safetensors", "sparse") and importlib.util.find_spec("safetensors") is None:
+        raise ConfigError(f"format={format!r} is invalid here: `pip install safetensors` first")
     if format == "pretrained" and not callable(getattr(network, "save_pretrained", None)):
         raise ConfigError(
             f"format='pretrained' is invalid for a {type(network).__name__}: only a transformers "
@@ -212,14 +227,20 @@ def to_safetensors(network: nn.Module, masks: dict, hparams: dict, out: Path) ->
     ``{"sparsify": JSON of hyper_parameters and sparsity}`` as metadata; return their paths."""
     from safetensors.torch import save_file
 
-    info = {"hyper_parameters": hparams, "sparsity": sparsity_report(network)["global"]}
-    metadata = {"format": "pt", "sparsify": json.dumps(info, default=str)}
+    info = metadata(network, hparams)
     # safetensors refuses tensors that share memory (a tied head): each is stored on its own.
     state = {k: v.detach().clone().contiguous() for k, v in network.state_dict().items()}
     paths = {"safetensors": out / "model.safetensors", "masks": out / "masks.safetensors"}
-    save_file(state, paths["safetensors"], metadata)
-    save_file({k: v.bool().contiguous() for k, v in masks.items()}, paths["masks"], metadata)
+    save_file(state, paths["safetensors"], info)
+    save_file({k: v.bool().contiguous() for k, v in masks.items()}, paths["masks"], info)
     return paths
+
+
+def metadata(network: nn.Module, hparams: dict) -> dict[str, str]:
+    """The safetensors metadata of an export: ``{"sparsify": JSON of hyper_parameters and
+    sparsity}``."""
+    info = {"hyper_parameters": hparams, "sparsity": sparsity_report(network)["global"]}
+    return {"format": "pt", "sparsify": json.dumps(info, default=str)}
 
 
 def to_pretrained(network: nn.Module, path: Path) -> Path:
@@ -270,7 +291,7 @@ def to_sparse(model: nn.Module) -> nn.Module:
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     """``sparsify export CKPT --out DIR [--format FORMAT] [--input-shape C,H,W]``, FORMAT one
-    of ``FORMATS``."""
+    of ``FORMATS``; prints the path of each file written, one a line, and returns them."""
     parser = argparse.ArgumentParser(
         prog="sparsify export",
         description="Collapse a `sparsify fit` checkpoint to a plain model and save it.",
@@ -291,6 +312,12 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         default=None,
         help="input shape without the batch dimension, e.g. 3,32,32 (for tracing and ONNX)",
     )
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="unpickle the checkpoint in full, which can run code stored in it: only for files "
+        "you trust (needed where its hyper-parameters hold objects, such as the network)",
+    )
     args = parser.parse_args(argv)
     shape = None
     if args.input_shape is not None:
@@ -300,7 +327,15 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
             raise ConfigError(
                 f"input_shape={args.input_shape!r} is invalid: integers separated by commas"
             ) from None
-    paths = export(args.checkpoint, args.out, args.format, shape, args.factory, args.submodule)
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
+    paths = export(
+        args.checkpoint,
+        args.out,
+        args.format,
+        shape,
+        args.factory,
+        args.submodule,
+        trusted=args.trust_checkpoint,
+    )
+    for path in paths.values():
+        print(path)
     return paths

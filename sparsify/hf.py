@@ -164,7 +164,9 @@ class PILoT(TrainerCallback):
     """PILoT's penalty α_t (‖m‖² + ‖w‖²) (Mask in the Mirror, ICLR 2025) as the weight decay
     2 α_t of exactly the m, w of θ = m ⊙ w, updated when each epoch begins from the epoch before:
 
-        α ← α·δ  if ``monitor`` improved, ‖m ⊙ w‖₁ > K and k < T/2;   α ← α/δ  otherwise.
+        α ← α·δ  if ``monitor`` improved, ‖m ⊙ w‖₁ ≥ K and k < T/2;   α ← α/δ  otherwise,
+
+    with the epochs numbered k = 1 … T as in the paper.
 
     Arguments (``rule_options``: ``alpha_init``, ``delta``, ``l1_threshold``, ...) and rule are
     those of ``sparsify.callbacks.PILoT`` (whose ``update`` this calls), except the default

@@ -49,11 +49,30 @@ def check_pattern(pattern: str) -> tuple[int, int] | None:
     )
 
 
+def _input_rows(tensor: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """``tensor`` (a layer's weight shape) as a matrix whose rows run along the input
+    dimension: (out, in) for a linear weight, (out · kh · kw, in) for a conv weight
+    (out, in, kh, kw), the input channels of every (out, kh, kw) in a row; (out, in) from a
+    transposed (in, out) weight. ``_from_input_rows`` undoes it."""
+    if transposed:
+        return tensor.t()
+    if tensor.dim() == 1:
+        return tensor[None]
+    return tensor.movedim(1, -1).reshape(-1, tensor.shape[1])
+
+
+def _from_input_rows(rows: torch.Tensor, shape: torch.Size, transposed: bool) -> torch.Tensor:
+    if transposed:
+        return rows.t()
+    if len(shape) <= 2:
+        return rows.reshape(shape)
+    return rows.reshape(shape[0], *shape[2:], shape[1]).movedim(-1, 1)
+
+
 def _groups_of(tensor: torch.Tensor, m: int, transposed: bool, name: str) -> torch.Tensor:
-    """``tensor`` (a layer's weight shape) viewed as (out, in / m, m): groups of m consecutive
-    entries along the input dimension (dim 1 of an (out, in, …) weight, with a conv's
-    in · kh · kw flattened per output channel; dim 0 of a transposed (in, out) weight)."""
-    rows = tensor.t() if transposed else tensor.flatten(1) if tensor.dim() > 1 else tensor[None]
+    """``tensor`` viewed as (rows, in / m, m): groups of m consecutive input channels in each
+    row of ``_input_rows``."""
+    rows = _input_rows(tensor, transposed)
     if rows.shape[1] % m:
         raise ConfigError(
             f"an n:{m} pattern is invalid for layer {name!r}: its input dimension {rows.shape[1]} "
@@ -87,8 +106,7 @@ def _nm_allowed(
         rank = torch.arange(n, device=order.device).expand_as(order)
         grown = torch.zeros_like(alive).scatter_(-1, order, rank < free) & ~alive
         allowed |= grown
-    rows = allowed.reshape(allowed.shape[0], -1)
-    return (rows.t() if transposed else rows).reshape(theta.shape)
+    return _from_input_rows(allowed.reshape(allowed.shape[0], -1), theta.shape, transposed)
 
 
 def pattern_key(pattern: str) -> dict:
@@ -155,8 +173,9 @@ def select_mask(
 
     ``pattern="unstructured"`` lets any subset of the entries be kept. ``pattern="n:m"``
     (e.g. ``"2:4"``) first restricts the choice: in every group of m consecutive weights along
-    a layer's input dimension (dim 1 of an (out, in) weight; a conv's in · kh · kw flattened per
-    output channel; dim 0 for the layers named in ``transposed``, stored (in, out) like
+    a layer's input dimension (dim 1 of an (out, in) weight; for a conv weight (out, in, kh,
+    kw), m consecutive input channels at each (out, kh, kw), the layout of NVIDIA's ASP and
+    of sparse tensor cores; dim 0 for the layers named in ``transposed``, stored (in, out) like
     ``transformers``' ``Conv1D``), only the n highest scores among θ ≠ 0 are allowed (with
     ``regrow``, the places left are allowed to the highest ``regrow`` among θ = 0). The budget
     is then chosen among the allowed entries only, by the same rule. So N:M alone gives

@@ -403,7 +403,7 @@ class LanguageModel(TrainingModule):
 def load_weights(model: torch.nn.Module, path: str) -> None:
     """Load a ``LanguageModel`` checkpoint or a backbone ``state_dict`` into ``model``, with the
     masks and m ⊙ w it was saved with, then multiply them out (``collapse``)."""
-    state = read_state_dict(path, "init_from", submodule="model")
+    state = read_state_dict(path, "init_from", submodule="model", trust_flag=None)
     match_structure(model, state)
     own = model.state_dict()
     problems = {

@@ -1,5 +1,5 @@
 """Pruning at initialization (PaI): score every prunable weight once, before training, and keep
-the highest scores under a fixed mask (METHODS.md §5).
+the highest scores under a fixed mask.
 
 Every score is of the effective weight θ the forward pass uses (m ⊙ w ⊙ mask for
 reparametrized layers), computed on a private copy of the model in which θ is a plain
@@ -29,9 +29,21 @@ gradients are left as they were. Only its masks change.
   input; LayerNorm and softmax make a transformer no positively homogeneous network, so
   SynFlow's conservation argument does not hold there and the score is a heuristic (docs/hf.md).
 
-``snip`` and ``grasp`` score in training mode (BatchNorm uses batch statistics, as in the first
-training step); batches are ``(input, target, ...)`` and the loss is
-``loss_fn(module(input), target)``, cross-entropy by default.
+``snip`` and ``grasp`` score in the mode of their reference (``score_mode="reference"``):
+``snip`` in eval mode, as Synaptic-Flow's ``prune_loop`` does unless asked for ``train_mode``
+(ganguli-lab/Synaptic-Flow, ``prune.py``): BatchNorm normalizes with the model's running
+statistics (mean 0, variance 1 at initialization) and dropout is off; ``grasp`` in training mode,
+as alecwangcq/GraSP does (``pruner/GraSP.py`` scores a copy of the freshly built network, whose
+``.eval()`` is commented out): BatchNorm uses the batch's statistics, as in the first training
+step. ``score_mode="eval"`` or ``"train"`` sets both. Batches are ``(input, target, ...)`` and
+the loss is ``loss_fn(module(input), target)``, cross-entropy by default.
+
+The sanity checks of Frankle et al. (2021, "Pruning Neural Networks at Initialization: Why are
+We Missing the Mark?"), which Synaptic-Flow's ``prune_loop`` also offers: ``invert`` keeps the
+lowest scores instead of the highest (in every SynFlow round); ``shuffle`` permutes each layer's
+mask uniformly at random after the selection (every layer keeps its density, not its
+positions); ``prune_at_init(..., reinitialize=True)`` gives the weights new values from their
+layer's initial distribution (``reinitialize_``). Random draws use torch's global generator.
 
 GraSP's data, as in the reference (alecwangcq/GraSP, ``GraSP_fetch_data`` in pruner/GraSP.py,
 ``samples_per_class`` 10 in its configs): with ``samples_per_class`` set, the first that many
@@ -58,6 +70,7 @@ from sparsify.errors import ConfigError, check_choice
 from sparsify.homogeneous import homogeneous_scorer
 from sparsify.masks import (
     check_distribution,
+    check_pattern,
     check_sparsity,
     layer_densities,
     pattern_keywords,
@@ -68,6 +81,11 @@ from sparsify.reparam import prunable_layers
 
 SCORES = ("random", "magnitude", "snip", "grasp", "synflow")
 DATA_SCORES = ("snip", "grasp")
+# The mode (BatchNorm, dropout) ``snip`` and ``grasp`` score in (``pai_masks``' ``score_mode``):
+# each score's reference mode, or one of the two for both.
+ScoreMode = Literal["reference", "eval", "train"]
+Mode = Literal["eval", "train"]
+REFERENCE_MODES: dict[str, Mode] = {"snip": "eval", "grasp": "train"}
 GRASP_TEMPERATURE = 200.0
 SYNFLOW_ROUNDS = 100
 # How SynFlow's rounds compute (``pai_masks``' ``synflow_precision``; docs/pai.md).
@@ -82,11 +100,23 @@ def check_score(score: str) -> str:
     return score
 
 
-def prune_at_init(module: nn.Module, sparsity: float, score: str = "random", **options) -> Scores:
+def prune_at_init(
+    module: nn.Module,
+    sparsity: float,
+    score: str = "random",
+    *,
+    reinitialize: bool = False,
+    **options,
+) -> Scores:
     """Mask ``module`` to ``sparsity`` by the highest ``score``; return the masks it set.
-    ``options`` are ``pai_masks``'s keyword arguments (see there)."""
+    ``options`` are ``pai_masks``'s keyword arguments (see there); ``reinitialize`` then gives
+    the selected weights new values from their layer's initial distribution
+    (``reinitialize_``: a sanity check, not a method)."""
     new_masks = pai_masks(module, sparsity, score, **options)
     set_masks(module, new_masks)
+    if reinitialize:
+        permutations = reinit_permutations(module, options.get("include"), options.get("exclude"))
+        reinitialize_(module, permutations)
     return new_masks
 
 
@@ -108,6 +138,9 @@ def pai_masks(
     samples_per_class: int | None = None,
     pattern: str = "unstructured",
     synflow_precision: SynflowPrecision = "mixed",
+    score_mode: ScoreMode = "reference",
+    invert: bool = False,
+    shuffle: bool = False,
 ) -> Scores:
     """The masks that keep the highest ``score`` s at ``sparsity`` (``prune_at_init`` sets them),
     shared among layers by ``distribution`` (``global``: one threshold on the scores;
@@ -130,10 +163,21 @@ def pai_masks(
     per run, and later rounds amplify each flip: 1.4 % of ResNet-50's kept weights differ
     after 100 rounds); ``"mixed"`` (default) the first half of the rounds in float64 and the
     rest in float32, so fewer rounds amplify a flip (docs/pai.md).
+
+    ``score_mode``: the mode ``snip`` and ``grasp`` score in, ``"eval"`` or ``"train"``;
+    ``"reference"`` (default) is each score's reference (``snip`` eval, ``grasp`` train; see the
+    module docstring). ``synflow`` always scores in eval mode with BatchNorm's statistics at
+    0 and 1 (its data-free definition).
+
+    Sanity checks (Frankle et al. 2021): ``invert`` keeps the lowest scores instead of the
+    highest; ``shuffle`` permutes each layer's mask at random after the selection
+    (``shuffle_masks``; not with an N:M ``pattern``, which a permutation would break).
     """
     check_sparsity(sparsity)
     check_choice("synflow_precision", synflow_precision, SynflowPrecision)
+    check_choice("score_mode", score_mode, ScoreMode)
     structure = pattern_keywords(module, pattern, include, exclude)
+    check_shuffle(shuffle, pattern)
     check_score(score)
     check_distribution(distribution)
     check_pai_options(num_batches, temperature, rounds, samples_per_class)
@@ -148,7 +192,7 @@ def pai_masks(
     if score == "synflow":
         shape = input_shape or synflow_input_shape(module, batches)
         dtype = synflow_input_dtype(module, batches)
-        return _synflow_masks(
+        masks = _synflow_masks(
             module,
             sparsity,
             distribution,
@@ -160,20 +204,26 @@ def pai_masks(
             dtype,
             structure,
             synflow_precision,
+            invert,
         )
+        return shuffle_masks(masks) if shuffle else masks
+    mode = REFERENCE_MODES.get(score) if score_mode == "reference" else score_mode
     if score == "random":
         scores = random_scores(module, include, exclude)
     elif score == "magnitude":
         scores = magnitude_scores(module, include, exclude)
     elif score == "snip":
-        scores = snip_scores(module, batches, loss_fn, include, exclude)
+        scores = snip_scores(module, batches, loss_fn, include, exclude, mode)
     else:
-        scores = grasp_scores(module, batches, loss_fn, temperature, include, exclude)
+        scores = grasp_scores(module, batches, loss_fn, temperature, include, exclude, mode)
+    if invert:
+        scores = inverted(scores)
     densities = layer_densities(
         module, sparsity, distribution, dense_layers, include, exclude, scores=scores
     )
     theta = {name: layer.weight for name, layer in prunable_layers(module, include, exclude)}
-    return select_mask(scores, theta, densities=densities, **structure)
+    masks = select_mask(scores, theta, densities=densities, **structure)
+    return shuffle_masks(masks) if shuffle else masks
 
 
 def check_pai_options(
@@ -191,6 +241,63 @@ def check_pai_options(
         raise ConfigError(
             f"samples_per_class={samples_per_class!r} is invalid: an integer >= 1 or null"
         )
+
+
+# Sanity checks (Frankle et al. 2021): what is left of a method when its mask is shuffled, its
+# weights re-drawn, or its ranking inverted.
+
+
+def check_shuffle(shuffle: bool, pattern: str) -> None:
+    if shuffle and check_pattern(pattern) is not None:
+        raise ConfigError(
+            f"shuffle=True is invalid with pattern={pattern!r}: a shuffled mask is not N:M; "
+            "use pattern='unstructured'"
+        )
+
+
+def inverted(scores: Scores) -> Scores:
+    """−score: selecting the highest keeps the lowest scores."""
+    return {name: -score for name, score in scores.items()}
+
+
+def shuffle_masks(masks: Scores) -> Scores:
+    """Each layer's mask with its entries permuted uniformly at random (torch's global
+    generator): the same number kept in every layer, at random positions."""
+    return {
+        name: mask.flatten()[torch.randperm(mask.numel()).to(mask.device)].view_as(mask)
+        for name, mask in masks.items()
+    }
+
+
+def reinit_permutations(module: nn.Module, include=None, exclude=None) -> dict[str, torch.Tensor]:
+    """A random permutation of each selected layer's weight entries (``reinitialize_``), from
+    torch's global generator."""
+    return {
+        name: torch.randperm(layer.weight.numel())
+        for name, layer in prunable_layers(module, include, exclude)
+    }
+
+
+@torch.no_grad()
+def reinitialize_(module: nn.Module, permutations: dict[str, torch.Tensor]) -> None:
+    """New values for the weights of the layers in ``permutations``, masks unchanged: each
+    layer's stored weight (m and w alike for θ = m ⊙ w) is permuted by its layer's permutation.
+
+    The initial weights of a layer are independent draws from one distribution, so a random
+    permutation of them is a fresh draw from the layer's own initialization, whatever
+    initializer built the model, and keeps the kept weights' values independent of the mask
+    (Frankle et al. re-sample from the initializer; Synaptic-Flow calls the model's
+    ``_initialize_weights``, which a user's model need not have)."""
+    layers = dict(module.named_modules())
+    for name, permutation in permutations.items():
+        layer = layers[name]
+        if parametrize.is_parametrized(layer, "weight"):
+            stored = list(layer.parametrizations.weight.parameters(recurse=False))
+        else:
+            stored = [layer.weight]
+        for tensor in stored:
+            moved = tensor.flatten()[permutation.to(tensor.device)]
+            tensor.copy_(moved.view_as(tensor))
 
 
 # The scores, each a {layer name: tensor shaped like the layer's weight}.
@@ -212,11 +319,17 @@ def magnitude_scores(module: nn.Module, include=None, exclude=None) -> Scores:
 
 
 def snip_scores(
-    module: nn.Module, batches: list, loss_fn=None, include=None, exclude=None
+    module: nn.Module,
+    batches: list,
+    loss_fn=None,
+    include=None,
+    exclude=None,
+    mode: Mode = REFERENCE_MODES["snip"],
 ) -> Scores:
-    """|g ⊙ θ|, g the gradient of the loss averaged over ``batches``."""
+    """|g ⊙ θ|, g the gradient of the loss averaged over ``batches``, the scoring copy in
+    ``mode`` (``"eval"``: BatchNorm with the model's running statistics, as Synaptic-Flow)."""
     scorer, weights = scoring_copy(module, include, exclude)
-    scorer.train()
+    scorer.train(mode == "train")
     grads = _mean_gradient(scorer, weights, batches, loss_fn or F.cross_entropy, 1.0)
     return {name: (grads[name] * theta).abs().detach() for name, theta in weights.items()}
 
@@ -228,16 +341,18 @@ def grasp_scores(
     temperature: float = GRASP_TEMPERATURE,
     include=None,
     exclude=None,
+    mode: Mode = REFERENCE_MODES["grasp"],
 ) -> Scores:
     """θ ⊙ (H g) for the loss of the logits divided by ``temperature``; keep the largest.
 
-    g is the gradient averaged over ``batches`` (held fixed), H g the gradient of g · ∇L.
+    g is the gradient averaged over ``batches`` (held fixed), H g the gradient of g · ∇L; the
+    scoring copy in ``mode`` (``"train"``: BatchNorm with batch statistics, as alecwangcq/GraSP).
     """
     if not batches:
         raise ConfigError("score='grasp' needs data: give a dataloader with at least one batch")
     loss_fn = loss_fn or F.cross_entropy
     scorer, weights = scoring_copy(module, include, exclude)
-    scorer.train()
+    scorer.train(mode == "train")
     g = _mean_gradient(scorer, weights, batches, loss_fn, temperature)
     params = list(weights.values())
     hg = [torch.zeros_like(p) for p in params]
@@ -290,10 +405,12 @@ def _synflow_masks(
     input_dtype: torch.dtype = torch.float64,
     structure: dict | None = None,
     precision: str = "mixed",
+    invert: bool = False,
 ) -> Scores:
     """SynFlow's rounds, in float64 up to round ``float64_rounds(rounds, precision)`` and in
     float32 on the rescaled trace of the network after it (``_SynflowScorer``). Under
-    ``global`` without dense layers a round is one ``select_mask`` over all layers."""
+    ``global`` without dense layers a round is one ``select_mask`` over all layers. ``invert``
+    keeps the lowest scores of every round."""
     structure = structure or {}
     # Under "global" only the dense layers matter here: "uniform" checks them without a top-k.
     final = layer_densities(
@@ -313,6 +430,8 @@ def _synflow_masks(
         if k == last_float64 + 1 and k > 1:
             rounds_scorer.to_float32()
         scores = rounds_scorer.scores(current)
+        if invert:
+            scores = inverted(scores)
         round_sparsity = 1 - (1 - sparsity) ** (k / rounds)
         if distribution == "global" and not dense_layers:
             current = select_mask(scores, current, round_sparsity, **structure)

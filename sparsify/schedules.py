@@ -204,11 +204,11 @@ def pilot_update(
     improved: bool,
     l1_norm: float,
     l1_threshold: float,
-    epoch: int,
+    k: int,
     total_epochs: int,
 ) -> float:
-    """PILoT's adaptive regularization strength (Mask in the Mirror, ICLR 2025), once per epoch:
-    α·δ while the train accuracy improved, ‖m ⊙ w‖₁ > K (``l1_threshold``) and epoch < T/2;
-    otherwise α/δ."""
-    grows = improved and l1_norm > l1_threshold and epoch < total_epochs / 2
+    """PILoT's adaptive regularization strength (Mask in the Mirror, ICLR 2025, Algorithm 1),
+    after epoch ``k`` of T = ``total_epochs``, numbered k = 1 … T as in the paper: α·δ while the
+    train accuracy improved, ‖m ⊙ w‖₁ ≥ K (``l1_threshold``) and k < T/2; otherwise α/δ."""
+    grows = improved and l1_norm >= l1_threshold and k < total_epochs / 2
     return alpha * delta if grows else alpha / delta

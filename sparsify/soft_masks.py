@@ -9,7 +9,8 @@ Both are ``torch.nn.utils.parametrize`` parametrizations of a weight ``w``:
   NeurIPS 2020): θ = w ⊙ σ(τ s) / σ(τ₀ s₀) ⊙ mask with one learned score s per weight and a
   temperature τ that grows during training, so σ(τ s) tends to the step 1[s > 0]. Dividing by
   σ(τ₀ s₀), the soft mask's value at installation, leaves θ = w at the start, as in the
-  authors' code.
+  authors' code. ``binarize_`` turns it into the authors' ticket mask, θ = w ⊙ 1[s > 0] /
+  σ(τ₀ s₀): the factor stays outside the trained w, as there.
 
 Both subclass ``sparsify.reparam.Mask``: they carry the usual 0/1 ``mask`` buffer, so every
 sparsify function (``masks``, ``magnitude_prune``, ``add_masks``, ``collapse``,
@@ -50,7 +51,10 @@ class SoftThreshold(Mask):
 
 class SigmoidMask(Mask):
     """θ = w ⊙ σ(τ · s) / σ(τ₀ · s₀) ⊙ mask, with learned ``scores`` s (one per weight) and the
-    temperature τ in the ``temperature`` buffer (set by the caller, e.g. once per epoch)."""
+    temperature τ in the ``temperature`` buffer (set by the caller, e.g. once per epoch).
+
+    After ``binarize_`` (the ``binary`` buffer is true) θ = w ⊙ mask / σ(τ₀ · s₀) with the mask
+    1[s > 0]: the limit τ → ∞, the scale still outside w, and the scores get zero gradients."""
 
     def __init__(
         self,
@@ -63,12 +67,26 @@ class SigmoidMask(Mask):
         self.scores = nn.Parameter(torch.full(shape, float(s_init)))
         self.register_buffer("temperature", torch.tensor(float(temperature)))
         self.register_buffer("scale", 1 / torch.sigmoid(torch.tensor(temperature * s_init)))
+        self.register_buffer("binary", torch.tensor(False))
 
     def soft_mask(self) -> torch.Tensor:
         return torch.sigmoid(self.temperature * self.scores)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return w * self.soft_mask() * self.scale * self.mask
+        # A select rather than a Python branch: no host synchronization on the flag.
+        soft = torch.where(self.binary, torch.ones_like(self.scores), self.soft_mask())
+        return w * soft * self.scale * self.mask
+
+    @torch.no_grad()
+    def binarize_(self) -> None:
+        """mask ← mask ⊙ 1[s > 0] and θ = w ⊙ mask / σ(τ₀ s₀) from now on (the ticket's mask)."""
+        self.mask.mul_((self.scores > 0).to(self.mask.dtype))
+        self.binary.fill_(True)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        # A checkpoint written without the flag holds a soft mask.
+        state_dict.setdefault(prefix + "binary", torch.tensor(False))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     @torch.no_grad()
     def hardened(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,6 @@
 """The end of a `sparsify fit` run: final checkpoint, test accuracy before and after pruning,
-sparsity, ``summary.json``, and the same in Weights & Biases with the sparse model as an
-artifact."""
+sparsity, FLOPs (``FlopsMonitor``), ``summary.json``, and the same in Weights & Biases with
+the sparse model as an artifact."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from sparsify.callbacks import PruneAtEnd
+from sparsify.callbacks import FlopsMonitor, PruneAtEnd
 from sparsify.export import collapsed_copy
 from sparsify.masks import sparsity_report
 from sparsify.tracking import WandbLogger
@@ -48,6 +48,7 @@ def summarize(trainer: L.Trainer, model: L.LightningModule, datamodule) -> dict:
     report = sparsity_report(model)
     summary["sparsity"] = report["global"]
     summary["layer_density"] = {name: 1 - s for name, s in report["layers"].items()}
+    summary.update(flops_summary(trainer))
     summary["summary_file"] = str(folder / "summary.json")
     if trainer.is_global_zero:
         folder.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,7 @@ def log_to_wandb(logger: WandbLogger, model: L.LightningModule, summary: dict, f
     import wandb
 
     run = logger.experiment
-    for key in ("test_acc", "test_acc_before_pruning", "sparsity"):
+    for key in ("test_acc", "test_acc_before_pruning", "sparsity", *FLOPS_KEYS):
         if summary.get(key) is not None:
             run.summary[f"final/{key}"] = summary[key]
     rows = [[name, density] for name, density in summary["layer_density"].items()]
@@ -75,6 +76,20 @@ def log_to_wandb(logger: WandbLogger, model: L.LightningModule, summary: dict, f
     artifact = wandb.Artifact(f"sparse-model-{run.id}", type="model", metadata=summary)
     artifact.add_file(str(path))
     run.log_artifact(artifact)
+
+
+FLOPS_KEYS = ("inference_flops", "dense_inference_flops", "train_flops")
+
+
+def flops_summary(trainer: L.Trainer) -> dict:
+    """``inference_flops`` and ``dense_inference_flops`` of the final model per example, and
+    ``train_flops``, the run's training FLOPs over dense training's (``FlopsMonitor``, RigL's
+    count); nothing without a ``FlopsMonitor`` that saw a training batch."""
+    monitor = next((c for c in trainer.callbacks if isinstance(c, FlopsMonitor)), None)
+    inference = None if monitor is None else monitor.inference_flops()
+    if inference is None:
+        return {}
+    return dict(zip(FLOPS_KEYS, (*inference, monitor.train_flops())))
 
 
 def _has_test_data(datamodule) -> bool:
@@ -101,6 +116,11 @@ def format_summary(summary: dict) -> str:
         rows.append(("test accuracy", fmt(summary["test_acc"])))
     rows.append(("global sparsity", fmt(summary["sparsity"])))
     rows += [(f"  density {name}", fmt(d)) for name, d in summary["layer_density"].items()]
+    if "inference_flops" in summary:
+        sparse, dense = summary["inference_flops"], summary["dense_inference_flops"]
+        ratio = f" ({sparse / dense:.4f} of dense {dense:.3g})" if dense else ""
+        rows.append(("inference FLOPs per example", f"{sparse:.3g}{ratio}"))
+        rows.append(("training FLOPs, of dense training", fmt(summary["train_flops"])))
     rows += [("checkpoint", summary["checkpoint"]), ("summary", summary["summary_file"])]
     width = max(len(key) for key, _ in rows)
     line = "-" * (width + 2 + max(len(v) for _, v in rows))

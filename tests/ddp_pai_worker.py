@@ -1,6 +1,7 @@
 """Run by tests/test_pai_ddp.py: `python ddp_pai_worker.py OUT_DIR`. Lightning's DDP launcher
 starts this script again for rank 1. Each rank has its own seed and its own data, so masks
-that were not broadcast from rank 0 would differ; each rank saves the masks of every score."""
+that were not broadcast from rank 0 would differ; each rank saves the masks of every score, and
+the masks and weights after a shuffled and re-initialized SNIP mask (``sanity``)."""
 
 import os
 import sys
@@ -25,6 +26,8 @@ class SaveMasks(L.Callback):
 
     def on_train_start(self, trainer, pl_module):
         self.saved[self.score] = {k: v.clone() for k, v in layer_masks(pl_module).items()}
+        weights = {k: p.detach().clone() for k, p in pl_module.named_parameters()}
+        self.saved[f"{self.score}_weights"] = weights
 
 
 def main(out_dir):
@@ -40,6 +43,9 @@ def main(out_dir):
         # GraSP takes 5 examples of each class: a rank's 32 of the 64 blobs hold that many.
         pruner = PruneAtInit(0.8, score=score, num_batches=2, samples_per_class=5)
         callbacks += [pruner, SaveMasks(score, saved)]
+    # The sanity checks draw at random: rank 0's draws, broadcast (another target, another key).
+    sanity = PruneAtInit(0.7, score="snip", num_batches=2, shuffle=True, reinitialize=True)
+    callbacks += [sanity, SaveMasks("sanity", saved)]
     trainer = L.Trainer(
         strategy="ddp",
         accelerator="cpu",

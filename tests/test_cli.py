@@ -13,7 +13,8 @@ from sparsify.cli import compose, main, prepare_argv
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 NO_WANDB = [*QUIET, "--wandb=false"]
-ALWAYS = ["ModelCheckpoint", "SparsityMonitor", "RandomStateCheckpoint"]  # from defaults.yaml
+# from defaults.yaml
+ALWAYS = ["ModelCheckpoint", "SparsityMonitor", "FlopsMonitor", "RandomStateCheckpoint"]
 
 
 def sparsify_cmd(*args, cwd):
@@ -43,6 +44,10 @@ def test_default_recipe_end_to_end(tmp_path):
     assert summary["test_acc"] >= 0.9
     assert summary["test_acc_before_pruning"] >= 0.9
     assert os.path.isfile(summary["checkpoint"])
+    # FLOPs: 90 %-sparse at the end; dense for 27 of the 30 epochs
+    assert "inference FLOPs per example" in result.stdout
+    inference = summary["inference_flops"] / summary["dense_inference_flops"]
+    assert inference < 0.35 and inference < summary["train_flops"] < 1
     assert set(summary["layer_density"]) == {
         "model.0",
         "model.3",
@@ -94,6 +99,42 @@ def test_a_method_recipe_replaces_the_default_method():
     assert names == ALWAYS
     default = yaml.safe_load(prepare_argv(["fit"])[2])
     assert len(default["trainer"]["callbacks"]) == len(ALWAYS) + 3
+
+
+def default_finetuning(*args):
+    """The default method's fine-tuning epochs for a command line, and the note about them."""
+    notes = []
+    config = yaml.safe_load(prepare_argv(["fit", *args], notes)[2])
+    (prune,) = [c for c in config["trainer"]["callbacks"] if "PruneAtEnd" in c["class_path"]]
+    return prune["init_args"]["finetune_epochs"], notes
+
+
+def test_a_short_run_of_the_default_method_fine_tunes_its_last_epoch():
+    assert default_finetuning() == (3, [])  # 30 epochs, the last 3 fine-tune
+    assert default_finetuning("--trainer.max_epochs=4") == (3, [])
+    finetune, (note,) = default_finetuning("--trainer.max_epochs", "3")
+    assert finetune == 1 and "this run of 3 epoch(s) fine-tunes 1" in note
+    assert "--trainer.callbacks.finetune_epochs=N" in note
+    assert default_finetuning("--trainer.max_epochs=1")[0] == 0  # prunes when training ends
+    # a value the user gives is left to the parser (PruneAtEnd refuses it if it leaves no
+    # training): the recipe's 3 stay in the composed config, to be overridden by the flag
+    given = ("--trainer.max_epochs=2", "--trainer.callbacks.finetune_epochs=1")
+    assert default_finetuning(*given) == (3, [])
+
+
+def test_the_short_default_run_from_the_real_command(tmp_path):
+    result = sparsify_cmd(
+        "fit", "--trainer.max_epochs=3", "--trainer.limit_train_batches=3",
+        "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+        f"--trainer.default_root_dir={tmp_path}", *NO_WANDB, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "this run of 3 epoch(s) fine-tunes 1" in result.stderr
+    (config_file,) = tmp_path.glob("lightning_logs/version_*/config.yaml")
+    callbacks = yaml.safe_load(config_file.read_text())["trainer"]["callbacks"]
+    assert callbacks[-1]["init_args"]["finetune_epochs"] == 1
+    summary = json.loads(next(tmp_path.glob("lightning_logs/version_*/summary.json")).read_text())
+    assert "test_acc_before_pruning" in summary and summary["sparsity"] >= 0.9
 
 
 def test_compose_merges_deeply():
@@ -177,6 +218,15 @@ BAD_INPUT = {
     "--lr_scheduler without --optimizer": (
         lambda t: ["--lr_scheduler=ConstantLR"],
         r"--lr_scheduler needs an --optimizer",
+    ),
+    "fine-tuning as long as the run, given on the command line": (
+        lambda t: ["--trainer.max_epochs=3", "--trainer.callbacks.finetune_epochs=3"],
+        r"finetune_epochs=3 leaves no training before pruning with max_epochs=3: .*"
+        r"--trainer.callbacks.finetune_epochs=N",
+    ),
+    "a named recipe that fine-tunes as long as the run": (
+        lambda t: ["--config", "method/pilot", "--trainer.max_epochs=3"],
+        r"finetune_epochs=3 leaves no training .*--trainer.callbacks.finetune_epochs=N",
     ),
     "unknown key in a config file": (
         lambda t: ["--config", write(t, "bad.yaml", {"model": {"init_args": {"lrr": 0.1}}})],

@@ -76,10 +76,11 @@ def test_grid_resumes_after_kill_and_reports(tmp_path, capsys):
         target = float(row["sparsity_target"])
         assert float(row["sparsity"]) == pytest.approx(target, abs=0.01)
         assert 0 <= float(row["test_acc"]) <= 1 and float(row["wall_time_s"]) > 0
+        assert 0 < float(row["inference_flops"]) < 1 and 0 < float(row["train_flops"]) < 1
     table = (out / "results.md").read_text()
     assert "| gmp | dense-to-sparse | 80 % | 1 |" in table
     assert "| pai_random | PaI | 50 % | 1 |" in table
-    for name in ("accuracy_vs_sparsity.png", "layer_density.png"):
+    for name in ("accuracy_vs_sparsity.png", "accuracy_vs_flops.png", "layer_density.png"):
         image = (out / name).read_bytes()
         assert image.startswith(PNG) and len(image) > 10_000
 
@@ -90,6 +91,7 @@ def test_report_mean_std_dense_line_and_density_plot(tmp_path):
         values = dict(method=method, family=family, sparsity_target=target, seed=seed)
         values.update(test_acc=acc, test_acc_before_pruning=None, sparsity=target or 0.0)
         values.update(sign_flips=None, wall_time_s=10.0, run_dir="r", layer_density=density)
+        values.update(inference_flops=1 - (target or 0) / 2, train_flops=1 - (target or 0) / 4)
         return values
 
     rows = [
@@ -105,13 +107,19 @@ def test_report_mean_std_dense_line_and_density_plot(tmp_path):
         "results.csv",
         "results.md",
         "accuracy_vs_sparsity.png",
+        "accuracy_vs_flops.png",
         "layer_density.png",
     ]
     table = (tmp_path / "results.md").read_text()
-    assert "| dense | reference | — | 2 | 97.00 ± 1.41 |  | 0.00 ± 0.00 |  | 10 ± 0 |" in table
+    dense = "| dense | reference | — | 2 | 97.00 ± 1.41 |  | 0.00 ± 0.00 | 1.000 ± 0.000 | "
+    assert dense + "1.000 ± 0.000 |  | 10 ± 0 |" in table
     assert "| gmp | dense-to-sparse | 90 % | 2 | 94.00 ± 1.41 |" in table
-    assert "| snip | PaI | 99 % | 1 | 50.00 |  | 99.00 |" in table
-    assert (tmp_path / "layer_density.png").read_bytes().startswith(PNG)
+    assert "| snip | PaI | 99 % | 1 | 50.00 |  | 99.00 | 0.505 | 0.752 |" in table
+    with open(tmp_path / "results.csv") as file:
+        (snip,) = [r for r in csv.DictReader(file) if r["sparsity_target"] == "0.99"]
+    assert float(snip["inference_flops"]) == 0.505 and float(snip["train_flops"]) == 0.7525
+    for name in ("layer_density.png", "accuracy_vs_flops.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG)
 
 
 def test_sparsity_goes_to_every_callback_that_takes_one(tmp_path):
@@ -225,6 +233,8 @@ def test_plots_and_table_go_to_wandb_in_the_comparisons_group(tmp_path):
             wall_time_s=1.0,
             run_dir="r",
             layer_density={"fc": 1 - (t or 0)},
+            inference_flops=1 - (t or 0),
+            train_flops=1 - (t or 0) / 2,
         )
         for m, f, t, a in [("dense", "reference", None, 0.97), ("gmp", "dense-to-sparse", 0.9, 0.9)]
     ]
@@ -232,5 +242,6 @@ def test_plots_and_table_go_to_wandb_in_the_comparisons_group(tmp_path):
     run = read_run(log_to_wandb(tmp_path, "mygrid", project="myproject"))
     assert run["group"] == "mygrid" and run["project"] == "myproject"
     (logged,) = run["history"]
-    assert logged["accuracy_vs_sparsity/_type"] == logged["layer_density/_type"] == "image-file"
+    for plot in ("accuracy_vs_sparsity", "accuracy_vs_flops", "layer_density"):
+        assert logged[f"{plot}/_type"] == "image-file", plot
     assert logged["results/_type"] == "table-file" and logged["results/nrows"] == 2

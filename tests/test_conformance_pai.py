@@ -2,18 +2,21 @@
 
 - ERK: google-research/rigl, ``rigl/sparse_utils.py`` (``get_sparsities_erdos_renyi``).
 - SNIP and SynFlow: ganguli-lab/Synaptic-Flow, ``Pruners/pruners.py`` (``SNIP.score``,
-  ``SynFlow.score``, ``Pruner._global_mask``) and ``prune.py`` (``prune_loop``).
+  ``SynFlow.score``, ``Pruner._global_mask``) and ``prune.py`` (``prune_loop``: the model in
+  eval mode unless ``train_mode`` is asked for).
 
 Each reference is written below in our own words on a small model, and compared with
 ``sparsify.masks.layer_densities`` and ``sparsify.pai.pai_masks``.
 """
 
+import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from sparsify.masks import layer_densities
 from sparsify.pai import pai_masks
@@ -168,3 +171,72 @@ def test_synflow_masks_match_synaptic_flow():
     assert all(count > 0 for count in kept)  # no layer cut off at this density
     for name in LINEAR:
         assert torch.equal(ours[name].float(), reference[name]), name
+
+
+def bn_cnn() -> nn.Sequential:
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),  # 216 weights
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1, bias=False),  # 1152
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64, 10),  # 640
+    )
+
+
+CONV_LINEAR = ("0", "3", "8")
+
+
+def image_batches(n=3):
+    g = torch.Generator().manual_seed(4)
+    return [
+        (torch.randn(16, 3, 8, 8, generator=g) * 2 + 1, torch.randint(0, 10, (16,), generator=g))
+        for _ in range(n)
+    ]
+
+
+def snip_reference_prune_loop(model: nn.Module, data: list, density: float, train_mode: bool):
+    """Synaptic-Flow's single-shot SNIP: ``prune_loop`` puts the model in train mode, then in
+    eval mode unless ``train_mode``; ``SNIP.score`` multiplies every prunable weight by a gate
+    c = 1, back-propagates each batch's loss and sums the gradients in c, score |∂L/∂c| =
+    |g ⊙ θ| normalized by the sum of all scores; then the global threshold. In eval mode
+    BatchNorm normalizes with the running statistics (0 and 1 at initialization); in train mode
+    with the batch's (and updates the running statistics, so this runs on a copy)."""
+    model = copy.deepcopy(model).train(train_mode)
+    gates = {
+        n: torch.ones_like(model.get_submodule(n).weight, requires_grad=True) for n in CONV_LINEAR
+    }
+    for x, y in data:
+        weights = {
+            f"{n}.weight": model.get_submodule(n).weight.detach() * c for n, c in gates.items()
+        }
+        F.cross_entropy(functional_call(model, weights, (x,)), y).backward()
+    scores = {n: c.grad.abs() for n, c in gates.items()}
+    norm = sum(s.sum() for s in scores.values())
+    return reference_global_mask({n: s / norm for n, s in scores.items()}, density)
+
+
+def test_snip_masks_match_synaptic_flow_on_a_cnn_with_batchnorm():
+    """By default SNIP scores in eval mode, as Synaptic-Flow's prune loop does;
+    ``score_mode="train"`` is its ``train_mode``. On this network the two modes give different
+    masks, so the test sees which one is used."""
+    model, data = bn_cnn(), image_batches()
+    density = 0.25  # (1 − 0.25) · 2008 weights is a whole number: both keep 502
+    reference_eval = snip_reference_prune_loop(model, data, density, train_mode=False)
+    reference_train = snip_reference_prune_loop(model, data, density, train_mode=True)
+    options = dict(distribution="global", dataloader=data, num_batches=len(data))
+    ours_default = pai_masks(model, 1 - density, "snip", **options)
+    ours_eval = pai_masks(model, 1 - density, "snip", score_mode="eval", **options)
+    ours_train = pai_masks(model, 1 - density, "snip", score_mode="train", **options)
+    for name in CONV_LINEAR:
+        assert torch.equal(ours_default[name].float(), reference_eval[name]), name
+        assert torch.equal(ours_eval[name].float(), reference_eval[name]), name
+        assert torch.equal(ours_train[name].float(), reference_train[name]), name
+    assert sum(int(m.sum()) for m in ours_default.values()) == 502
+    shared = sum(int((reference_eval[n] * reference_train[n]).sum()) for n in CONV_LINEAR)
+    assert shared < 0.9 * 502  # the modes differ on this network
+    assert model.training  # the model's own mode is left as it was

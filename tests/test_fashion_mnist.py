@@ -4,8 +4,13 @@ re-derivation and for uniformity, reproducibility, disjoint DDP shards, and Ligh
 
 import gzip
 import math
+import os
 import re
+import socket
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -17,6 +22,8 @@ from sparsify.datamodules import FashionMNISTDataModule
 from sparsify.datamodules.device_loader import DeviceBatches, ShardSampler
 from sparsify.datamodules.fashion_mnist import MEAN, STD
 from sparsify.errors import ConfigError
+
+TESTS = Path(__file__).parent
 
 QUIET = [
     "--trainer.enable_progress_bar=false",
@@ -36,12 +43,14 @@ def idx_bytes(array: torch.Tensor) -> bytes:
 
 
 def write_fashion_mnist(folder, train=40, test=12, gz=True, seed=0):
-    """Four idx files of random pixels and labels; returns ``{split: (images, labels)}``."""
+    """Four idx files of random pixels and labels, pixel (0, 0) of image i = i (an id);
+    returns ``{split: (images, labels)}``."""
     generator = torch.Generator().manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
     for split, count in (("train", train), ("test", test)):
         images = torch.randint(0, 256, (count, 28, 28), generator=generator, dtype=torch.uint8)
+        images[:, 0, 0] = torch.arange(count)
         labels = torch.randint(0, 10, (count,), generator=generator, dtype=torch.uint8)
         for name, array in zip(NAMES[split], (images, labels)):
             content = idx_bytes(array)
@@ -179,19 +188,21 @@ def test_device_batches_are_float32_normalized_in_order_without_shuffle():
     assert torch.equal(torch.cat([y for _, y in out]), labels)
 
 
-def test_crop_and_flip_are_the_padded_image_cropped_and_flipped_per_image():
+@pytest.mark.parametrize("padding, flip", [(2, True), (0, True), (3, False)])
+def test_crop_and_flip_are_the_padded_image_cropped_and_flipped_per_image(padding, flip):
     """Re-derived per image: zero-pad by p, take rows oy..oy+H, columns ox..ox+W, flip."""
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(1, 256, (50, 3, 8, 6), generator=generator, dtype=torch.uint8)
     batches = DeviceBatches(
-        images, torch.arange(50), (0.5,) * 3, (0.25,) * 3, 16, True, crop_padding=2, flip=True
+        images, torch.arange(50), (0.5,) * 3, (0.25,) * 3, 16, True, padding, flip
     )
     x = torch.cat([x for x, _ in batches])
     order = batches.sampler.indices()
     offsets, flips = batches._augmentation(torch.device("cpu"))
+    assert bool(flips.any()) == flip and bool(offsets.any()) == (padding > 0)
     for position, i in enumerate(order.tolist()):
         (oy, ox), flipped = offsets[i].tolist(), bool(flips[i])
-        expected = F.pad(images[i], (2, 2, 2, 2))[:, oy : oy + 8, ox : ox + 6]
+        expected = F.pad(images[i], (padding,) * 4)[:, oy : oy + 8, ox : ox + 6]
         expected = expected.flip(-1) if flipped else expected
         torch.testing.assert_close(x[position], (expected.float() / 255 - 0.5) / 0.25)
 
@@ -287,6 +298,57 @@ def test_an_image_is_augmented_alike_whichever_rank_it_falls_on():
     for shard in ranks:
         for i, x in shard.items():
             assert torch.equal(x, alone[i])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ddp_ranks_train_on_disjoint_shards_of_one_permutation(tmp_path):
+    """Real DDP (gloo, two CPU processes started as torchrun would): Lightning runs the device
+    loader itself (no sampler injected), each rank sees its shard, together every training
+    image once an epoch, in a new order each epoch."""
+    write_fashion_mnist(tmp_path / "data", train=40)
+    base = {
+        **os.environ,
+        "PYTHONPATH": str(TESTS),
+        "PYTHONWARNINGS": "ignore",
+        "OMP_NUM_THREADS": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "WORLD_SIZE": "2",
+        "NODE_RANK": "0",
+    }
+    worker = [sys.executable, str(TESTS / "ddp_device_loader_worker.py")]
+    ranks = [
+        subprocess.Popen(
+            [*worker, str(tmp_path / "data"), str(tmp_path)],
+            env={**base, "LOCAL_RANK": str(rank), "RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [rank.communicate(timeout=600)[0] for rank in ranks]
+    for rank, output in zip(ranks, outputs):
+        assert rank.returncode == 0, output[-4000:]
+    records = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    assert all(record["loader"] == "DeviceBatches" for record in records)
+    dm = FashionMNISTDataModule(str(tmp_path / "data"), val_size=8)
+    dm.setup()
+    train_ids = dm.device_sets["train"][0][:, 0, 0, 0].long()  # the written ids
+    for epoch in (0, 1):
+        seen = [record["epochs"][epoch] for record in records]
+        assert len(seen[0]) == len(seen[1]) == 16
+        assert sorted(seen[0] + seen[1]) == sorted(train_ids.tolist())
+        for rank in (0, 1):  # the shard of the permutation of the run's seed and the epoch
+            sampler = ShardSampler(32, shuffle=True, seed=3, rank=rank, world_size=2)
+            sampler.set_epoch(epoch)
+            assert seen[rank] == train_ids[sampler.indices()].tolist()
+    assert records[0]["epochs"][0] != records[0]["epochs"][1]
 
 
 class RecordLabels(L.LightningModule):

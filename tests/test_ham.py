@@ -6,6 +6,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,10 +16,18 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import sparsify.configs
 from helpers import UserModule, blobs, load_script, trainer
-from sparsify.callbacks import HAMStep, MagnitudePruning
+from sparsify.callbacks import (
+    ContinuousSparsification,
+    HAMStep,
+    MagnitudePruning,
+    PILoT,
+    Reparametrize,
+    WeightDecaySchedule,
+)
 from sparsify.callbacks.prune_at_init import PruneAtInit
 from sparsify.errors import ConfigError
 from sparsify.masks import sparsity_report
+from sparsify.module import lr_scheduler
 from sparsify.optim import HAM
 
 CONFIGS = Path(sparsify.configs.__file__).parent
@@ -264,3 +273,52 @@ def test_the_recipe_trains_digits_where_the_published_alpha_stays_at_chance(one_
     published, largest_norm = train(200.0, warmup, epochs=3)
     assert published < 0.3
     assert math.isfinite(largest_norm) and largest_norm <= 1000 * (1 + 1e-6)
+
+
+class WarmUpModule(UserModule):
+    """The user's module with the training module's schedule: a 10-step linear warm-up, then a
+    cosine, chained by ``SequentialLR`` (``sparsify.module.lr_scheduler``), stepped per batch."""
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+        total = self.trainer.estimated_stepping_batches
+        schedule = lr_scheduler(opt, "cosine", total, warmup=10)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class RecordLearningRates(L.Callback):
+    """Every group's learning rate as each optimizer step sees it."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.seen.append([g["lr"] for g in optimizer.param_groups])
+
+
+GROUP_ADDING = {
+    "pilot": lambda: [Reparametrize(), PILoT()],
+    "weight_decay_pointwise": lambda: [Reparametrize(), WeightDecaySchedule(target="pointwise")],
+    "cs": lambda: [ContinuousSparsification()],
+}
+
+
+@pytest.mark.parametrize("ham_first", [True, False], ids=["ham_first", "ham_last"])
+@pytest.mark.parametrize("name", sorted(GROUP_ADDING))
+def test_ham_with_a_group_adding_callback_and_warm_up(tmp_path, name, ham_first):
+    """A callback that splits a new param group out of the user's one group extends the
+    scheduler's per-group lists, also when HAMStep has wrapped the optimizer before it: the run
+    passes the warm-up milestone and the new group follows the same schedule."""
+    torch.manual_seed(0)
+    record = RecordLearningRates()
+    ham, others = HAMStep(alpha=5.0), GROUP_ADDING[name]()
+    callbacks = [ham, *others] if ham_first else [*others, ham]
+    data = DataLoader(TensorDataset(*blobs()), batch_size=16)  # 6 steps an epoch
+    run = trainer(tmp_path, [*callbacks, record], max_epochs=3, enable_checkpointing=False)
+    run.fit(WarmUpModule(), data)
+    assert isinstance(run.optimizers[0], HAM)
+    assert len(record.seen) == 18 and all(len(lrs) == 2 for lrs in record.seen)
+    for lrs in record.seen:
+        assert lrs[1] == pytest.approx(lrs[0])
+    peak = max(lrs[0] for lrs in record.seen)
+    assert record.seen[0][0] == pytest.approx(0.05 / 10) and peak == pytest.approx(0.05)

@@ -108,7 +108,7 @@ def test_pilot_grows_then_decays_alpha_on_exactly_m_and_w(tmp_path):
     reparametrize(model)
     pilot = PILoT(alpha_init=1e-3, delta=2.0, l1_threshold=0.0)
     train(tmp_path, model, [pilot, record], epochs=4)
-    # Epochs 0 and 1 come before T/2 = 2: α doubles after each while the loss falls; then halves.
+    # Epoch k = 1 (of k = 1 … 4) comes before T/2 = 2: α doubles after it; then it halves.
     assert pilot.history[:2] == pytest.approx([1e-3, 2e-3])
     assert pilot.history[3] == pytest.approx(pilot.history[2] / 2)
     seen = [record.decay[e * STEPS_PER_EPOCH][2] for e in range(4)]

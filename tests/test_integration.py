@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from helpers import UserModule, loaders, trainer
 from sparsify.callbacks import MagnitudePruning, PILoT, PruneAtEnd, Reparametrize, SparsityMonitor
+from sparsify.errors import ConfigError
 from sparsify.export import export
 from sparsify.portable import restore_state_dict
 
@@ -58,9 +59,11 @@ def test_the_project_gets_a_sparse_best_checkpoint_that_its_eval_script_loads(sp
 def test_sparsify_export_takes_the_project_checkpoint_with_a_factory(sparse_run, tmp_path):
     out, result = sparse_run
     sys.path.insert(0, str(PROJECT))
-    paths = export(
-        result["best_model_path"], tmp_path, "none", factory="project:build", submodule="net"
-    )
+    best = result["best_model_path"]
+    # The project keeps its network in the hyper-parameters: only full unpickling reads it.
+    with pytest.raises(ConfigError, match=r"is refused: .*--trust-checkpoint"):
+        export(best, tmp_path, "none", factory="project:build", submodule="net")
+    paths = export(best, tmp_path, "none", factory="project:build", submodule="net", trusted=True)
     saved = torch.load(paths["state_dict"])
     from project import MLP
 

@@ -213,6 +213,22 @@ def test_slurm_dry_run_prints_the_array_and_submits_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_slurm_dry_run_of_a_finished_grid_has_nothing_to_submit(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    out = tmp_path / "out"
+    argv = grid_argv(tmp_path, out, "--launcher=slurm", "--dry-run")
+    main(argv)  # nothing done yet: the whole array, at most all of it at a time
+    assert "#SBATCH --array=0-1%2" in capsys.readouterr().out
+    for method in ("gmp", "broken"):  # both runs finished: a summary.json in each run folder
+        folder = out / "runs" / method / "s0.5" / "seed0" / "lightning_logs" / "version_0"
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps({"test_acc": 0.9, "sparsity": 0.5}))
+    before = sorted(out.rglob("*"))
+    main(argv)  # returns: exit code 0
+    assert capsys.readouterr().out == "nothing to submit: all 2 runs are done\n"
+    assert sorted(out.rglob("*")) == before
+
+
 def test_ray_tasks_on_a_local_cluster_give_the_local_results(local_grid, tmp_path, capsys):
     """The same grid as Ray tasks on a local Ray cluster started for it (two CPUs)."""
     ray = pytest.importorskip("ray")

@@ -1,5 +1,8 @@
 """N:M patterns in ``select_mask`` / ``magnitude_prune``: at most n kept in every group of m
-consecutive weights along each layer's input dimension."""
+consecutive weights along each layer's input dimension; for a conv weight, m consecutive input
+channels at each (out, kh, kw), as NVIDIA's ASP groups them."""
+
+import itertools
 
 import lightning as L
 import pytest
@@ -19,19 +22,74 @@ from sparsify.reparam import is_transposed, layer_masks
 
 
 def groups(mask: torch.Tensor, m: int, transposed: bool = False) -> torch.Tensor:
-    rows = mask.t() if transposed else mask.flatten(1)
-    return rows.reshape(rows.shape[0], -1, m)
+    """(…, m) groups of m consecutive input channels: along dim 1 of an (out, in) weight, at
+    each (out, kh, kw) of an (out, in, kh, kw) conv weight, along dim 0 of an (in, out) one."""
+    if transposed:
+        return mask.t().reshape(mask.shape[1], -1, m)
+    if mask.dim() == 4:
+        return mask.permute(0, 2, 3, 1).reshape(*mask.shape[:1], *mask.shape[2:], -1, m)
+    return mask.reshape(mask.shape[0], -1, m)
 
 
 @pytest.mark.parametrize("pattern,n,m", [("2:4", 2, 4), ("1:4", 1, 4), ("3:8", 3, 8)])
 def test_every_group_keeps_at_most_n_linear_and_conv(pattern, n, m):
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(4, 4, 2), nn.Flatten(), nn.Linear(64, 8))  # conv: 4 · 2 · 2
+    net = nn.Sequential(nn.Conv2d(8, 4, 3), nn.Flatten(), nn.Linear(64, 8))  # conv: in 8, 3 × 3
     masks = magnitude_prune(net, 1 - n / m, pattern=pattern)
     for name, mask in masks.items():
         kept = groups(mask, m).sum(-1)
         assert kept.max() <= n, name
         assert (kept == n).all(), name  # N:M alone: exactly n of m (no θ is 0 at init)
+
+
+def asp_reference_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """NVIDIA's ASP (NVIDIA/apex, ``apex/contrib/sparsity/sparse_masklib.py``: ``create_mask``
+    and ``mn_1d_best``), in our words: a conv weight (K, C, R, S) is laid out as a
+    (R · S · K, C) matrix (a Conv1d weight (K, C, R) as (K · R, C), a linear weight as it is);
+    each row is cut into groups of m consecutive entries, i.e. m consecutive input channels;
+    each group keeps the pattern of n ones out of m that has the largest sum of |w| kept; the
+    mask is laid back into the weight's shape. AC/DC's N:M pruner (IST-DASLab/ACDC,
+    ``policies/pruners.py``, ``MagnitudeNMPruner``) groups a conv weight the same way (permuted
+    to (K, R, S, C)) and keeps the n largest |w| of each group, the same choice."""
+    shape = weight.shape
+    if weight.dim() == 4:
+        rows = weight.permute(2, 3, 0, 1).reshape(-1, shape[1])
+    elif weight.dim() == 3:
+        rows = weight.permute(0, 2, 1).reshape(-1, shape[1])
+    else:
+        rows = weight
+    patterns = torch.tensor(
+        [
+            [1.0 if i in kept else 0.0 for i in range(m)]
+            for kept in itertools.combinations(range(m), n)
+        ]
+    )
+    vectors = rows.abs().reshape(-1, m)
+    mask = patterns[(vectors @ patterns.t()).argmax(1)].reshape(rows.shape)
+    if weight.dim() == 4:
+        return mask.reshape(shape[2], shape[3], shape[0], shape[1]).permute(2, 3, 0, 1)
+    if weight.dim() == 3:
+        return mask.reshape(shape[0], shape[2], shape[1]).permute(0, 2, 1)
+    return mask
+
+
+@pytest.mark.parametrize("pattern,n,m", [("2:4", 2, 4), ("1:4", 1, 4), ("3:8", 3, 8)])
+def test_masks_match_nvidia_asp_on_conv_and_linear_layers(pattern, n, m):
+    torch.manual_seed(7)
+    net = nn.Sequential(
+        nn.Conv2d(16, 8, 3),
+        nn.Conv1d(8, 8, 3),  # weights only: the network is never run
+        nn.Linear(32, 8),
+    )
+    weights = {name: layer.weight.detach().clone() for name, layer in net.named_children()}
+    masks = magnitude_prune(net, 1 - n / m, pattern=pattern)
+    for name, weight in weights.items():
+        assert torch.equal(masks[name], asp_reference_mask(weight, n, m)), name
+    # Grouped along the flattened in · kh · kw axis instead (a (out, in · kh · kw) matrix),
+    # some groups of input channels would keep more than n.
+    conv = weights["0"].flatten(1)
+    flattened = select_mask({"c": conv.abs()}, {"c": conv}, 0.0, pattern=pattern)["c"]
+    assert (groups(flattened.view_as(weights["0"]), m).sum(-1) > n).any()
 
 
 def test_magnitude_order_within_each_group():

@@ -313,6 +313,8 @@ def test_reparametrized_and_rescaled_models_get_the_same_masks(score):
         (dict(score="snip"), r"score='snip' needs data"),
         (dict(score="synflow"), r"score='synflow' needs the input shape"),
         (dict(score="grasp", dataloader=[], temperature=0), r"temperature=0 is invalid"),
+        (dict(score="magnitude", score_mode="test"), r"score_mode='test' is invalid.*eval, train"),
+        (dict(score="magnitude", shuffle=True, pattern="2:4"), r"shuffle=True is invalid with"),
     ],
 )
 def test_bad_pai_arguments_are_refused(kwargs, message):
@@ -354,16 +356,24 @@ def test_prune_at_init_masks_before_the_first_step_and_resumes_without_scoring_a
     assert sparsity_report(module)["global"] == pytest.approx(1 - round(0.2 * n) / n)
 
 
-def test_prune_at_init_does_not_change_the_training_data_order(tmp_path):
-    """Scoring reads batches under a forked random state: the run trains on what it would
-    have trained on without it."""
+@pytest.mark.parametrize(
+    "pruner",
+    [
+        lambda: PruneAtInit(0.5, score="grasp", num_batches=3),
+        lambda: PruneAtInit(0.5, score="snip", shuffle=True, reinitialize=True),
+    ],
+    ids=["grasp", "snip_shuffled_reinitialized"],
+)
+def test_prune_at_init_does_not_change_the_training_data_order(tmp_path, pruner):
+    """Scoring reads batches, and the sanity checks draw, under a forked random state: the run
+    trains on what it would have trained on without them."""
     seen = []
 
     class RecordBatches(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             seen.append(batch[1].clone())
 
-    for callbacks in ([PruneAtInit(0.5, score="grasp", num_batches=3)], []):
+    for callbacks in ([pruner()], []):
         L.seed_everything(0)
         trainer(tmp_path, [*callbacks, RecordBatches()], 1).fit(UserModule(), *loaders())
     half = len(seen) // 2
@@ -375,3 +385,78 @@ def test_prune_at_init_arguments_are_checked_early():
         PruneAtInit(0.9, score="snip", num_batches=0)
     with pytest.raises(ConfigError, match=r"sparsity=1.0 is invalid"):
         PruneAtInit(1.0)
+    with pytest.raises(ConfigError, match=r"score_mode='batch' is invalid"):
+        PruneAtInit(0.9, score="snip", score_mode="batch")
+    with pytest.raises(ConfigError, match=r"shuffle=True is invalid with pattern='2:4'"):
+        PruneAtInit(0.5, shuffle=True, pattern="2:4")
+
+
+# Sanity checks (Frankle et al. 2021; Synaptic-Flow's prune loop has the three).
+
+
+def layer_counts(masks: dict) -> dict:
+    return {name: int(mask.sum()) for name, mask in masks.items()}
+
+
+def test_shuffle_keeps_each_layers_density_moves_the_positions_and_is_seeded():
+    torch.manual_seed(0)
+    net = small_net()
+    plain = pai_masks(net, 0.5, "magnitude", distribution="global")
+    assert all(0 < count < plain[n].numel() for n, count in layer_counts(plain).items())
+    shuffled = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        shuffled.append(pai_masks(net, 0.5, "magnitude", distribution="global", shuffle=True))
+    for masks in shuffled:
+        assert layer_counts(masks) == layer_counts(plain)
+        assert all(not torch.equal(masks[n], plain[n]) for n in plain)
+    assert all(torch.equal(shuffled[0][n], shuffled[1][n]) for n in plain)
+    assert any(not torch.equal(shuffled[0][n], shuffled[2][n]) for n in plain)
+    # The kept weights are no longer the largest: their mean |θ| falls to about the layer's.
+    theta = net[0].weight.abs()
+    assert theta[shuffled[0]["0"].bool()].mean() < theta[plain["0"].bool()].mean() * 0.8
+
+
+def test_reinitialize_changes_the_kept_weights_but_not_the_mask():
+    """On θ = m ⊙ w (β = 1): the kept θ take new values, drawn from the layer's own initial
+    values (a permutation of them all), the mask is the one the scores chose, m² − w² stays β."""
+    torch.manual_seed(0)
+    net = small_net()
+    reparametrize(net, beta=1.0)
+    before = {name: layer.weight.detach().clone() for name, layer in prunable_layers(net)}
+    expected = pai_masks(net, 0.5, "magnitude")
+    torch.manual_seed(1)
+    masks = prune_at_init(net, 0.5, "magnitude", reinitialize=True)
+    for name, layer in prunable_layers(net):
+        assert torch.equal(masks[name], expected[name])
+        assert torch.equal(layer_masks(net)[name], expected[name])
+        kept, theta = expected[name].bool(), layer.weight.detach()
+        assert not torch.allclose(theta[kept], before[name][kept])
+        assert (theta[~kept] == 0).all()
+        stored = layer.parametrizations.weight
+        m, w = stored.original0.detach(), stored.original1.detach()
+        values = (m * w).flatten().sort().values
+        torch.testing.assert_close(values, before[name].flatten().sort().values)
+        torch.testing.assert_close(m**2 - w**2, torch.ones_like(m))
+
+
+def test_invert_keeps_the_lowest_scores():
+    torch.manual_seed(0)
+    net = small_net()
+    x, y = data()
+    scores = snip_scores(net, [(x, y)])
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    masks = pai_masks(net, 0.75, "snip", dataloader=[(x, y)], invert=True)
+    kept = torch.cat([masks[name].flatten() for name in scores]).bool()
+    assert int(kept.sum()) == round(0.25 * flat.numel())
+    assert flat[kept].max() < flat[~kept].min()
+    magnitude = pai_masks(net, 0.75, "magnitude", distribution="uniform", invert=True)
+    for name, layer in prunable_layers(net):
+        theta, keep = layer.weight.abs(), magnitude[name].bool()
+        assert theta[keep].max() < theta[~keep].min()
+    # SynFlow in one round: the lowest of its scores
+    synflow = synflow_scores(net, (8,))
+    flat = torch.cat([s.flatten() for s in synflow.values()])
+    masks = pai_masks(net, 0.75, "synflow", input_shape=(8,), rounds=1, invert=True)
+    kept = torch.cat([masks[name].flatten() for name in synflow]).bool()
+    assert flat[kept].max() < flat[~kept].min()

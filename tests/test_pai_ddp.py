@@ -10,7 +10,8 @@ WORKER = Path(__file__).with_name("ddp_pai_worker.py")
 
 def test_pai_masks_are_identical_on_two_ddp_processes(tmp_path):
     """Two CPU processes (gloo), each with its own seed and data: the masks PruneAtInit sets
-    are rank 0's on both, for the random and every data-dependent score."""
+    are rank 0's on both, for the random and every data-dependent score, and so are a shuffled
+    mask and re-initialized weights."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, str(WORKER), str(tmp_path)],
@@ -30,3 +31,11 @@ def test_pai_masks_are_identical_on_two_ddp_processes(tmp_path):
         for name in rank0[score]:
             assert torch.equal(rank0[score][name], rank1[score][name]), (score, name)
         assert sum(int(m.sum()) for m in rank0[score].values()) == round(0.2 * (256 + 96))
+    # A shuffled mask and re-initialized weights: rank 0's draws on both ranks.
+    assert rank0["sanity"].keys() == rank0["snip"].keys()
+    for name in rank0["sanity"]:
+        assert torch.equal(rank0["sanity"][name], rank1["sanity"][name]), name
+    for name, weight in rank0["sanity_weights"].items():
+        assert torch.equal(weight, rank1["sanity_weights"][name]), name
+    before, after = rank0["grasp_weights"], rank0["sanity_weights"]
+    assert any(not torch.equal(before[k], after[k]) for k in before if "weight" in k)

@@ -21,17 +21,43 @@ class RecordAlpha(L.Callback):
 
 def test_adaptive_rule_on_a_scripted_sequence_of_accuracies_and_norms():
     pilot = PILoT(alpha_init=1.0, delta=2.0, l1_threshold=10.0, l1_threshold_relative=False)
-    script = [  # (train accuracy, ‖m ⊙ w‖₁, α after the epoch): T = 10 epochs
-        (0.50, 20.0, 2.0),  # the first epoch counts as improving: grow
-        (0.60, 15.0, 4.0),  # improved, norm > K, epoch 1 < 5: grow
-        (0.55, 15.0, 2.0),  # accuracy fell: shrink
-        (0.70, 5.0, 1.0),  # improved but the norm is below K: shrink
-        (0.80, 20.0, 2.0),  # improved, norm > K, epoch 4 < 5: grow
-        (0.90, 20.0, 1.0),  # epoch 5 is in the second half: shrink
-        (0.95, 20.0, 0.5),
+    script = [  # (train accuracy, ‖m ⊙ w‖₁, α after the epoch): T = 10 epochs, k = 1 … 10
+        (0.50, 20.0, 2.0),  # k = 1, the first epoch counts as improving: grow
+        (0.60, 5.0, 1.0),  # improved but the norm is below K: shrink
+        (0.55, 15.0, 0.5),  # accuracy fell: shrink
+        (0.70, 10.0, 1.0),  # improved, norm = K (the paper's ≥ K), k = 4 < 5: grow
+        (0.80, 20.0, 0.5),  # k = 5 is not < T/2 = 5: shrink (counting from 0 would grow)
+        (0.90, 20.0, 0.25),
     ]
     for epoch, (accuracy, norm, alpha) in enumerate(script):
         assert pilot.update(accuracy, norm, epoch, total_epochs=10) == pytest.approx(alpha)
+
+
+@pytest.mark.parametrize(
+    "total, growing", [(4, [1]), (5, [1, 2]), (6, [1, 2]), (7, [1, 2, 3]), (1, [])]
+)
+def test_alpha_grows_only_at_the_papers_epochs_k_below_half_of_T(total, growing):
+    """Mask in the Mirror (ICLR 2025), Algorithm 1: epochs k = 1 … T, α grows only while
+    k < T/2 (here the accuracy always improves and the norm is above K)."""
+    pilot = PILoT(alpha_init=1.0, delta=2.0, l1_threshold=0.0, l1_threshold_relative=False)
+    grew = []
+    for epoch in range(total):  # Lightning's epochs 0 … T − 1
+        before = pilot.alpha
+        pilot.update(0.1 * (epoch + 1), 1.0, epoch, total_epochs=total)
+        if pilot.alpha > before:
+            grew.append(epoch + 1)
+    assert grew == growing
+
+
+def test_a_four_epoch_run_grows_alpha_after_its_first_epoch_only(tmp_path):
+    pilot = PILoT(alpha_init=0.01, delta=2.0, l1_threshold=0.0, l1_threshold_relative=False)
+    alphas = RecordAlpha(pilot)
+    trainer(tmp_path, [Reparametrize(), pilot, alphas], max_epochs=4).fit(
+        UserModule(lr=0.01), *loaders()
+    )
+    # k = 1 < 2 may grow (the first epoch counts as improving); k = 2, 3, 4 shrink.
+    assert alphas.seen == pytest.approx([0.01, 0.02, 0.01, 0.005])
+    assert pilot.alpha == pytest.approx(0.0025)
 
 
 def test_mode_min_counts_a_falling_loss_as_improvement():
@@ -192,10 +218,10 @@ def test_outside_top_tolerance_grows_alpha_while_the_l1_mass_outside_the_top_is_
     script = [  # (train accuracy, L1 share outside the top (1 − s), α after the epoch): T = 10
         (0.50, 0.60, 2.0),  # the first epoch counts as improving, 0.60 > 0.1: grow
         (0.60, 0.30, 4.0),  # improved, 0.30 > 0.1: grow
-        (0.70, 0.05, 2.0),  # improved but sparse enough (0.05 <= 0.1): shrink
-        (0.65, 0.20, 1.0),  # accuracy fell: shrink
-        (0.80, 0.20, 2.0),  # improved, 0.20 > 0.1, epoch 4 < 5: grow
-        (0.90, 0.20, 1.0),  # epoch 5 is in the second half: shrink
+        (0.70, 0.05, 2.0),  # improved but sparse enough (0.05 < 0.1): shrink
+        (0.80, 0.20, 4.0),  # improved, 0.20 > 0.1, k = 4 < 5: grow
+        (0.90, 0.20, 2.0),  # k = 5 is not < T/2: shrink
+        (0.85, 0.20, 1.0),  # accuracy fell: shrink
     ]
     for epoch, (accuracy, outside, alpha) in enumerate(script):
         assert pilot.update(accuracy, 1.0, epoch, 10, outside_top=outside) == pytest.approx(alpha)
@@ -228,7 +254,8 @@ def test_the_logged_outside_share_is_at_the_pruners_target_and_drives_the_tolera
     )
     record, alphas = RecordLogged(), RecordAlpha(pilot)
     callbacks = [Reparametrize(), pilot, record, alphas, PruneAtEnd(0.75)]
-    trainer(tmp_path, callbacks, max_epochs=2).fit(UserModule(lr=0.05), *loaders())
+    # T = 3: α may grow after epoch k = 1 < T/2 only.
+    trainer(tmp_path, callbacks, max_epochs=3).fit(UserModule(lr=0.05), *loaders())
     assert pilot.target_sparsity == 0.75
     for logged, magnitudes in zip(record.outside, record.magnitudes):
         kept = torch.topk(magnitudes, round(0.25 * magnitudes.numel())).values.sum()

@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
 import sparsify.configs
@@ -14,7 +15,7 @@ from sparsify import ConfigError
 from sparsify.callbacks import ACDC, RiGL, SignIn
 from sparsify.dst import acdc_phase, rigl_fraction, rigl_masks
 from sparsify.masks import sparsity_report
-from sparsify.module import ImageClassifier
+from sparsify.module import ImageClassifier, lr_scheduler
 from sparsify.reparam import layer_masks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -114,30 +115,101 @@ def test_rigl_update_fraction_decays_by_a_cosine():
     assert rigl_fraction(100, 0.3, 100) == 0.0
 
 
+class RecordStart(L.Callback):
+    """Listed after the method: the masks and the effective weights when training starts."""
+
+    def on_train_start(self, trainer, pl_module):
+        live = layer_masks(pl_module)
+        self.masks = {k: v.clone() for k, v in live.items()}
+        self.weights = {k: pl_module.get_submodule(k).weight.detach().clone() for k in live}
+
+
 @pytest.mark.parametrize("with_sign_in", [False, True])
 def test_rigl_keeps_every_layer_sparsity_and_grown_weights_start_at_zero(tmp_path, with_sign_in):
-    record = RecordMasks()
+    record, start = RecordMasks(), RecordStart()
     rigl = RiGL(sparsity=0.8, every_n_steps=3, update_fraction=0.5, end=1.0)
-    callbacks = ([SignIn()] if with_sign_in else []) + [rigl, record]
+    callbacks = ([SignIn()] if with_sign_in else []) + [rigl, record, start]
     L.seed_everything(0)
-    run = trainer(tmp_path, callbacks, max_epochs=3)  # 6 steps an epoch, updates at 3 … 15
+    run = trainer(tmp_path, callbacks, max_epochs=3)  # 6 steps an epoch, updates at 0, 3 … 15
     module = UserModule(lr=0.2)
     run.fit(module, *data())
-    counts = [{k: int(m.sum()) for k, m in step.items()} for step in record.masks]
+    masks, weights = [start.masks, *record.masks], [start.weights, *record.weights]
+    counts = [{k: int(m.sum()) for k, m in step.items()} for step in masks]
     assert all(c == counts[0] for c in counts)
     assert sum(counts[0].values()) == round(0.2 * (8 * 32 + 32 * 3))
     changed = [
-        s
-        for s in range(1, len(record.masks))
-        if any(not torch.equal(record.masks[s][k], record.masks[s - 1][k]) for k in counts[0])
+        t
+        for t in range(len(record.masks))  # the mask after step t against the one before it
+        if any(not torch.equal(masks[t + 1][k], masks[t][k]) for k in counts[0])
     ]
-    assert changed == [2, 5, 8, 11, 14]  # after steps 3, 6, 9, 12, 15
-    for s in changed:
-        for k, mask in record.masks[s].items():
-            grown = (mask == 1) & (record.masks[s - 1][k] == 0)
-            assert torch.all(record.weights[s][k][grown] == 0)
-            assert torch.all(record.weights[s][k][mask == 0] == 0)
+    assert changed == [0, 3, 6, 9, 12, 15]  # the first update before any optimizer step
+    for t in changed:
+        for k, mask in masks[t + 1].items():
+            grown = (mask == 1) & (masks[t][k] == 0)
+            kept = (mask == 1) & (masks[t][k] == 1)
+            assert torch.all(weights[t + 1][k][grown] == 0)
+            assert torch.all(weights[t + 1][k][mask == 0] == 0)
+            # The update replaced the optimizer step: the weights it kept did not move.
+            assert torch.equal(weights[t + 1][k][kept], weights[t][k][kept])
     assert "rigl/update_fraction" in run.callback_metrics
+
+
+def reference_rigl_training(net, masks, batches, interval, end_step, fraction, lr):
+    """google-research/rigl's training loop in our words (rigl/sparse_optimizers_base.py:
+    ``SparseRigLOptimizerBase.apply_gradients`` conditions on ``is_mask_update_iter`` and runs
+    either the mask update or the wrapped optimizer's update; ``last_mask_update_step`` starts
+    at −frequency, so step 0 updates): at step t, the gradient of the batch with respect to
+    the masked weights θ = mask ⊙ w; if t is a multiple of the frequency before the end step,
+    drop and grow with it (``reference_rigl_update``, cosine-decayed fraction; grown weights and
+    their momentum set to 0) and apply no gradient; otherwise an SGD step on w. Here every
+    batch counts as a step, as in the Lightning run it is compared with."""
+    weights = {name: net.get_submodule(name).weight for name in masks}
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    for t, (x, y) in enumerate(batches):
+        thetas = {name: weights[name] * masks[name] for name in masks}
+        masked = {f"{name}.weight": theta for name, theta in thetas.items()}
+        loss = torch.nn.functional.cross_entropy(functional_call(net, masked, (x,)), y)
+        optimizer.zero_grad()
+        if t % interval == 0 and t < end_step:
+            grads = torch.autograd.grad(loss, list(thetas.values()))
+            f = rigl_fraction(t, fraction, end_step)
+            with torch.no_grad():
+                for (name, mask), grad in zip(list(masks.items()), grads):
+                    new = reference_rigl_update(mask, weights[name], grad, f, torch.zeros(1))
+                    grown = (new == 1) & (mask == 0)
+                    weights[name][grown] = 0
+                    buffer = optimizer.state.get(weights[name], {}).get("momentum_buffer")
+                    if buffer is not None:
+                        buffer[grown] = 0
+                    masks[name] = new
+            continue
+        loss.backward()
+        optimizer.step()
+    return masks, {name: (weights[name] * masks[name]).detach() for name in masks}
+
+
+def test_rigl_training_matches_the_reference_loop(tmp_path):
+    """The whole run against ``reference_rigl_training``: the same masks after every update,
+    the same weights at the end (no drop noise, so the two choose alike)."""
+    x, y = blobs()
+    batches = [(x[i : i + 16], y[i : i + 16]) for i in range(0, len(x), 16)]
+    start = RecordStart()
+    rigl = RiGL(sparsity=0.7, every_n_steps=4, update_fraction=0.4, end=0.75, drop_noise=0.0)
+    L.seed_everything(0)
+    module = UserModule(lr=0.1, weight_decay=0.0)
+    initial = {k: v.clone() for k, v in module.state_dict().items()}
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=False)
+    trainer(tmp_path, [rigl, start], max_epochs=3).fit(module, loader)  # 18 steps
+    net = UserModule().net
+    net.load_state_dict({k[len("net.") :]: v for k, v in initial.items()})
+    masks = {k[len("net.") :]: m for k, m in start.masks.items()}
+    ref_masks, ref_theta = reference_rigl_training(
+        net, masks, batches * 3, interval=4, end_step=0.75 * 18, fraction=0.4, lr=0.1
+    )
+    for name, mask in ref_masks.items():
+        assert torch.equal(layer_masks(module)[f"net.{name}"], mask)
+        theta = module.get_submodule(f"net.{name}").weight.detach()
+        torch.testing.assert_close(theta, ref_theta[name], rtol=1e-5, atol=1e-6)
 
 
 def test_acdc_alternates_and_ends_compressed_at_its_target(tmp_path):
@@ -181,24 +253,67 @@ def test_acdc_names_a_layer_its_global_threshold_empties(tmp_path):
     assert sparsity_report(module)["layers"]["net.2"] == 1.0
 
 
-def test_acdc_schedule_is_the_reference_imagenet_schedule():
-    """Conformance with IST-DASLab/ACDC,
-    configs/neurips/iht_imagenet_resnet50_insta_cosinelr_s90_ep100.yaml (100 epochs) read by
-    policies/manager.py: a pruner compresses at every epoch of range(start, end, freq) of its
-    ``epochs: [start, freq, end]``, a recycler decompresses likewise (not where a pruner acts),
-    and an epoch is in the phase of the last event at or before it (dense before any)."""
-    pruners = [(10, 10, 71), (85, 20, 100)]
-    recyclers = [(15, 10, 66), (75, 20, 86)]
+def reference_acdc_phases(pruners, recyclers, epochs: int) -> list[str]:
+    """The phase of every epoch as IST-DASLab/ACDC's policies/manager.py schedules it: a pruner
+    compresses at every epoch of range(start, end, freq) of its ``epochs: [start, freq, end]``,
+    a recycler decompresses likewise (not where a pruner acts), and an epoch is in the phase of
+    the last event at or before it (dense before any)."""
     events = {e: "compressed" for start, freq, end in pruners for e in range(start, end, freq)}
     for start, freq, end in recyclers:
         events.update({e: "dense" for e in range(start, end, freq) if e not in events})
     reference, phase = [], "dense"
-    for epoch in range(100):
+    for epoch in range(epochs):
         phase = events.get(epoch, phase)
         reference.append(phase)
+    return reference
+
+
+def test_acdc_schedule_is_the_reference_imagenet_schedule():
+    """Conformance with IST-DASLab/ACDC,
+    configs/neurips/iht_imagenet_resnet50_insta_cosinelr_s90_ep100.yaml (100 epochs)."""
+    reference = reference_acdc_phases(
+        [(10, 10, 71), (85, 20, 100)], [(15, 10, 66), (75, 20, 86)], 100
+    )
     ours = [acdc_phase(e, 100, *ACDC().epochs(100)) for e in range(100)]
     assert ours == reference
     assert reference[75:85] == ["dense"] * 10 and reference[85:] == ["compressed"] * 15
+
+
+def test_acdc_cifar_recipe_is_the_reference_cifar10_resnet20_schedule():
+    """Conformance with IST-DASLab/ACDC,
+    configs/neurips/iht_cifar10_resnet20_unstructured_insta_prune_freq20_90_constant.yaml run for
+    200 epochs (run_cifar10_randomlabels_iht_no_da.sh): pruner epochs [10, 40, 171], recycler
+    epochs [30, 40, 151]; its learning rate 0.1 times 0.1 for each of the epochs 65, 125 and 185
+    that has ended (policies/trainers.py steps ``ExponentialLR(gamma=0.1)`` at the end of every
+    epoch of its ``epochs: [65, 60, 200]``)."""
+    config = yaml.safe_load((CONFIGS / "method" / "acdc_cifar.yaml").read_text())
+    epochs = config["trainer"]["max_epochs"]
+    assert epochs == 200
+    acdc = ACDC(**config["trainer"]["callbacks"][0]["init_args"])
+    ours = [acdc_phase(e, epochs, *acdc.epochs(epochs)) for e in range(epochs)]
+    assert ours == reference_acdc_phases([(10, 40, 171)], [(30, 40, 151)], epochs)
+    assert ours[:10] == ["dense"] * 10 and ours[170:] == ["compressed"] * 30
+
+    model = config["model"]["init_args"]
+    steps_per_epoch = 196  # 50,000 images in batches of 256
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=model["lr"])
+    schedule = lr_scheduler(
+        optimizer,
+        model["scheduler"],
+        epochs * steps_per_epoch,
+        0,
+        model["milestones"],
+        model["gamma"],
+    )
+    ours, reference = [], []
+    for epoch in range(epochs):
+        ours.append(optimizer.param_groups[0]["lr"])
+        reference.append(0.1 * 0.1 ** sum(epoch > drop for drop in range(65, 201, 60)))
+        for _ in range(steps_per_epoch):
+            optimizer.step()
+            schedule.step()
+    assert ours == pytest.approx(reference, rel=1e-9)
+    assert model["weight_decay"] == 5e-4 and model["momentum"] == 0.9
 
 
 class RecordMomentum(L.Callback):

@@ -151,6 +151,28 @@ def test_cs_binarizes_the_soft_mask_to_positive_scores():
     assert int((layer.weight == 0).sum()) == 3
 
 
+def test_cs_ticket_mask_keeps_the_scale_outside_the_trained_weight():
+    """lolemacs/continuous-sparsification, models/layers.py (``compute_mask`` with ``ticket``):
+    the ticket uses w ⊙ 1[s > 0] / σ(s₀), so ∂θ/∂w is 1/σ(s₀) on the kept weights."""
+    layer = nn.Linear(3, 2)
+    sigmoid_mask(layer, s_init=0.5, temperature=2.0)
+    soft = next(p for _, p in soft_masks(layer, SigmoidMask))
+    with torch.no_grad():
+        soft.scores.copy_(torch.tensor([[1.0, -1.0, 0.0], [0.3, -0.2, 2.0]]))
+    soft.binarize_()
+    w = layer.parametrizations.weight.original
+    scale = 1 / torch.sigmoid(torch.tensor(2.0 * 0.5))
+    keep = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 1.0]])
+    torch.testing.assert_close(layer.weight, w.detach() * scale * keep)
+    assert torch.equal(soft.mask, keep)
+    layer(torch.ones(4, 3)).sum().backward()
+    torch.testing.assert_close(w.grad, 4 * scale * keep * torch.ones(2, 1))
+    assert torch.equal(soft.scores.grad, torch.zeros(2, 3))  # a gradient, of zero
+    theta = layer.weight.detach().clone()
+    harden(layer)  # θ stays, the factor is multiplied into the plain weight
+    torch.testing.assert_close(layer.weight, theta)
+
+
 def test_cs_raises_the_temperature_and_ends_with_exact_zeros(tmp_path):
     module = UserModule()
     callback = ContinuousSparsification(penalty=0.005, s_init=0.05, temperature_final=50.0)

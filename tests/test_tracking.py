@@ -41,6 +41,12 @@ def test_offline_run_holds_config_metrics_summary_and_sparse_model(tmp_path, cap
     summary = json.loads((folder / "summary.json").read_text())
     assert run["summary"]["final/test_acc"] == pytest.approx(summary["test_acc"])
     assert run["summary"]["final/sparsity"] == pytest.approx(summary["sparsity"])
+    for key in ("inference_flops", "dense_inference_flops", "train_flops"):
+        assert run["summary"][f"final/{key}"] == pytest.approx(summary[key]), key
+    # pruned to 90 % for the last 3 of 4 epochs: about 1/4 + 3/4 · 0.1 of dense training
+    assert 0.1 < summary["inference_flops"] / summary["dense_inference_flops"] < 0.5
+    assert 0.25 < summary["train_flops"] < 0.25 + 0.75 * 0.5
+    assert "flops/train_relative" in logged
     assert (folder / "config.yaml").is_file() and (folder / "checkpoints" / "last.ckpt").is_file()
 
     (artifact,) = [a for a in run["artifacts"] if a["type"] == "model"]

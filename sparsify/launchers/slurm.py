@@ -9,6 +9,7 @@ installed, submitit's local executor runs the same array on this machine.
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 
@@ -57,7 +58,9 @@ def run_slurm(jobs: list[Job], options, progress) -> list[Job]:
             "submitit's local executor",
             file=sys.stderr,
         )
-    executor.update_parameters(**executor_parameters(options))
+    # submitit's own default would cap the array at 256 tasks at a time: all run, as --dry-run says
+    params = {"slurm_array_parallelism": len(jobs), **executor_parameters(options)}
+    executor.update_parameters(**params)
     for job in jobs:
         job.prepare()
     pending = dict(zip(executor.map_array(_run_task, jobs), jobs))
@@ -77,21 +80,44 @@ def run_slurm(jobs: list[Job], options, progress) -> list[Job]:
     return failed
 
 
-def describe_array(jobs: list[Job], options) -> str:
-    """The sbatch script submitit would submit, and the run of each array index."""
-    from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+# submitit's names for the array task's resources, and sbatch's
+SBATCH_OPTIONS = {
+    "name": "job-name",
+    "slurm_partition": "partition",
+    "slurm_account": "account",
+    "slurm_qos": "qos",
+    "timeout_min": "time",
+    "nodes": "nodes",
+    "tasks_per_node": "ntasks-per-node",
+    "gpus_per_node": "gpus-per-node",
+    "cpus_per_task": "cpus-per-task",
+    "mem_gb": "mem",
+}
 
-    # submitit has no public dry run: its own script writer, with its names for the options
-    names = SlurmExecutor._equivalence_dict()
-    params = {}
-    for key, value in executor_parameters(options).items():
-        params[key.removeprefix("slurm_") if key.startswith("slurm_") else names[key]] = value
-    if "mem" in params:
-        params["mem"] = f"{params['mem']}GB"
-    folder = options.folder / "%j"
-    command = f"{sys.executable} -u -m submitit.core._submit {folder}"
-    script = _make_sbatch_string(command=command, folder=folder, map_count=len(jobs), **params)
-    lines = [f"{len(jobs)} run(s) as one SLURM job array (dry run: nothing submitted)", script]
+
+def describe_array(jobs: list[Job], options) -> str:
+    """For ``--dry-run``: the sbatch options of the array that ``run_slurm`` would submit (the
+    parameters it gives submitit, in sbatch's words), and the run of each array index. submitit
+    adds its own log paths, signal handling and launch command when it submits."""
+    if not jobs:
+        return "nothing to submit: no runs"
+    params = executor_parameters(options)
+    parallel = min(len(jobs), params.get("slurm_array_parallelism", len(jobs)))
+    lines = [
+        f"{len(jobs)} run(s) as one SLURM job array (dry run: nothing submitted)",
+        "#!/bin/bash",
+        f"#SBATCH --array=0-{len(jobs) - 1}%{parallel}",
+    ]
+    for key, flag in SBATCH_OPTIONS.items():
+        if key in params:
+            value = f"{params[key]}GB" if key == "mem_gb" else params[key]
+            lines.append(f"#SBATCH --{flag}={shlex.quote(str(value))}")
+    for key, value in (params.get("slurm_additional_parameters") or {}).items():
+        flag = key.replace("_", "-")
+        lines.append(f"#SBATCH --{flag}" if value is True else f"#SBATCH --{flag}={value}")
+    lines += params.get("slurm_setup") or []
+    lines.append(f"# each task: srun {sys.executable} -u -m submitit.core._submit <folder>")
+    lines.append(f"# submitit's files: {options.folder}/<job id>_<array index>/")
     for index, job in enumerate(jobs):
         lines += [f"# array index {index}: {job.title}", " ".join(job.command)]
     return "\n".join(lines)

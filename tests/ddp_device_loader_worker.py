@@ -1,0 +1,64 @@
+"""Run by tests/test_fashion_mnist.py as both processes of one DDP group (the test sets
+LOCAL_RANK, RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, as torchrun would):
+`python ddp_device_loader_worker.py DATA_DIR OUT_DIR`. Two epochs of a Lightning fit with
+strategy="ddp" on two CPU devices over FashionMNISTDataModule's device loader; each rank saves
+the ids of the images it trained on (pixel (0, 0) of each image, written by the test), epoch by
+epoch, and the class of the loader Lightning ran, to OUT_DIR/rank<N>.pt."""
+
+import sys
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from sparsify.datamodules import FashionMNISTDataModule
+from sparsify.datamodules.fashion_mnist import MEAN, STD
+
+SEED = 3
+
+
+class RecordIds(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(784, 10)
+        self.epochs = []
+
+    def on_train_epoch_start(self):
+        self.epochs.append([])
+
+    def training_step(self, batch, _):
+        x, y = batch
+        ids = ((x[:, 0, 0, 0] * STD[0] + MEAN[0]) * 255).round().long()
+        self.epochs[-1].append(ids)
+        return F.cross_entropy(self.layer(x.flatten(1)), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def main(data_dir: str, out_dir: str) -> None:
+    L.seed_everything(SEED)
+    datamodule = FashionMNISTDataModule(data_dir, val_size=8, batch_size=4)
+    module = RecordIds()
+    trainer = L.Trainer(
+        strategy="ddp",
+        accelerator="cpu",
+        devices=2,
+        max_epochs=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=out_dir,
+    )
+    trainer.fit(module, datamodule)
+    record = {
+        "epochs": [torch.cat(ids).tolist() for ids in module.epochs],
+        "loader": type(trainer.train_dataloader).__name__,
+    }
+    torch.save(record, f"{out_dir}/rank{trainer.global_rank}.pt")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
