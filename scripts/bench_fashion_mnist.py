@@ -9,9 +9,9 @@ same initialization:
 
 - **sparsify**: ``ImageClassifier`` in a Lightning ``Trainer`` set up as ``sparsify fit`` sets it
   up (``configs/defaults.yaml``: ``ModelCheckpoint(save_last=True)``, ``SparsityMonitor``,
-  ``RandomStateCheckpoint``, ``log_every_n_steps=10``, the progress bar; a ``CSVLogger``, the
-  logger of ``--wandb=false``; the ``Reparametrize`` callback for m ⊙ w), data from
-  ``FashionMNISTDataModule(loader="device")``;
+  ``FlopsMonitor``, ``RandomStateCheckpoint``, ``log_every_n_steps=10``, the progress bar; a
+  ``CSVLogger``, the logger of ``--wandb=false``; the ``Reparametrize`` callback for m ⊙ w),
+  data from ``FashionMNISTDataModule(loader="device")``;
 - **plain**: the same network from ``create_model`` (and ``reparametrize``) trained by a loop
   written below: forward, cross-entropy, ``zero_grad``, backward, SGD (lr 0.01, momentum 0.9,
   weight decay 5e-4 on the weights, none on the biases, as ``ImageClassifier``'s groups),
@@ -41,7 +41,12 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from sparsify.callbacks import RandomStateCheckpoint, Reparametrize, SparsityMonitor
+from sparsify.callbacks import (
+    FlopsMonitor,
+    RandomStateCheckpoint,
+    Reparametrize,
+    SparsityMonitor,
+)
 from sparsify.datamodules import FashionMNISTDataModule
 from sparsify.models import create_model
 from sparsify.module import ImageClassifier, lr_scheduler
@@ -82,7 +87,12 @@ def run_sparsify(args, backbone: str, variant: str, folder: str):
         compile=args.compile,
     )
     clock = EpochClock()
-    callbacks = [ModelCheckpoint(save_last=True), SparsityMonitor(), RandomStateCheckpoint()]
+    callbacks = [
+        ModelCheckpoint(save_last=True),
+        SparsityMonitor(),
+        FlopsMonitor(),
+        RandomStateCheckpoint(),
+    ]
     if variant == "m ⊙ w":
         callbacks.append(Reparametrize(beta=1.0))
     trainer = L.Trainer(
