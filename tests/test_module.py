@@ -1,7 +1,10 @@
 """The LightningModules' shared optimization: hyperparameter names, optimizer choices and the
-learning-rate schedule (torch's schedulers, per step as the hand-written factor was)."""
+learning-rate schedule (torch's schedulers, per step as the hand-written factor was), and the
+metrics they log."""
 
+import csv
 import math
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -167,3 +170,66 @@ def test_lr_schedule_resumes_exactly(kind):
         first, state = scheduled_lrs(kind, 30, 6, (0.5, 0.75), stop)
         rest, _ = scheduled_lrs(kind, 30, 6, (0.5, 0.75), 30 - stop, state)
         assert first + rest == through, stop
+
+
+class LoggedEveryStep(ImageClassifier):
+    """The logging as a Lightning user writes it (and as ``ImageClassifier`` did): ``self.log``
+    of the loss tensor and of the accuracy metrics at every step; Lightning averages the tensor
+    over the epoch weighted by batch size."""
+
+    def step(self, batch, stage, batch_idx=0):
+        x, y = batch
+        logits = self(x)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True)
+        for key, name in (
+            (f"{stage}_top1", f"{stage}/acc"),
+            (f"{stage}_top5", f"{stage}/acc_top5"),
+        ):
+            if key in self.accuracy:
+                self.accuracy[key](logits, y)
+                self.log(name, self.accuracy[key], on_epoch=True, prog_bar=name.endswith("acc"))
+        return loss
+
+
+def logged_rows(cls, tmp_path, name):
+    """Every row a CSVLogger wrote for two epochs of ``cls``, and the final callback metrics."""
+    L.seed_everything(0)
+    module = cls("cnn_digits", lr=0.05)
+    images = torch.randn(97, 1, 8, 8)
+    labels = torch.randint(0, 10, (97,))
+    train = DataLoader(TensorDataset(images[:67], labels[:67]), batch_size=10, shuffle=True)
+    val = DataLoader(TensorDataset(images[67:], labels[67:]), batch_size=10)
+    logger = L.pytorch.loggers.CSVLogger(tmp_path, name=name)
+    fitted = trainer(tmp_path, [], max_epochs=2, logger=logger, log_every_n_steps=3)
+    fitted.fit(module, train, val)
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    return rows, {k: float(v) for k, v in fitted.callback_metrics.items()}
+
+
+def test_metrics_logged_at_logging_steps_equal_those_logged_at_every_step(tmp_path):
+    """``log_metrics`` calls ``self.log`` only at the first batch and the steps the logger
+    writes, yet the logger gets the same rows (every step value of those steps, the epoch means
+    over every batch, with 7 batches of 10 and one of 7 an epoch) and the trainer the same
+    epoch values in ``callback_metrics`` as from a ``self.log`` at every step; its step values
+    are those of the last step written (11), not of the last step (13)."""
+    ours, our_callback_metrics = logged_rows(ImageClassifier, tmp_path, "ours")
+    theirs, their_callback_metrics = logged_rows(LoggedEveryStep, tmp_path, "theirs")
+    assert len(ours) == len(theirs)
+    step_rows = [row["step"] for row in ours if row["train/loss_step"]]
+    assert step_rows == ["2", "5", "8", "11"]  # every third of the 14 steps
+    assert {"train/loss_step", "train/acc_step", "train/loss_epoch", "val/acc_top5"} <= set(ours[0])
+    for our_row, their_row in zip(ours, theirs):
+        assert our_row.keys() == their_row.keys()
+        for key, value in their_row.items():
+            if value == "":
+                assert our_row[key] == "", key
+            else:
+                assert float(our_row[key]) == pytest.approx(float(value), rel=1e-6, abs=1e-7), key
+    assert our_callback_metrics.keys() == their_callback_metrics.keys()
+    for key, value in their_callback_metrics.items():
+        if not key.endswith("_step"):
+            assert our_callback_metrics[key] == pytest.approx(value, rel=1e-6), key
+    last_written = [row for row in theirs if row["train/loss_step"]][-1]["train/loss_step"]
+    assert our_callback_metrics["train/loss_step"] == pytest.approx(float(last_written))
