@@ -68,7 +68,7 @@ class FlopsMonitor(L.Callback):
         self._batches += 1
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.uses is None:
+        if not self.dense_total:  # before the first batch, or a model without conv or linear
             return
         metrics = {"flops/inference": flops(self.uses), "flops/train_relative": self.train_flops()}
         pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True)
