@@ -45,24 +45,18 @@ class FlopsMonitor(L.Callback):
         if self.uses is None:
             self._recording = record_positions(pl_module, self._batch_size)
             self._recorded = self._recording.__enter__()
-            return
-        if self._current is None or self._batches % self.every_n_steps == 0:
-            self._current = flops_tensor(self.uses)
-        self._add()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._recording is None:
-            return
-        self._recording.__exit__(None, None, None)
-        self._recording = None
-        self.uses = self._recorded
-        self.dense_per_example = flops(self.uses, dense=True)
-        # The first batch is counted after its optimizer step: the hooks have only now
-        # seen where each weight is applied.
-        self._current = flops_tensor(self.uses)
-        self._add()
-
-    def _add(self) -> None:
+        # Every step is charged at the density after its optimizer step: the first batch of a
+        # run, fresh or resumed, is the first time the hooks know where each weight is applied,
+        # and counting every step the same way keeps a resumed run's total exact.
+        if self._recording is not None:
+            self._recording.__exit__(None, None, None)
+            self._recording = None
+            self.uses = self._recorded
+            self.dense_per_example = flops(self.uses, dense=True)
+        if self._current is None or self._batches % self.every_n_steps == 0:
+            self._current = flops_tensor(self.uses)
         self.sparse_total = self.sparse_total + self._current * self._batch_size
         self.dense_total += self.dense_per_example * self._batch_size
         self._batches += 1
@@ -88,8 +82,16 @@ class FlopsMonitor(L.Callback):
         return float(self.sparse_total) / self.dense_total
 
     def state_dict(self) -> dict:
-        return {"sparse_total": float(self.sparse_total), "dense_total": self.dense_total}
+        current = None if self._current is None else float(self._current)
+        return {
+            "sparse_total": float(self.sparse_total),
+            "dense_total": self.dense_total,
+            "batches": self._batches,
+            "current": current,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.sparse_total = state_dict["sparse_total"]
         self.dense_total = state_dict["dense_total"]
+        self._batches = state_dict.get("batches", 0)
+        self._current = state_dict.get("current")
