@@ -14,7 +14,8 @@ soft mask (``sparsify.soft_masks``). ``parametrize`` stores a layer's weight as
 The rest of sparsify reaches these through the functions here: on a live layer
 ``parametrizations``, ``factors`` (m, w), ``unmasked_weight``, ``stored_tensors``; in a saved
 state dict ``factor_keys``, ``mask_key``, ``pointwise_layers``, ``masked_layers``,
-``effective_weights``, ``saved_masks``, ``parametrization_keys``.
+``effective_weights``, ``saved_masks``, ``parametrization_keys``; and the plain model file,
+``plain_model``.
 
 **The portable form.** ``parametrize`` gives a parametrized layer a class of its own that
 refuses to be pickled, and a state dict that a plain module cannot load. ``register`` gives
@@ -190,6 +191,14 @@ def effective_weights(state_dict: dict) -> dict[str, torch.Tensor]:
             out[layer] = value * state_dict[factor_keys(layer)[1]]
     masks = saved_masks(state_dict)
     return {name: w * masks[name] if name in masks else w for name, w in out.items()}
+
+
+def plain_model(network: nn.Module, masks: dict[str, torch.Tensor]) -> dict:
+    """``{"state_dict", "masks"}``, the content of a plain model file (the export's
+    ``model.pt``, a run's ``sparse_model.pt``): the state dict of ``network`` after its
+    parametrizations were multiplied out, which loads into the network built without sparsify,
+    and ``{layer name: mask}``."""
+    return {"state_dict": network.state_dict(), "masks": masks}
 
 
 def _layer_of(key: str) -> str:
