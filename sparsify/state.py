@@ -237,7 +237,7 @@ def read_stash(stash: dict, layer: str) -> dict:
     """A layer's portable entry in the current ``FORMAT``, migrated from an older one; a newer
     or unknown format is a ``ConfigError``."""
     version = stash.get("format", 0)
-    if not isinstance(version, int) or not 0 <= version <= FORMAT:
+    if type(version) is not int or not 0 <= version <= FORMAT:
         raise ConfigError(
             f"the portable state of layer {layer!r} has format {version!r}: this sparsify reads "
             f"formats 0 to {FORMAT}; upgrade sparsify to load it"
