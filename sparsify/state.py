@@ -12,10 +12,11 @@ soft mask (``sparsify.soft_masks``). ``parametrize`` stores a layer's weight as
     <layer>.parametrizations.weight.0.<name>    threshold ... beside it)
 
 The rest of sparsify reaches these through the functions here: on a live layer
-``parametrizations``, ``factors`` (m, w), ``unmasked_weight``, ``stored_tensors``; in a saved
+``parametrizations``, ``factors`` (m, w), ``unmasked_weight``, ``stored_tensors``, and
+``own_class``, ``plain_copy``, ``unparametrize_`` to multiply them out; in a saved
 state dict ``factor_keys``, ``mask_key``, ``pointwise_layers``, ``masked_layers``,
-``effective_weights``, ``saved_masks``, ``parametrization_keys``; and the plain model file,
-``plain_model``.
+``masked_weight_key``, ``effective_weights``, ``saved_masks``, ``parametrization_keys``; and
+the plain model file, ``plain_model``.
 
 **The portable form.** ``parametrize`` gives a parametrized layer a class of its own that
 refuses to be pickled, and a state dict that a plain module cannot load. ``register`` gives
