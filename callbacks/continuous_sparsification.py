@@ -28,6 +28,7 @@ from sparsify.callbacks.param_groups import isolate
 from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.errors import ConfigError
 from sparsify.soft_masks import SigmoidMask, harden, sigmoid_mask, soft_masks
+from sparsify.state import parametrization_keys
 
 SCORES_GROUP = "cs_scores"
 
@@ -330,9 +331,9 @@ def rewind_state(pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
     """A copy of every parameter and buffer of the model but CS's own (scores, τ, scale, mask):
     what the reference rewinds (its conv, linear and BatchNorm state) for the ticket."""
     own = {
-        f"{name}.parametrizations.weight.0.{key}"
+        key
         for name, soft in soft_masks(pl_module, SigmoidMask)
-        for key, _ in [*soft.named_parameters(), *soft.named_buffers()]
+        for key in parametrization_keys(name, soft)
     }
     return {
         key: value.detach().cpu().clone()

@@ -14,6 +14,7 @@ from torch import nn
 
 from sparsify.errors import ConfigError
 from sparsify.reparam import PointwiseProduct, prunable_layers, weight_parametrization
+from sparsify.state import factors
 
 TARGETS = ("theta", "m")
 
@@ -82,7 +83,7 @@ class L1Penalty(L.Callback):
                     terms.append(layer.weight.abs().sum())
                     inputs += [p for p in layer.parameters() if id(p) in in_optimizer]
                 else:
-                    m = layer.parametrizations.weight.original0
+                    m, _ = factors(layer)
                     terms.append((m * mask).abs().sum())
                     inputs += [m] if id(m) in in_optimizer else []
             if not inputs:

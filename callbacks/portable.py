@@ -1,11 +1,11 @@
 """The base of every callback that puts parametrizations (masks, m ⊙ w, soft masks) on the
-module: its checkpoints are written in the portable form of ``sparsify.portable``."""
+module: its checkpoints are written in the portable form of ``sparsify.state``."""
 
 from __future__ import annotations
 
 import lightning as L
 
-from sparsify.portable import portable_state_dict
+from sparsify.state import portable_state_dict
 
 
 class PortableCheckpoint(L.Callback):

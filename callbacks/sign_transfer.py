@@ -19,7 +19,8 @@ from sparsify.masks import (
     sparsity_report,
 )
 from sparsify.reparam import add_masks, prunable_layers
-from sparsify.transfer import check_keep, stored_masks, stored_weights
+from sparsify.state import effective_weights, saved_masks
+from sparsify.transfer import check_keep
 from sparsify.transfer import transfer_weights as transfer
 
 
@@ -114,7 +115,7 @@ class SignTransfer(PortableCheckpoint):
         if self.sparsity is not None:
             scores = {name: weights[name].abs() for name in layers}
             return select_mask(scores, weights, self.sparsity, self.scope)
-        masks = stored_masks(state)
+        masks = saved_masks(state)
         if not masks:
             raise ConfigError(
                 f"mask_from={self.mask_from!r} is invalid without sparsity: {path} holds no "
@@ -137,7 +138,7 @@ class SignTransfer(PortableCheckpoint):
 
 
 def _weights(state_dict: dict, layers: list[str], name: str) -> dict:
-    weights = stored_weights(state_dict)
+    weights = effective_weights(state_dict)
     missing = [layer for layer in layers if layer not in weights]
     if missing:
         raise ConfigError(f"{name} is invalid: its checkpoint lacks the layers {missing}")

@@ -22,6 +22,7 @@ from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.errors import ConfigError
 from sparsify.masks import sparsity_report
 from sparsify.soft_masks import SoftThreshold, harden, soft_masks, soft_threshold
+from sparsify.state import unmasked_weight
 
 
 class SoftThresholdReparametrization(PortableCheckpoint):
@@ -78,7 +79,7 @@ class SoftThresholdReparametrization(PortableCheckpoint):
                 continue
             decay = self.threshold_weight_decay
             if decay is None:
-                weight = pl_module.get_submodule(name).parametrizations.weight.original
+                weight = unmasked_weight(pl_module.get_submodule(name))
                 decay = group_weight_decay(optimizer, weight)
             if decay:
                 soft.threshold.grad.add_(soft.threshold, alpha=decay)

@@ -45,6 +45,7 @@ from sparsify.reparam import (
     rescale_,
 )
 from sparsify.soft_masks import sigmoid_mask, soft_threshold
+from sparsify.state import unmasked_weight
 
 SPARSITY = 0.9
 
@@ -168,7 +169,7 @@ def rigl_update(model: nn.Module, batch, fraction: float) -> None:
             n_move = int(fraction * active)
             kept = keep_topk(torch.where(mask > 0, theta.abs(), -1.0), active - n_move)
             grown = keep_topk(torch.where(kept > 0, -1.0, grads[name].abs()), n_move)
-            original = model.get_submodule(name).parametrizations.weight.original
+            original = unmasked_weight(model.get_submodule(name))
             original[grown > 0] = 0
             new_masks[name] = kept + grown
     set_masks(model, new_masks)

@@ -41,6 +41,7 @@ import torch
 from sparsify.models import create_model
 from sparsify.pai import SynflowPrecision, pai_masks
 from sparsify.reparam import add_masks, layer_masks, prunable_layers
+from sparsify.state import unmasked_weight
 
 SHAPE = (3, 224, 224)
 
@@ -54,7 +55,7 @@ def reference_pruner(reference_dir: str, model: torch.nn.Module):
     add_masks(masked)
     masks = layer_masks(masked)
     layers = dict(prunable_layers(masked))
-    pairs = [(masks[name], layers[name].parametrizations.weight.original) for name in masks]
+    pairs = [(masks[name], unmasked_weight(layers[name])) for name in masks]
     return masked, SynFlow(pairs), masks
 
 

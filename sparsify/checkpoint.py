@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from sparsify.errors import ConfigError
-from sparsify.portable import restore_state_dict
+from sparsify.state import restore_state_dict
 
 # Classes rebuilt from their plain contents only (no code of the file's choosing runs).
 _ALWAYS = [
@@ -138,7 +138,7 @@ def read_state_dict(
 ) -> OrderedDict:
     """The model state in ``path``: a Lightning checkpoint's ``state_dict`` or the plain state
     dict the file holds, as the module saved it (the masks and m, w of a portable checkpoint
-    restored: ``sparsify.portable.restore_state_dict``).
+    restored: ``sparsify.state.restore_state_dict``).
 
     ``submodule`` (e.g. ``"model"``): of a Lightning checkpoint only the entries of that
     submodule, named relative to it; a plain state dict is taken as the submodule's already.

@@ -20,6 +20,7 @@ from torch import nn
 from sparsify.masks import select_mask
 from sparsify.reparam import PointwiseProduct, weight_parametrization
 from sparsify.schedules import cosine
+from sparsify.state import factors, unmasked_weight
 
 PHASES = ("dense", "compressed")
 
@@ -109,10 +110,10 @@ def restart_(
         if product is None:
             params = [(layer.weight, 0.0)]
         elif isinstance(product, PointwiseProduct):
-            originals = layer.parametrizations.weight
-            params = [(originals.original0, math.sqrt(product.beta)), (originals.original1, 0.0)]
+            m, w = factors(layer)
+            params = [(m, math.sqrt(product.beta)), (w, 0.0)]
         else:
-            params = [(layer.parametrizations.weight.original, 0.0)]
+            params = [(unmasked_weight(layer), 0.0)]
         where = where.to(device=params[0][0].device, dtype=torch.bool)
         for param, value in params:
             param.masked_fill_(where, value)

@@ -47,6 +47,7 @@ from sparsify.masks import sparsity_report
 from sparsify.reparam import collapse, is_transposed, layer_masks, match_structure
 from sparsify.sparse_safetensors import read_sparse as read_sparse
 from sparsify.sparse_safetensors import write_sparse
+from sparsify.state import plain_model
 
 FORMATS = ("torchscript", "onnx", "safetensors", "sparse", "pretrained", "none")
 
@@ -140,7 +141,7 @@ def export(
     }
     paths = {"state_dict": out / "model.pt"}
     torch.save(
-        {"state_dict": network.state_dict(), "masks": saved_masks, "hyper_parameters": hparams},
+        {**plain_model(network, saved_masks), "hyper_parameters": hparams},
         paths["state_dict"],
     )
     if format == "torchscript":

@@ -78,6 +78,7 @@ from sparsify.masks import (
     set_masks,
 )
 from sparsify.reparam import prunable_layers
+from sparsify.state import stored_tensors, unparametrize_
 
 SCORES = ("random", "magnitude", "snip", "grasp", "synflow")
 DATA_SCORES = ("snip", "grasp")
@@ -291,11 +292,7 @@ def reinitialize_(module: nn.Module, permutations: dict[str, torch.Tensor]) -> N
     layers = dict(module.named_modules())
     for name, permutation in permutations.items():
         layer = layers[name]
-        if parametrize.is_parametrized(layer, "weight"):
-            stored = list(layer.parametrizations.weight.parameters(recurse=False))
-        else:
-            stored = [layer.weight]
-        for tensor in stored:
+        for tensor in stored_tensors(layer):
             moved = tensor.flatten()[permutation.to(tensor.device)]
             tensor.copy_(moved.view_as(tensor))
 
@@ -585,7 +582,7 @@ def scoring_copy(
     scorer = copy.deepcopy(module)
     for layer in scorer.modules():
         if parametrize.is_parametrized(layer):
-            _unparametrize(layer)
+            unparametrize_(layer)
         if isinstance(layer, nn.SyncBatchNorm):
             layer.__class__ = _LocalBatchNorm
     if dtype is not None:
@@ -595,21 +592,6 @@ def scoring_copy(
     for theta in weights.values():
         theta.requires_grad_(True)
     return scorer, weights
-
-
-@torch.no_grad()
-def _unparametrize(layer: nn.Module) -> None:
-    """Replace each parametrized tensor by a plain parameter holding its current value.
-
-    ``parametrize.remove_parametrizations`` would delete the property from the injected
-    class, which a deep copy shares with the original: the original would lose its weight.
-    """
-    values = {name: getattr(layer, name).detach().clone() for name in layer.parametrizations}
-    plain = parametrize.type_before_parametrizations(layer)
-    del layer._modules["parametrizations"]
-    layer.__class__ = plain
-    for name, value in values.items():
-        layer.register_parameter(name, nn.Parameter(value))
 
 
 class _LocalBatchNorm(_BatchNorm):

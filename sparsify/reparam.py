@@ -20,7 +20,15 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sparsify.errors import ConfigError
-from sparsify.portable import own_class, register, restore_state_dict
+from sparsify.state import (
+    factors,
+    masked_layers,
+    own_class,
+    parametrizations,
+    pointwise_layers,
+    register,
+    restore_state_dict,
+)
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -137,10 +145,9 @@ def weight_parametrization(
 ) -> nn.Module | None:
     """The sparsify parametrization of ``layer.weight`` (a ``PointwiseProduct``, a ``Mask`` or a
     soft mask, which subclasses ``Mask``) if it is an instance of ``kind``, else ``None``."""
-    if parametrize.is_parametrized(layer, "weight"):
-        for p in layer.parametrizations.weight:
-            if isinstance(p, (PointwiseProduct, Mask)):
-                return p if isinstance(p, kind) else None
+    for p in parametrizations(layer):
+        if isinstance(p, (PointwiseProduct, Mask)):
+            return p if isinstance(p, kind) else None
     return None
 
 
@@ -204,8 +211,7 @@ def pointwise_factors(module: nn.Module) -> Iterator[tuple[str, nn.Parameter, nn
     """Yield ``(name, m, w)`` for every reparametrized weight; m and w are the parameters."""
     for name, layer in module.named_modules():
         if isinstance(weight_parametrization(layer), PointwiseProduct):
-            originals = layer.parametrizations.weight
-            yield (f"{name}.weight" if name else "weight"), originals.original0, originals.original1
+            yield (f"{name}.weight" if name else "weight"), *factors(layer)
 
 
 @torch.no_grad()
@@ -215,7 +221,7 @@ def rescale_(module: nn.Module, beta: float = 1.0) -> None:
     for layer in module.modules():
         product = weight_parametrization(layer)
         if isinstance(product, PointwiseProduct):
-            m, w = layer.parametrizations.weight.original0, layer.parametrizations.weight.original1
+            m, w = factors(layer)
             new_m, new_w = split(m * w * product.mask, beta)
             m.copy_(new_m)
             w.copy_(new_w)
@@ -240,15 +246,8 @@ def match_structure(module: nn.Module, state_dict: dict) -> None:
     so that a checkpoint of a sparsified model (plain or portable form) loads into a freshly
     built one."""
     state_dict = restore_state_dict(state_dict)
-    layer_of = {k: k.rsplit(".parametrizations.", 1)[0] for k in state_dict}
-    pointwise = [layer_of[k] for k in state_dict if k.endswith(_POINTWISE_M_KEY)]
-    masked = [layer_of[k] for k in state_dict if k.endswith(_MASKED_WEIGHT_KEY)]
+    pointwise, masked = pointwise_layers(state_dict), masked_layers(state_dict)
     if masked:
         add_masks(module, include=masked)
     if pointwise:
         reparametrize(module, include=pointwise)
-
-
-# The state-dict keys of a PointwiseProduct's m (its w is original1) and of a Mask's weight.
-_POINTWISE_M_KEY = ".parametrizations.weight.original0"
-_MASKED_WEIGHT_KEY = ".parametrizations.weight.original"

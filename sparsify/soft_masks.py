@@ -28,8 +28,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sparsify.errors import ConfigError
-from sparsify.portable import own_class, register
 from sparsify.reparam import Mask, PointwiseProduct, prunable_layers, weight_parametrization
+from sparsify.state import own_class, register, unmasked_weight
 
 
 class SoftThreshold(Mask):
@@ -167,7 +167,7 @@ def harden(module: nn.Module) -> list[str]:
         soft = weight_parametrization(layer)
         if not isinstance(soft, SOFT_MASKS):
             continue
-        weight, mask = soft.hardened(layer.parametrizations.weight.original)
+        weight, mask = soft.hardened(unmasked_weight(layer))
         parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
         layer.weight.copy_(weight)
         register(layer, "weight", Mask(mask.shape, mask))

@@ -13,6 +13,7 @@ import torch
 from sparsify.callbacks import FlopsMonitor, PruneAtEnd
 from sparsify.export import collapsed_copy
 from sparsify.masks import sparsity_report
+from sparsify.state import plain_model
 from sparsify.tracking import WandbLogger
 
 TRACKED_AT_END = ("signin/flips_since_init",)
@@ -72,7 +73,7 @@ def log_to_wandb(logger: WandbLogger, model: L.LightningModule, summary: dict, f
     run.log({"final/layer_density": wandb.Table(columns=["layer", "density"], data=rows)})
     path = folder / "sparse_model.pt"
     network, masks = collapsed_copy(model, device="cpu")
-    torch.save({"state_dict": network.state_dict(), "masks": masks}, path)
+    torch.save(plain_model(network, masks), path)
     artifact = wandb.Artifact(f"sparse-model-{run.id}", type="model", metadata=summary)
     artifact.add_file(str(path))
     run.log_artifact(artifact)

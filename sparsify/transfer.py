@@ -4,7 +4,7 @@ magnitudes with random signs (METHODS.md §4).
 
 The other network comes as a ``state_dict`` (a Lightning checkpoint's ``"state_dict"`` or a
 plain one), with or without sparsify's masks and m ⊙ w parametrizations: its effective weights
-are read as the forward pass would compute them.
+are read as the forward pass would compute them (``sparsify.state.effective_weights``).
 """
 
 from __future__ import annotations
@@ -17,34 +17,11 @@ from sparsify.reparam import prunable_layers
 
 KEEPS = ("signs", "magnitudes", "both", "none")
 
-_PARAMETRIZED = ".parametrizations.weight."
-
 
 def check_keep(keep: str) -> str:
     if keep not in KEEPS:
         raise ConfigError(f"keep={keep!r} is invalid: choose one of {', '.join(KEEPS)}")
     return keep
-
-
-def stored_weights(state_dict: dict) -> dict[str, torch.Tensor]:
-    """``{layer name: effective weight}``: ``weight``, ``original ⊙ mask``, or ``m ⊙ w ⊙ mask``."""
-    out = {}
-    for key, value in state_dict.items():
-        if key.endswith(".weight") and _PARAMETRIZED not in key:
-            out[key[: -len(".weight")]] = value
-        elif key.endswith(_PARAMETRIZED + "original"):
-            out[key[: -len(_PARAMETRIZED + "original")]] = value
-        elif key.endswith(_PARAMETRIZED + "original0"):
-            layer = key[: -len(_PARAMETRIZED + "original0")]
-            out[layer] = value * state_dict[layer + _PARAMETRIZED + "original1"]
-    masks = stored_masks(state_dict)
-    return {name: w * masks[name] if name in masks else w for name, w in out.items()}
-
-
-def stored_masks(state_dict: dict) -> dict[str, torch.Tensor]:
-    """``{layer name: mask}`` of the masked or reparametrized layers in ``state_dict``."""
-    suffix = _PARAMETRIZED + "0.mask"
-    return {k[: -len(suffix)]: v for k, v in state_dict.items() if k.endswith(suffix)}
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ from sparsify.callbacks.sign_transfer import SignTransfer
 from sparsify.checkpoint import read_state_dict
 from sparsify.masks import select_mask
 from sparsify.reparam import layer_masks, prunable_layers
-from sparsify.transfer import stored_weights
+from sparsify.state import effective_weights
 
 LAYERS = ("net.0", "net.2")
 
@@ -48,7 +48,7 @@ def start(tmp_path, callbacks, seed=7):
 @pytest.mark.parametrize("reparam", [False, True])
 @pytest.mark.parametrize("keep", ["signs", "magnitudes", "both", "none"])
 def test_sign_transfer_sets_the_mask_and_the_signs_or_magnitudes(tmp_path, source, keep, reparam):
-    theta_src = stored_weights(read_state_dict(source))
+    theta_src = effective_weights(read_state_dict(source))
     sources = {n: theta_src[n] for n in LAYERS}
     expected_masks = select_mask({n: t.abs() for n, t in sources.items()}, sources, 0.7)
     callbacks = [Reparametrize(beta=1.0)] if reparam else []
