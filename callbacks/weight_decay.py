@@ -12,13 +12,10 @@ from collections.abc import Callable
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 
-from sparsify.callbacks.param_groups import (
-    isolate_pointwise,
-    pointwise_parameters,
-    warn_coupled_decay,
-)
+from sparsify.callbacks.param_groups import isolate_pointwise, warn_coupled_decay
 from sparsify.callbacks.progress import Unit, check_unit, progress
 from sparsify.errors import ConfigError
+from sparsify.param_groups import pointwise_parameters
 from sparsify.schedules import make_schedule
 
 TARGETS = (None, "pointwise")

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from sparsify.datamodules import DigitsDataModule
+from sparsify.lightning.module import lr_scheduler
 from sparsify.models import create_model
-from sparsify.module import lr_scheduler
 from sparsify.optim import HAM
 from sparsify.pai import prune_at_init
 

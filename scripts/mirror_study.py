@@ -49,7 +49,7 @@ import lightning as L
 import torch
 import yaml
 
-from sparsify.cli import SparsifyCLI, compose, read_config
+from sparsify.app.cli import SparsifyCLI, compose, read_config
 from sparsify.lora import lora_layers
 
 RECIPES = [

@@ -20,10 +20,10 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from sparsify import compare
-from sparsify.cli import one_line_errors
-from sparsify.compare_report import mean_std_text
-from sparsify.launchers import finished_summary
+from sparsify.app import compare
+from sparsify.app.cli import one_line_errors
+from sparsify.app.compare_report import mean_std_text
+from sparsify.app.launchers import finished_summary
 
 COMPARISON = "compare/digits_one_shot"
 COLUMNS = ("method", "seed", "k", "sparsity", "test_acc", "achieved_sparsity")

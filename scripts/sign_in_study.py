@@ -19,7 +19,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from sparsify.compare_report import mean_std_text
+from sparsify.app.compare_report import mean_std_text
 
 FLIPS = "signs/flips_since_start"
 SUFFIX = "_signin"

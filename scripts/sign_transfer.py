@@ -22,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sparsify.cli import main as sparsify
+from sparsify.app.cli import main as sparsify
 
 KEEPS = ("signs", "magnitudes", "both", "none")
 

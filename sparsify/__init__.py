@@ -1,8 +1,14 @@
-"""sparsify: train sparse neural networks through implicit bias, with PyTorch Lightning."""
+"""sparsify: train sparse neural networks through implicit bias, with PyTorch Lightning.
+
+The package itself is the core and needs torch only; the Lightning side is ``sparsify.lightning``,
+``sparsify.callbacks`` and ``sparsify.datamodules``, the application (CLI, compare, launchers,
+reports, the export command) ``sparsify.app`` (docs/core.md).
+"""
 
 from sparsify.errors import ConfigError
 from sparsify.masks import layer_densities, magnitude_prune, sparsity_report
 from sparsify.pai import prune_at_init
+from sparsify.renamed import install as _install_renamed_modules
 from sparsify.reparam import (
     Mask,
     PointwiseProduct,
@@ -13,6 +19,8 @@ from sparsify.reparam import (
     rescale_,
     weight_parametrization,
 )
+
+_install_renamed_modules()
 
 __version__ = "0.1.0"
 

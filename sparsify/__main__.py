@@ -1,3 +1,3 @@
-from sparsify.cli import main
+from sparsify.app.cli import main
 
 main()

@@ -26,11 +26,11 @@ import math
 from torch import nn
 from transformers import TrainerCallback
 
-from sparsify.callbacks.param_groups import pointwise_groups, pointwise_parameters, split_groups
 from sparsify.callbacks.pilot import PILoT as PILoTRule
 from sparsify.callbacks.pilot import pointwise_l1_norm
 from sparsify.errors import ConfigError
 from sparsify.masks import Scope, check_scope, check_sparsity, magnitude_prune
+from sparsify.param_groups import pointwise_groups, pointwise_parameters, split_groups
 from sparsify.reparam import add_masks
 from sparsify.schedules import GradualMagnitudePruning, Unit, check_unit, make_schedule
 from sparsify.sign_flips import SignInRescale

@@ -61,7 +61,6 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
@@ -609,10 +608,25 @@ def device_of(module: nn.Module) -> torch.device:
     return torch.device("cpu") if tensor is None else tensor.device
 
 
+def to_device(data, device: torch.device):
+    """``data`` with every tensor in it (in tuples, lists, dicts, nested) moved to ``device``;
+    asynchronous where the copy can be (not to the CPU or MPS), as a training loop moves batches."""
+    if isinstance(data, torch.Tensor):
+        device = torch.device(device)
+        return data.to(device, non_blocking=device.type not in ("cpu", "mps"))
+    if isinstance(data, dict):
+        return type(data)((key, to_device(value, device)) for key, value in data.items())
+    if isinstance(data, tuple) and hasattr(data, "_fields"):  # a namedtuple
+        return type(data)(*(to_device(value, device) for value in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(to_device(value, device) for value in data)
+    return data
+
+
 def first_batches(dataloader: Iterable, num_batches: int, device: torch.device) -> list:
     """The first ``num_batches`` batches of ``dataloader``, moved to ``device``."""
     batches = itertools.islice(dataloader, num_batches)
-    return [move_data_to_device(batch, device) for batch in batches]
+    return [to_device(batch, device) for batch in batches]
 
 
 def grasp_batches(module: nn.Module, dataloader: Iterable, samples_per_class: int) -> list:
@@ -624,7 +638,7 @@ def grasp_batches(module: nn.Module, dataloader: Iterable, samples_per_class: in
     inputs: dict[int, list] = {}
     num_classes = None
     for batch in dataloader:
-        x, y = move_data_to_device(batch[:2], device)
+        x, y = to_device(batch[:2], device)
         if num_classes is None:
             scorer, _ = scoring_copy(module)
             with torch.no_grad():

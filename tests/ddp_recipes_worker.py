@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from run_helpers import OVERRIDES
 
-from sparsify.cli import main
+from sparsify.app.cli import main
 
 SHORT_RUN = [
     "--trainer.strategy=ddp",

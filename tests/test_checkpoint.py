@@ -15,11 +15,11 @@ import torch
 from omegaconf import OmegaConf
 
 from helpers import UserModule, loaders, trainer
+from sparsify.app.cli import main
 from sparsify.callbacks import SignTransfer
 from sparsify.checkpoint import read_checkpoint, read_state_dict
-from sparsify.cli import main
 from sparsify.errors import ConfigError
-from sparsify.module import LanguageModel
+from sparsify.lightning.module import LanguageModel
 
 SHORT = [
     "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from sparsify.cli import compose, main, prepare_argv
+from sparsify.app.cli import compose, main, prepare_argv
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 NO_WANDB = [*QUIET, "--wandb=false"]

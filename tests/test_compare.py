@@ -9,8 +9,8 @@ import time
 import pytest
 import yaml
 
-from sparsify.compare import load_method, main, with_sparsity
-from sparsify.compare_report import write_report
+from sparsify.app.compare import load_method, main, with_sparsity
+from sparsify.app.compare_report import write_report
 
 SHORT = [
     "--trainer.max_epochs=1",
@@ -38,7 +38,7 @@ def test_grid_resumes_after_kill_and_reports(tmp_path, capsys):
     methods = ["method/gmp", str(pai_recipe(tmp_path))]
     argv = ["--name=test", "--methods", *methods, "--sparsities", "0.5", "0.8", "--seeds", "0"]
     argv += [f"--out={out}", "--wandb=false", *SHORT]
-    code = f"from sparsify.compare import main; main({argv!r})"
+    code = f"from sparsify.app.compare import main; main({argv!r})"
     with open(tmp_path / "runner.err", "w") as err:
         runner = subprocess.Popen(
             [sys.executable, "-c", code], stderr=err, stdout=err, start_new_session=True
@@ -204,7 +204,7 @@ def test_out_folder_of_other_settings_is_refused(tmp_path, capsys):
 
 
 def test_runs_at_once_share_the_cores(monkeypatch):
-    from sparsify.launchers.local import thread_limits
+    from sparsify.app.launchers.local import thread_limits
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 8)
@@ -218,7 +218,7 @@ def test_runs_at_once_share_the_cores(monkeypatch):
 def test_plots_and_table_go_to_wandb_in_the_comparisons_group(tmp_path):
     from wandb_records import read_run
 
-    from sparsify.compare_report import log_to_wandb
+    from sparsify.app.compare_report import log_to_wandb
 
     rows = [
         dict(

@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from sparsify.cli import main, prepare_argv, shipped_configs
+from sparsify.app.cli import main, prepare_argv, shipped_configs
 from sparsify.datamodules import (
     CIFARDataModule,
     DigitsDataModule,
@@ -444,7 +444,7 @@ def test_synthetic_experiments_fit(experiment, tmp_path):
 def test_sparse_regression_through_the_trainer_lowers_the_recovery_error(tmp_path):
     """The shipped lr on the MSE is stable and moves θ towards x*."""
     from helpers import trainer
-    from sparsify.module import Regressor
+    from sparsify.lightning.module import Regressor
 
     config = yaml.safe_load(prepare_argv(["fit", "--config", "experiment/sparse_regression"])[2])
     dm = SparseRegressionDataModule(**{**config["data"]["init_args"], "passes_per_epoch": 300})

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from sparsify.cli import shipped_configs
-from sparsify.compare import load_method
+from sparsify.app.cli import shipped_configs
+from sparsify.app.compare import load_method
 
 TESTS = Path(__file__).parent
 WORKER = TESTS / "ddp_recipes_worker.py"

@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from sparsify.cli import main as fit_main
+from sparsify.app.cli import main as fit_main
+from sparsify.app.export import main
 from sparsify.errors import ConfigError
-from sparsify.export import SparseLinear, export, load_module, main, to_sparse, torchscript
+from sparsify.export import SparseLinear, export, load_module, to_sparse, torchscript
 from sparsify.masks import magnitude_prune
 from sparsify.models import create_model
 from sparsify.models.vit import VisionTransformer

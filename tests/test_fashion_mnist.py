@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparsify.cli import main
+from sparsify.app.cli import main
 from sparsify.datamodules import FashionMNISTDataModule
 from sparsify.datamodules.device_loader import DeviceBatches, ShardSampler
 from sparsify.datamodules.fashion_mnist import MEAN, STD

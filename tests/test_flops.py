@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from helpers import UserModule, loaders, trainer
+from sparsify.app.summary import flops_summary, format_summary
 from sparsify.callbacks import FlopsMonitor, PruneAtEnd
 from sparsify.errors import ConfigError
 from sparsify.flops import count_flops, flops, record_positions
 from sparsify.reparam import add_masks, layer_masks, reparametrize
-from sparsify.summary import flops_summary, format_summary
 
 
 def lenet5() -> nn.Module:

@@ -26,8 +26,8 @@ from sparsify.callbacks import (
 )
 from sparsify.callbacks.prune_at_init import PruneAtInit
 from sparsify.errors import ConfigError
+from sparsify.lightning.module import lr_scheduler
 from sparsify.masks import sparsity_report
-from sparsify.module import lr_scheduler
 from sparsify.optim import HAM
 
 CONFIGS = Path(sparsify.configs.__file__).parent
@@ -277,7 +277,8 @@ def test_the_recipe_trains_digits_where_the_published_alpha_stays_at_chance(one_
 
 class WarmUpModule(UserModule):
     """The user's module with the training module's schedule: a 10-step linear warm-up, then a
-    cosine, chained by ``SequentialLR`` (``sparsify.module.lr_scheduler``), stepped per batch."""
+    cosine, chained by ``SequentialLR`` (``sparsify.lightning.module.lr_scheduler``), stepped per
+    batch."""
 
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)

@@ -15,9 +15,10 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import GPT2LMHeadModel  # noqa: E402
 
+from sparsify.app.export import main  # noqa: E402
 from sparsify.callbacks import PruneAtInit, SignIn  # noqa: E402
 from sparsify.errors import ConfigError  # noqa: E402
-from sparsify.export import export, load_module, main  # noqa: E402
+from sparsify.export import export, load_module  # noqa: E402
 
 LAYERS = [name.removeprefix("model.") for name in PRUNABLE["gpt2"]]
 

@@ -4,7 +4,7 @@ import torch
 
 from helpers import UserModule, loaders, trainer
 from sparsify import ConfigError, sparsity_report
-from sparsify.iterative import iterative_pruning, round_sparsities
+from sparsify.lightning.iterative import iterative_pruning, round_sparsities
 from sparsify.reparam import layer_masks
 
 

@@ -9,9 +9,9 @@ import sys
 import pytest
 import yaml
 
-from sparsify.compare import main, wandb_project
-from sparsify.launchers import Job, LaunchOptions
-from sparsify.launchers.local import DeviceSlots, run_local
+from sparsify.app.compare import main, wandb_project
+from sparsify.app.launchers import Job, LaunchOptions
+from sparsify.app.launchers.local import DeviceSlots, run_local
 
 SHORT = [
     "--trainer.max_epochs=1",
@@ -83,7 +83,7 @@ def test_device_slots_spread_then_pack_then_queue():
 def test_local_launcher_gives_each_run_its_own_gpus(tmp_path, monkeypatch):
     """Eight runs on three mocked GPUs, two runs a GPU: every run sees one GPU, never more than
     two runs share one, and the rest queue; then two GPUs a run on four GPUs."""
-    monkeypatch.setattr("sparsify.launchers.local.visible_gpus", lambda: ["0", "1", "2"])
+    monkeypatch.setattr("sparsify.app.launchers.local.visible_gpus", lambda: ["0", "1", "2"])
     jobs = probe_jobs(tmp_path / "packed", 8)
     progress = Progress()
     failed = run_local(jobs, LaunchOptions(runs_per_gpu=2), progress)
@@ -94,7 +94,7 @@ def test_local_launcher_gives_each_run_its_own_gpus(tmp_path, monkeypatch):
     assert most_at_once(records) <= 6
     assert all((job.folder / "run.json").is_file() for job in jobs)
 
-    monkeypatch.setattr("sparsify.launchers.local.visible_gpus", lambda: ["4", "5", "6", "7"])
+    monkeypatch.setattr("sparsify.app.launchers.local.visible_gpus", lambda: ["4", "5", "6", "7"])
     jobs = probe_jobs(tmp_path / "pairs", 4)
     assert run_local(jobs, LaunchOptions(devices_per_run=2), Progress()) == []
     records = seen(jobs)
@@ -103,14 +103,14 @@ def test_local_launcher_gives_each_run_its_own_gpus(tmp_path, monkeypatch):
 
 
 def test_local_launcher_without_gpus_sets_no_devices(tmp_path, monkeypatch):
-    monkeypatch.setattr("sparsify.launchers.local.visible_gpus", lambda: [])
+    monkeypatch.setattr("sparsify.app.launchers.local.visible_gpus", lambda: [])
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     jobs = probe_jobs(tmp_path, 2)
     assert run_local(jobs, LaunchOptions(), Progress()) == []
     records = seen(jobs)
     assert [r["gpus"] for r in records] == [None, None]
     assert most_at_once(records) == 1  # parallel defaults to 1 on CPU
-    monkeypatch.setattr("sparsify.launchers.local.visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr("sparsify.app.launchers.local.visible_gpus", lambda: ["0", "1"])
     jobs = probe_jobs(tmp_path / "hidden", 1)
     assert run_local(jobs, LaunchOptions(devices_per_run=0), Progress()) == []
     assert seen(jobs)[0]["gpus"] == ""  # devices_per_run 0: CPU runs, GPUs hidden
@@ -260,7 +260,7 @@ def test_ray_tasks_on_a_local_cluster_give_the_local_results(local_grid, tmp_pat
     ],
 )
 def test_bad_launch_settings_one_line_exit_2(tmp_path, capsys, monkeypatch, launch, message):
-    monkeypatch.setattr("sparsify.launchers.local.visible_gpus", lambda: [])
+    monkeypatch.setattr("sparsify.app.launchers.local.visible_gpus", lambda: [])
     with pytest.raises(SystemExit) as exit_info:
         main(grid_argv(tmp_path, tmp_path / "out", *launch))
     assert exit_info.value.code == 2
@@ -271,7 +271,7 @@ def test_bad_launch_settings_one_line_exit_2(tmp_path, capsys, monkeypatch, laun
 
 def test_wandb_project_is_the_one_the_base_config_names(tmp_path):
     config = tmp_path / "tracking.yaml"
-    logger = {"class_path": "sparsify.tracking.WandbLogger", "init_args": {"project": "mine"}}
+    logger = {"class_path": "sparsify.app.tracking.WandbLogger", "init_args": {"project": "mine"}}
     config.write_text(yaml.safe_dump({"trainer": {"logger": logger}}))
     settings = {"base": [str(config)], "fit_args": []}
     assert wandb_project(settings) == "mine"

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from helpers import trainer
 from sparsify.callbacks import WeightDecaySchedule
 from sparsify.errors import ConfigError
-from sparsify.module import ImageClassifier, LanguageModel, Regressor, lr_scheduler
+from sparsify.lightning.module import ImageClassifier, LanguageModel, Regressor, lr_scheduler
 
 OPTIMIZATION = [
     "optimizer",

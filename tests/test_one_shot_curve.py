@@ -12,12 +12,12 @@ from wandb_records import read_run
 
 from helpers import UserModule, blobs, load_script, trainer
 from sparsify import ConfigError
+from sparsify.app.cli import main, read_config
+from sparsify.app.tracking import WandbLogger
 from sparsify.callbacks import OneShotPruningCurve, PruneAtEnd
 from sparsify.callbacks.one_shot_curve import accuracy, curve_sparsities, write_curve
-from sparsify.cli import main, read_config
 from sparsify.masks import magnitude_prune, sparsity_report
 from sparsify.soft_masks import hardened_copy, sigmoid_mask
-from sparsify.tracking import WandbLogger
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

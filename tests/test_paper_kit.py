@@ -9,9 +9,9 @@ import pytest
 import test_datamodules
 from test_datamodules import write_image_folder
 
-from sparsify.cli import main, shipped_configs
-from sparsify.compare import job_for, load_settings, make_grid, parse_args
-from sparsify.compare_report import COLUMNS, write_markdown
+from sparsify.app.cli import main, shipped_configs
+from sparsify.app.compare import job_for, load_settings, make_grid, parse_args
+from sparsify.app.compare_report import COLUMNS, write_markdown
 from sparsify.errors import ConfigError
 
 tiny_cifar = test_datamodules.tiny_cifar  # the fixture, shared with this module

@@ -5,8 +5,8 @@ import torch
 from helpers import RecordWeightDecay, UserModule, loaders, trainer
 from sparsify import ConfigError
 from sparsify.callbacks import PILoT, PruneAtEnd, Reparametrize
-from sparsify.callbacks.param_groups import pointwise_parameters
 from sparsify.callbacks.pilot import l1_outside_top
+from sparsify.param_groups import pointwise_parameters
 
 
 class RecordAlpha(L.Callback):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from run_helpers import OVERRIDES
 
-from sparsify.cli import main, shipped_configs
+from sparsify.app.cli import main, shipped_configs
 
 QUIET = ["--wandb=false", "--trainer.enable_progress_bar=false"]
 QUIET += ["--trainer.enable_model_summary=false", "--trainer.limit_test_batches=2"]
@@ -114,7 +114,7 @@ def train_digits(**module_args):
     from helpers import QUIET
     from sparsify.callbacks import PruneAtInit, Reparametrize
     from sparsify.datamodules import DigitsDataModule
-    from sparsify.module import ImageClassifier
+    from sparsify.lightning.module import ImageClassifier
 
     L.seed_everything(0)
     record = RecordLosses()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from run_helpers import RECIPES
 
-from sparsify.cli import main
+from sparsify.app.cli import main
 from sparsify.portable import restore_state_dict
 
 QUIET = [

@@ -14,8 +14,8 @@ from helpers import UserModule, blobs, trainer
 from sparsify import ConfigError
 from sparsify.callbacks import ACDC, RiGL, SignIn
 from sparsify.dst import acdc_phase, rigl_fraction, rigl_masks
+from sparsify.lightning.module import ImageClassifier, lr_scheduler
 from sparsify.masks import sparsity_report
-from sparsify.module import ImageClassifier, lr_scheduler
 from sparsify.reparam import layer_masks
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from helpers import load_script
-from sparsify.compare import main as compare
+from sparsify.app.compare import main as compare
 
 SHORT = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=4"]
 SHORT += ["--trainer.limit_val_batches=2", "--trainer.enable_model_summary=false"]

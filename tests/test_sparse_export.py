@@ -10,8 +10,9 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
-from sparsify.cli import main as fit_main
-from sparsify.export import main, read_sparse
+from sparsify.app.cli import main as fit_main
+from sparsify.app.export import main
+from sparsify.export import read_sparse
 from sparsify.masks import magnitude_prune
 from sparsify.models import create_model
 from sparsify.reparam import add_masks, collapse

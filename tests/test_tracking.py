@@ -9,10 +9,10 @@ import pytest
 import torch
 from wandb_records import read_run
 
-from sparsify.cli import main
+from sparsify.app.cli import main
+from sparsify.app.tracking import resolve_mode
 from sparsify.errors import ConfigError
 from sparsify.models import create_model
-from sparsify.tracking import resolve_mode
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 

@@ -8,9 +8,9 @@ from user_variants import RecordGroups, ScheduledModule, ordered_loaders
 
 from helpers import UserModule, loaders, trainer
 from sparsify import ConfigError, pointwise_factors
-from sparsify.callbacks.param_groups import split_groups
 from sparsify.callbacks.reparametrize import Reparametrize
 from sparsify.callbacks.weight_decay import WeightDecaySchedule, WeightDecaySwitchOff
+from sparsify.param_groups import split_groups
 from sparsify.schedules import make_schedule
 
 STEPS_PER_EPOCH = 6  # 96 samples, batch 16

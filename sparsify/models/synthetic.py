@@ -1,5 +1,5 @@
 """Small models for the controlled studies (sparse regression, sparse coding, matrix sensing),
-trained with ``sparsify.module.Regressor`` on float ``(x, y)`` batches.
+trained with ``sparsify.lightning.module.Regressor`` on float ``(x, y)`` batches.
 
 ``linear`` is y = θ x. Reparametrized with ``sparsify.reparametrize(model, beta)`` its weight is
 θ = m ⊙ w: the diagonal linear network x = u ⊙ v of the implicit-bias studies, with no model of

@@ -12,9 +12,9 @@ takes one (``sparsity``, ``final_sparsity``); a recipe without such a callback (
 runs once per seed, as the reference. Runs live in ``<out_dir>/runs/<method>/s<sparsity>/
 seed<seed>``; one with a ``summary.json`` is done and never re-run, one without (interrupted) is
 deleted and run again from scratch. At the end ``results.csv``, ``results.md`` and the plots are
-written from every finished run of the grid (``sparsify.compare_report``).
+written from every finished run of the grid (``sparsify.app.compare_report``).
 
-Where the runs execute is the launcher's business (``sparsify.launchers``): ``local`` (this
+Where the runs execute is the launcher's business (``sparsify.app.launchers``): ``local`` (this
 machine, one GPU set per run), ``ray`` (a task per run) or ``slurm`` (a job array through
 submitit); the folders, ``results.csv`` and W&B groups are the same whichever runs them.
 """
@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from sparsify.cli import (
+from sparsify.app.cli import (
     DEFAULTS,
     compose,
     one_line_errors,
@@ -43,9 +43,9 @@ from sparsify.cli import (
     shipped_configs,
     split_configs,
 )
-from sparsify.compare_report import log_to_wandb, write_report
+from sparsify.app.compare_report import log_to_wandb, write_report
+from sparsify.app.launchers import LAUNCHERS, Job, LaunchOptions, describe, finished_summary, launch
 from sparsify.errors import ConfigError
-from sparsify.launchers import LAUNCHERS, Job, LaunchOptions, describe, finished_summary, launch
 from sparsify.masks import check_sparsity
 
 GRID_KEYS = ("name", "base", "methods", "sparsities", "seeds", "out_dir", "published")
@@ -405,7 +405,7 @@ class Progress:
 
 
 def result_rows(runs: list[Run]) -> list[dict]:
-    """One row per finished run of the grid (``sparsify.compare_report.COLUMNS``)."""
+    """One row per finished run of the grid (``sparsify.app.compare_report.COLUMNS``)."""
     rows = []
     for run in runs:
         summary = finished_summary(run.folder)

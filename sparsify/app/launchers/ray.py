@@ -14,7 +14,7 @@ from functools import partial
 import ray
 from ray.exceptions import RayError
 
-from sparsify.launchers.job import Job, run_job, settle
+from sparsify.app.launchers.job import Job, run_job, settle
 
 
 def task_resources(options, cluster_gpus: float) -> dict:

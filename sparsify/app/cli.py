@@ -30,11 +30,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 import sparsify.datamodules
+from sparsify.app.summary import format_summary, run_dir, summarize
+from sparsify.app.tracking import WandbLogger
 from sparsify.checkpoint import allow_checkpoint_globals, read_checkpoint
 from sparsify.errors import ConfigError
-from sparsify.module import ImageClassifier, OptimizerName
-from sparsify.summary import format_summary, run_dir, summarize
-from sparsify.tracking import WandbLogger
+from sparsify.lightning.module import ImageClassifier, OptimizerName
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULTS = "defaults.yaml"
@@ -343,7 +343,7 @@ def refuse_sharded_strategy(strategy) -> None:
         )
 
 
-TOOLS = {"compare": "sparsify.compare", "export": "sparsify.export"}
+TOOLS = {"compare": "sparsify.app.compare", "export": "sparsify.app.export"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,7 @@
 
 Scheduling is the engines' job: ``local`` starts processes and hands out this machine's GPUs,
 ``ray`` submits one Ray task per run with its resources, ``slurm`` submits one job array
-through submitit. Every launcher runs the same ``Job`` (``sparsify.launchers.job``), so run
+through submitit. Every launcher runs the same ``Job`` (``sparsify.app.launchers.job``), so run
 folders and results do not depend on the launcher.
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+from sparsify.app.launchers.job import Job, finished_summary, run_job
 from sparsify.errors import ConfigError, check_choice
-from sparsify.launchers.job import Job, finished_summary, run_job
 
 Launcher = Literal["local", "ray", "slurm"]
 LAUNCHERS = get_args(Launcher)
@@ -55,7 +55,7 @@ class LaunchOptions:
         for name in ("time", "nodes"):
             _check_int(name, self.slurm.get(name), 1, optional=True)
         if self.launcher == "local" and self.devices_per_run:
-            from sparsify.launchers.local import visible_gpus
+            from sparsify.app.launchers.local import visible_gpus
 
             gpus = visible_gpus()
             if self.devices_per_run > len(gpus):
@@ -80,14 +80,14 @@ def launch(jobs: list[Job], options: LaunchOptions, progress) -> list[Job]:
     """Run ``jobs`` with the chosen launcher; return those that failed. ``progress`` hears of
     each start (``started(running)``) and end (``finished(job, ok, running)``)."""
     if options.launcher == "local":
-        from sparsify.launchers.local import run_local
+        from sparsify.app.launchers.local import run_local
 
         return run_local(jobs, options, progress)
     if options.launcher == "ray":
-        from sparsify.launchers.ray import run_ray
+        from sparsify.app.launchers.ray import run_ray
 
         return run_ray(jobs, options, progress)
-    from sparsify.launchers.slurm import run_slurm
+    from sparsify.app.launchers.slurm import run_slurm
 
     return run_slurm(jobs, options, progress)
 
@@ -95,7 +95,7 @@ def launch(jobs: list[Job], options: LaunchOptions, progress) -> list[Job]:
 def describe(jobs: list[Job], options: LaunchOptions) -> str:
     """What ``launch`` would do, for ``--dry-run``."""
     if options.launcher == "slurm":
-        from sparsify.launchers.slurm import describe_array
+        from sparsify.app.launchers.slurm import describe_array
 
         return describe_array(jobs, options)
     lines = [f"{len(jobs)} run(s) with the {options.launcher} launcher:"]

@@ -30,7 +30,7 @@ def write_report(
     rows: list[dict], out: Path, density_at: float, published: dict | None = None
 ) -> list[Path]:
     """Write the table, the summary and the plots of ``rows``, with the ``published`` numbers
-    (``sparsify.compare.check_published``) beside them; return the paths written."""
+    (``sparsify.app.compare.check_published``) beside them; return the paths written."""
     published = published or {}
     written = [
         write_csv(rows, out / "results.csv"),
@@ -285,11 +285,11 @@ def plot_layer_density(rows: list[dict], sparsity: float, path: Path) -> Path:
 
 def log_to_wandb(out: Path, name: str, project: str = "sparsify") -> str:
     """One more W&B run in the comparison's group (``job_type="compare"``) holding the plots
-    and the results table; online or offline as ``sparsify.tracking.resolve_mode`` decides.
+    and the results table; online or offline as ``sparsify.app.tracking.resolve_mode`` decides.
     Returns the run's folder."""
     import wandb
 
-    from sparsify.tracking import resolve_mode
+    from sparsify.app.tracking import resolve_mode
 
     run = wandb.init(
         project=project,

@@ -12,7 +12,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from sparsify.launchers.job import Job, record
+from sparsify.app.launchers.job import Job, record
 
 
 def visible_gpus() -> list[str]:

@@ -10,11 +10,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from sparsify.app.tracking import WandbLogger
 from sparsify.callbacks import FlopsMonitor, PruneAtEnd
 from sparsify.export import collapsed_copy
 from sparsify.masks import sparsity_report
 from sparsify.state import plain_model
-from sparsify.tracking import WandbLogger
 
 TRACKED_AT_END = ("signin/flips_since_init",)
 

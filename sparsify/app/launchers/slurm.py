@@ -15,7 +15,7 @@ import time
 
 import submitit
 
-from sparsify.launchers.job import Job, run_job, settle
+from sparsify.app.launchers.job import Job, run_job, settle
 
 DEFAULT_TIME_MIN = 60
 
