@@ -48,8 +48,8 @@ from sparsify.callbacks import (
     SparsityMonitor,
 )
 from sparsify.datamodules import FashionMNISTDataModule
+from sparsify.lightning.module import ImageClassifier, lr_scheduler
 from sparsify.models import create_model
-from sparsify.module import ImageClassifier, lr_scheduler
 from sparsify.reparam import prunable_layers, reparametrize
 
 VARIANTS = ("dense", "m ⊙ w")
