@@ -1,6 +1,9 @@
 """A LightningModule that has never heard of sparsify, data for it, and what the tests share."""
 
 import importlib.util
+import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -93,3 +96,38 @@ def load_script(name: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_two_ranks(command: list[str], timeout: float) -> list[str]:
+    """Start ``command`` as the two ranks of one DDP group on this machine (gloo, one thread
+    each), as torchrun would, wait for both, assert both succeeded; return their outputs."""
+    base = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).parent),
+        "PYTHONWARNINGS": "ignore",
+        "OMP_NUM_THREADS": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "WORLD_SIZE": "2",
+        "NODE_RANK": "0",
+    }
+    ranks = [
+        subprocess.Popen(
+            command,
+            env={**base, "LOCAL_RANK": str(rank), "RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [rank.communicate(timeout=timeout)[0] for rank in ranks]
+    for rank, output in zip(ranks, outputs):
+        assert rank.returncode == 0, output[-4000:]
+    return outputs

@@ -2,14 +2,12 @@
 same model on both ranks: identical weights, masks and callback states, at or above the target
 sparsity. The two processes start once and run every recipe in turn (ddp_recipes_worker.py)."""
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
+from helpers import run_two_ranks
 from sparsify.app.cli import shipped_configs
 from sparsify.app.compare import load_method
 
@@ -22,37 +20,9 @@ UNMASKED = {name for name in METHODS if load_method(name).family == "reference"}
 TARGET = 0.9
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ranks(out_dir: Path, recipes: list[str]) -> None:
     """Start the two ranks of one DDP group, as torchrun would, and wait for both."""
-    base = {
-        **os.environ,
-        "PYTHONPATH": str(TESTS),
-        "PYTHONWARNINGS": "ignore",
-        "OMP_NUM_THREADS": "1",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
-        "WORLD_SIZE": "2",
-        "NODE_RANK": "0",
-    }
-    ranks = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(out_dir), *recipes],
-            env={**base, "LOCAL_RANK": str(rank), "RANK": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    outputs = [rank.communicate(timeout=1200)[0] for rank in ranks]
-    for rank, output in zip(ranks, outputs):
-        assert rank.returncode == 0, output[-4000:]
+    run_two_ranks([sys.executable, str(WORKER), str(out_dir), *recipes], timeout=1200)
 
 
 def differences(recipe: str, rank0: dict, rank1: dict) -> list[str]:

@@ -4,11 +4,8 @@ re-derivation and for uniformity, reproducibility, disjoint DDP shards, and Ligh
 
 import gzip
 import math
-import os
 import re
-import socket
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import run_two_ranks
 from sparsify.app.cli import main
 from sparsify.datamodules import FashionMNISTDataModule
 from sparsify.datamodules.device_loader import DeviceBatches, ShardSampler
@@ -300,41 +298,13 @@ def test_an_image_is_augmented_alike_whichever_rank_it_falls_on():
             assert torch.equal(x, alone[i])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_ddp_ranks_train_on_disjoint_shards_of_one_permutation(tmp_path):
     """Real DDP (gloo, two CPU processes started as torchrun would): Lightning runs the device
     loader itself (no sampler injected), each rank sees its shard, together every training
     image once an epoch, in a new order each epoch."""
     write_fashion_mnist(tmp_path / "data", train=40)
-    base = {
-        **os.environ,
-        "PYTHONPATH": str(TESTS),
-        "PYTHONWARNINGS": "ignore",
-        "OMP_NUM_THREADS": "1",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
-        "WORLD_SIZE": "2",
-        "NODE_RANK": "0",
-    }
     worker = [sys.executable, str(TESTS / "ddp_device_loader_worker.py")]
-    ranks = [
-        subprocess.Popen(
-            [*worker, str(tmp_path / "data"), str(tmp_path)],
-            env={**base, "LOCAL_RANK": str(rank), "RANK": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    outputs = [rank.communicate(timeout=600)[0] for rank in ranks]
-    for rank, output in zip(ranks, outputs):
-        assert rank.returncode == 0, output[-4000:]
+    run_two_ranks([*worker, str(tmp_path / "data"), str(tmp_path)], timeout=600)
     records = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
     assert all(record["loader"] == "DeviceBatches" for record in records)
     dm = FashionMNISTDataModule(str(tmp_path / "data"), val_size=8)

@@ -3,20 +3,15 @@ process each, gloo), as on a cluster without SLURM. Lightning reads torchrun's e
 the masks, weights and callback states end identical on both ranks."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
+from helpers import free_port
+
 TESTS = Path(__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_torchrun_two_nodes_train_one_model_with_identical_masks(tmp_path):
