@@ -19,6 +19,7 @@ import contextlib
 import importlib
 import pathlib
 import pickle
+import pickletools
 import re
 import typing
 from collections import OrderedDict
@@ -96,7 +97,10 @@ def read_checkpoint(
         with allow_checkpoint_globals():
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if not trusted and "Weights only load failed" in str(error):
+        refused = "Weights only load failed" in str(error)
+        if "Unsupported operand" in str(error):  # an opcode it does not know: is it a pickle?
+            refused = refused and _is_pickle(path)
+        if not trusted and refused:
             remedy = (
                 f"if you trust the file, pass {trust_flag}"
                 if trust_flag
@@ -109,6 +113,17 @@ def read_checkpoint(
         raise ConfigError(f"{name} is invalid: {_unreadable(error)}") from None
     except Exception as error:  # torch.load raises many types on a file it cannot parse
         raise ConfigError(f"{name} is invalid: {_unreadable(error)}") from None
+
+
+def _is_pickle(path) -> bool:
+    """Whether the file parses as a pickle stream, read opcode by opcode without running any."""
+    try:
+        with open(path, "rb") as file:
+            for _ in pickletools.genops(file):
+                pass
+    except Exception:
+        return False
+    return True
 
 
 def _unsafe_part(error: Exception) -> str:

@@ -5,6 +5,7 @@ when unpickled is refused, and a corrupt or foreign file is one line and exit co
 import argparse
 import os
 import pickle
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -65,10 +66,12 @@ def malicious(tmp_path):
 
 
 def foreign_files(folder: Path, real: Path) -> dict[str, Path]:
-    """Files that are no checkpoint of torch.save: bytes, a truncated checkpoint, an empty file,
-    a plain pickle."""
-    files = {name: folder / name for name in ("bytes.ckpt", "cut.ckpt", "empty.ckpt", "dict.pkl")}
+    """Files that are no checkpoint of torch.save: text, random bytes (whose opcodes the
+    weights-only unpickler does not know), a truncated checkpoint, an empty file, a plain pickle."""
+    names = ("bytes.ckpt", "random.ckpt", "cut.ckpt", "empty.ckpt", "dict.pkl")
+    files = {name: folder / name for name in names}
     files["bytes.ckpt"].write_bytes(b"this is not a checkpoint\n")
+    files["random.ckpt"].write_bytes(random.Random(0).randbytes(1000))
     data = real.read_bytes()
     files["cut.ckpt"].write_bytes(data[: len(data) // 2])
     files["empty.ckpt"].write_bytes(b"")
