@@ -59,7 +59,8 @@ def split(theta: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]
 
 
 class PointwiseProduct(nn.Module):
-    """θ = m ⊙ w ⊙ mask. ``right_inverse`` splits θ with inner scale ``beta`` (METHODS.md §1)."""
+    """θ = m ⊙ w ⊙ mask. ``right_inverse`` splits θ with inner scale ``beta``
+    (docs/methods.md, "θ = m ⊙ w and its implicit bias")."""
 
     def __init__(self, shape: torch.Size, beta: float = 1.0, mask: torch.Tensor | None = None):
         super().__init__()

@@ -1,6 +1,6 @@
 """Sign transfer, the "signs are sufficient" experiment of Sign-In to the Lottery (NeurIPS 2025):
 start a sparse run from a mask and the signs of another network with random magnitudes, or its
-magnitudes with random signs (METHODS.md §4).
+magnitudes with random signs (docs/pai.md, "Sign transfer").
 
 The other network comes as a ``state_dict`` (a Lightning checkpoint's ``"state_dict"`` or a
 plain one), with or without sparsify's masks and m ⊙ w parametrizations: its effective weights

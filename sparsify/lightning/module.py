@@ -426,8 +426,8 @@ class Regressor(TrainingModule):
     The prediction is reshaped to the target's shape when both hold as many values (a
     ``linear`` model's ``(B, 1)`` against targets ``(B,)``). Logs ``*/loss`` (the MSE).
     ``optimization``: ``TrainingModule``'s arguments; the defaults are the plain gradient
-    descent of the controlled study in METHODS.md §2 (SGD, lr 0.02, no momentum, no weight decay,
-    constant).
+    descent of the controlled study (docs/methods.md, "The controlled study": SGD, lr 0.02, no
+    momentum, no weight decay, constant).
     """
 
     def __init__(
