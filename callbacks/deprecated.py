@@ -3,18 +3,8 @@ new one (CHANGELOG.md lists every rename)."""
 
 from __future__ import annotations
 
-import warnings
-
 from sparsify.callbacks.ham_step import HAMStep
-
-_warned: set[str] = set()
-
-
-def warn_renamed(old: str, new: str) -> None:
-    """A ``FutureWarning`` that ``old`` is now ``new``, once per process and spelling."""
-    if old not in _warned:
-        _warned.add(old)
-        warnings.warn(f"{old} is deprecated: use {new}", FutureWarning, stacklevel=3)
+from sparsify.renamed import warn_renamed
 
 
 class HAM(HAMStep):

@@ -17,13 +17,13 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from sparsify.callbacks.deprecated import warn_renamed
 from sparsify.callbacks.param_groups import isolate_pointwise, warn_coupled_decay
 from sparsify.callbacks.prune_at_end import PruneAtEnd
 from sparsify.callbacks.state_key import argument_key
 from sparsify.errors import ConfigError, check_choice
 from sparsify.masks import check_sparsity
 from sparsify.param_groups import pointwise_parameters
+from sparsify.renamed import warn_renamed
 from sparsify.reparam import layer_masks, pointwise_factors
 from sparsify.schedules import make_schedule, pilot_update
 from sparsify.sign_flips import inner_scale

@@ -32,10 +32,11 @@ _warned: set[str] = set()
 
 
 def warn_renamed(old: str, new: str) -> None:
-    """Warn, once per ``old`` in this process, that ``old`` is now ``new``."""
+    """Warn, once per ``old`` in this process, that ``old`` is now ``new`` (a module, a class or
+    an argument: every old spelling of the project warns through here)."""
     if old not in _warned:
         _warned.add(old)
-        message = f"{old} is deprecated: import {new} instead"
+        message = f"{old} is deprecated: use {new}"
         warnings.warn(message, FutureWarning, stacklevel=3)
 
 

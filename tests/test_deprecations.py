@@ -4,13 +4,14 @@ import warnings
 
 import pytest
 
-from sparsify.callbacks import PILoT, deprecated
+from sparsify import renamed
+from sparsify.callbacks import PILoT
 from sparsify.callbacks.ham_step import HAMStep
 
 
 @pytest.fixture(autouse=True)
 def fresh_warnings(monkeypatch):
-    monkeypatch.setattr(deprecated, "_warned", set())
+    monkeypatch.setattr(renamed, "_warned", set())
 
 
 def caught(make):

@@ -131,9 +131,7 @@ def test_an_old_import_path_warns_once_and_gives_the_same_objects():
         ("sparsify.launchers", "sparsify.app.launchers"),
         ("sparsify.export.main", "sparsify.app.export.main"),
     ]
-    expected = [
-        ["FutureWarning", f"{old} is deprecated: import {new} instead"] for old, new in renames
-    ]
+    expected = [["FutureWarning", f"{old} is deprecated: use {new}"] for old, new in renames]
     assert result["warned"] == expected
 
 
@@ -150,5 +148,5 @@ def test_a_config_with_an_old_class_path_still_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "class_path: sparsify.module.ImageClassifier" in result.stdout
-    warning = "sparsify.module is deprecated: import sparsify.lightning.module instead"
+    warning = "sparsify.module is deprecated: use sparsify.lightning.module"
     assert result.stderr.count(warning) == 1, result.stderr
