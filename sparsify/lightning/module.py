@@ -147,7 +147,9 @@ class TrainingModule(L.LightningModule):
     def _trainer_writes_logs(self) -> bool:
         """Whether Lightning writes the step metrics to its loggers after this training step."""
         trainer = self.trainer
-        return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
+        # Lightning's private flag; should a release drop it, every step is logged as before.
+        connector = getattr(trainer, "_logger_connector", None)
+        return bool(trainer.fast_dev_run) or getattr(connector, "should_update_logs", True)
 
     def param_groups(self) -> list[dict]:
         """``decay``, ``no_decay``, ``pointwise`` and ``lora`` groups (empty groups left out).
