@@ -58,6 +58,9 @@ def main(data_dir: str, out_dir: str) -> None:
         "loader": type(trainer.train_dataloader).__name__,
     }
     torch.save(record, f"{out_dir}/rank{trainer.global_rank}.pt")
+    # Lightning leaves the gloo group up; its threads torn down at exit can abort the process.
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
