@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch import nn
 
-from sparsify.app.cli import main as fit_main
 from sparsify.app.export import main
 from sparsify.errors import ConfigError
 from sparsify.export import SparseLinear, export, load_module, to_sparse, torchscript
@@ -15,30 +14,16 @@ from sparsify.models.vit import VisionTransformer
 from sparsify.reparam import add_masks, reparametrize
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A real run: m ⊙ w, pruned to 90 % at the end (cnn_digits on the digits data)."""
-    root = tmp_path_factory.mktemp("fit")
-    fit_main(
-        ["fit", "--config", "method/wd_switch_off", f"--trainer.default_root_dir={root}",
-         "--trainer.max_epochs=4", "--trainer.limit_train_batches=2",
-         "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1", "--wandb=false",
-         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-    )  # fmt: skip
-    (path,) = root.glob("lightning_logs/version_*/checkpoints/final.ckpt")
-    return path
-
-
 def digits_batch():
     return torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
-def test_exported_state_dict_loads_into_the_plain_architecture(checkpoint, tmp_path):
-    paths = main([str(checkpoint), "--out", str(tmp_path), "--format", "none"])
+def test_exported_state_dict_loads_into_the_plain_architecture(pruned_checkpoint, tmp_path):
+    paths = main([str(pruned_checkpoint), "--out", str(tmp_path), "--format", "none"])
     saved = torch.load(paths["state_dict"])
     plain = create_model("cnn_digits", num_classes=10)
     plain.load_state_dict(saved["state_dict"])  # strict: no parametrization keys left
-    trained = load_module(checkpoint)
+    trained = load_module(pruned_checkpoint)
     assert any(k.endswith("original0") for k in trained.state_dict())  # it was m ⊙ w
     x = digits_batch()
     torch.testing.assert_close(plain.eval()(x), trained(x))
@@ -49,11 +34,11 @@ def test_exported_state_dict_loads_into_the_plain_architecture(checkpoint, tmp_p
         assert torch.all(plain.get_submodule(name).weight[mask == 0] == 0), name
 
 
-def test_torchscript_outputs_equal_the_model(checkpoint, tmp_path):
-    paths = export(checkpoint, tmp_path, format="torchscript")
+def test_torchscript_outputs_equal_the_model(pruned_checkpoint, tmp_path):
+    paths = export(pruned_checkpoint, tmp_path, format="torchscript")
     scripted = torch.jit.load(str(paths["torchscript"]))
     x = digits_batch()
-    torch.testing.assert_close(scripted(x), load_module(checkpoint)(x))
+    torch.testing.assert_close(scripted(x), load_module(pruned_checkpoint)(x))
 
 
 def tiny_vit():
@@ -70,8 +55,8 @@ def test_a_network_that_does_not_script_is_traced():
     torch.testing.assert_close(traced(x), vit(x))
 
 
-def test_sparse_path_equals_the_masked_dense_model(checkpoint):
-    dense = load_module(checkpoint).model
+def test_sparse_path_equals_the_masked_dense_model(pruned_checkpoint):
+    dense = load_module(pruned_checkpoint).model
     sparse = to_sparse(dense)
     assert any(isinstance(layer, SparseLinear) for layer in sparse.modules())
     assert hasattr(dense[0], "parametrizations")  # the copy was collapsed, not the model

@@ -10,7 +10,6 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
-from sparsify.app.cli import main as fit_main
 from sparsify.app.export import main
 from sparsify.export import read_sparse
 from sparsify.masks import magnitude_prune
@@ -82,16 +81,8 @@ def test_file_is_a_fraction_of_the_dense_safetensors(tmp_path, sparsity):
     assert ratio <= {0.9: 0.2, 0.99: 0.1}[sparsity], ratio
 
 
-def test_export_command_writes_the_sparse_file(tmp_path):
-    root = tmp_path / "fit"
-    fit_main(
-        ["fit", "--config", "method/wd_switch_off", f"--trainer.default_root_dir={root}",
-         "--trainer.max_epochs=4", "--trainer.limit_train_batches=2",
-         "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1", "--wandb=false",
-         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-    )  # fmt: skip
-    (checkpoint,) = root.glob("lightning_logs/version_*/checkpoints/final.ckpt")
-    paths = main([str(checkpoint), "--out", str(tmp_path / "out"), "--format", "sparse"])
+def test_export_command_writes_the_sparse_file(pruned_checkpoint, tmp_path):
+    paths = main([str(pruned_checkpoint), "--out", str(tmp_path / "out"), "--format", "sparse"])
     assert paths["sparse"].name == "model.sparse.safetensors"
     plain = torch.load(paths["state_dict"])["state_dict"]
     back = read_sparse(paths["sparse"])
