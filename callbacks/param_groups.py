@@ -12,14 +12,8 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from sparsify.param_groups import (
-    COUPLED_ADAPTIVE,
-    GROUP_NAME,
-    drives,
-    pointwise_groups,
-    pointwise_parameters,
-    split_groups,
-)
+from sparsify import param_groups
+from sparsify.param_groups import GROUP_NAME, pointwise_parameters
 
 
 def isolate_pointwise(trainer: L.Trainer, pl_module: L.LightningModule) -> list[dict]:
@@ -31,23 +25,11 @@ def isolate_pointwise(trainer: L.Trainer, pl_module: L.LightningModule) -> list[
 def isolate(trainer: L.Trainer, params: list[nn.Parameter], name: str) -> list[dict]:
     """``isolate_pointwise`` for any ``params``: split them out of every mixed group into groups
     named ``name``; return the groups, over all optimizers, that hold only ``params``."""
-    groups = []
-    for optimizer in trainer.optimizers:
-        schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
-        split_groups(optimizer, params, [s for s in schedulers if drives(s, optimizer)], name)
-        groups += pointwise_groups(optimizer, params)
-    return groups
+    schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
+    return param_groups.isolate(trainer.optimizers, schedulers, params, name)
 
 
 def warn_coupled_decay(trainer: L.Trainer, who: str) -> None:
     """Warn once per fit when a weight-decay method drives an optimizer with coupled decay."""
-    for optimizer in trainer.optimizers:
-        decoupled = any(g.get("decoupled_weight_decay") for g in optimizer.param_groups)
-        if isinstance(optimizer, COUPLED_ADAPTIVE) and not decoupled:
-            rank_zero_warn(
-                f"{who} sets the weight decay of {type(optimizer).__name__}, which adds it to the "
-                "gradient before the adaptive rescaling (coupled): the shrinkage is then not "
-                "proportional to the weight. Use AdamW (decoupled) and scale the decay by the "
-                "learning-rate ratio (docs/integration.md, 'Adam and AdamW')"
-            )
-            return
+    if message := param_groups.coupled_decay_warning(trainer.optimizers, who):
+        rank_zero_warn(message)

@@ -1,151 +1,14 @@
-"""Weight decay that follows a schedule of training progress, e.g. switched off half-way.
-
-Explicit regularization moves the implicit bias of m ⊙ w from L2 towards L1, and that move
-lasts after the regularization stops (Mirror, Mirror of the Flow): weight decay can be switched
-off part-way, keeping the sparse bias without the Lasso shrinkage of the surviving weights.
-"""
+"""Weight decay that follows a schedule of training progress, e.g. switched off half-way: the
+Lightning adapters of ``sparsify.rules.weight_decay``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import lightning as L
-from lightning.pytorch.utilities import rank_zero_warn
-
-from sparsify.callbacks.param_groups import isolate_pointwise, warn_coupled_decay
-from sparsify.callbacks.progress import Unit, check_unit, progress
-from sparsify.errors import ConfigError
-from sparsify.param_groups import pointwise_parameters
-from sparsify.schedules import make_schedule
-
-TARGETS = (None, "pointwise")
+from sparsify import rules
+from sparsify.callbacks.rule_callback import RuleCallback
 
 
-class WeightDecaySchedule(L.Callback):
-    """Set each selected param group's weight decay to ``base · schedule(progress)`` before
-    every optimizer step, ``base`` being the group's weight decay when training started.
-
-    Args:
-        schedule: ``constant``, ``switch_off`` (1 before ``at``, 0 after), ``linear`` or
-            ``cosine`` (to 0 at ``end``), ``exponential`` (``rate``^t), ``inverse`` (1/k),
-            ``inverse_square`` (1/k²), or a callable of progress.
-        unit: progress measured as a ``fraction`` of all training steps, in ``epoch`` s, or in
-            optimizer ``step`` s.
-        at: where ``switch_off`` sets the weight decay to 0, in ``unit``.
-        end: where ``linear`` and ``cosine`` reach 0, in ``unit``.
-        rate: the base of the ``exponential`` schedule.
-        groups: names of the param groups to schedule (the ``name`` key of a group, e.g.
-            ``["pointwise"]`` for the m, w of ``ImageClassifier``); ``None`` schedules all.
-        target: ``"pointwise"`` schedules exactly the reparametrized m, w, whatever groups the
-            module's optimizer puts them in: at ``on_fit_start`` they are moved into a group of
-            their own (``sparsify.callbacks.param_groups``), the other parameters keep their
-            weight decay. Excludes ``groups``.
-        weight_decay: the base weight decay of the scheduled groups; ``None`` keeps the one the
-            optimizer was built with.
-        scale: multiplies the base weight decay of the scheduled groups, so one recipe sets a
-            strength relative to whatever the experiment configured (``0`` switches it off for
-            the whole run, ``4`` is four times as strong); groups built with weight decay 0 stay 0.
-
-    The base values are in the callback's ``state_dict``, so a resumed run continues the schedule.
-    """
-
-    def __init__(
-        self,
-        schedule: str | Callable[[float], float] = "constant",
-        unit: Unit = "fraction",
-        at: float = 0.5,
-        end: float = 1.0,
-        rate: float = 0.9,
-        groups: list[str] | None = None,
-        target: str | None = None,
-        weight_decay: float | None = None,
-        scale: float = 1.0,
-    ):
-        self.unit = check_unit(unit)
-        if target not in TARGETS:
-            raise ConfigError(f"target={target!r} is invalid: choose None or 'pointwise'")
-        if target is not None and groups is not None:
-            raise ConfigError(
-                f"target={target!r} is invalid together with groups={groups!r}: give one of them"
-            )
-        if weight_decay is not None and not weight_decay >= 0:
-            raise ConfigError(f"weight_decay={weight_decay!r} is invalid: must be >= 0")
-        if not scale >= 0:
-            raise ConfigError(f"scale={scale!r} is invalid: must be >= 0")
-        if unit == "fraction" and schedule == "switch_off" and not 0 <= at <= 1:
-            raise ConfigError(f"at={at!r} is invalid with unit='fraction': must be in [0, 1]")
-        if at < 0:
-            raise ConfigError(f"at={at!r} is invalid: must be >= 0")
-        self.schedule = make_schedule(schedule, at=at, end=end, rate=rate)
-        self.schedule_name = schedule if isinstance(schedule, str) else "callable"
-        self.groups = None if groups is None else list(groups)
-        self.target = target
-        self.weight_decay = weight_decay
-        self.scale = scale
-        self.base: list[list[float]] | None = None
-        self.factor = 1.0
-        self._pointwise_ids: set[int] = set()
-
-    def _selected(self, group: dict) -> bool:
-        if self.target == "pointwise":
-            return bool(group["params"]) and all(
-                id(p) in self._pointwise_ids for p in group["params"]
-            )
-        return self.groups is None or group.get("name") in self.groups
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.target == "pointwise":
-            if not isolate_pointwise(trainer, pl_module):
-                raise ConfigError(
-                    "target='pointwise' is invalid: the module has no reparametrized m, w in its "
-                    "optimizer (add the Reparametrize callback)"
-                )
-            self._pointwise_ids = {id(p) for p in pointwise_parameters(pl_module)}
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.base is None:
-            self.base = [[self._base(g) for g in opt.param_groups] for opt in trainer.optimizers]
-            self.warn_if_no_decay(trainer)
-            warn_coupled_decay(trainer, type(self).__name__)
-        if self.groups is not None:
-            present = {g.get("name") for opt in trainer.optimizers for g in opt.param_groups}
-            missing = sorted(set(self.groups) - present)
-            if missing:
-                raise ConfigError(
-                    f"groups={missing} matched no optimizer param group; named groups present: "
-                    f"{sorted(str(n) for n in present if n is not None)}"
-                )
-
-    def warn_if_no_decay(self, trainer: L.Trainer) -> None:
-        """A schedule of a base weight decay of 0 does nothing: say so (an Adam built with the
-        default ``weight_decay=0``)."""
-        selected = [
-            base
-            for opt, bases in zip(trainer.optimizers, self.base)
-            for group, base in zip(opt.param_groups, bases)
-            if self._selected(group)
-        ]
-        if self.scale and selected and not any(selected):
-            rank_zero_warn(
-                f"{type(self).__name__}: the base weight decay is 0 in every scheduled param "
-                "group (the optimizer was built with weight_decay=0), so the schedule does "
-                "nothing; give weight_decay=<base> to this callback, e.g. 5e-4 with SGD or 0.05 "
-                "with AdamW"
-            )
-
-    def _base(self, group: dict) -> float:
-        if not self._selected(group):
-            return group["weight_decay"]
-        base = group["weight_decay"] if self.weight_decay is None else self.weight_decay
-        return base * self.scale
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.factor = float(self.schedule(progress(trainer, self.unit)))
-        for opt, bases in zip(trainer.optimizers, self.base):
-            for group, base in zip(opt.param_groups, bases):
-                if self._selected(group):
-                    group["weight_decay"] = base * self.factor
-        pl_module.log("weight_decay/factor", self.factor, on_step=True, on_epoch=False)
+class WeightDecaySchedule(rules.WeightDecaySchedule, RuleCallback):
+    __doc__ = rules.WeightDecaySchedule.__doc__
 
     @property
     def state_key(self) -> str:
@@ -154,42 +17,6 @@ class WeightDecaySchedule(L.Callback):
             schedule=self.schedule_name, groups=self.groups, target=self.target
         )
 
-    def state_dict(self) -> dict:
-        return {"base": self.base, "factor": self.factor}
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.base = state_dict["base"]
-        self.factor = state_dict["factor"]
-
-
-class WeightDecaySwitchOff(WeightDecaySchedule):
-    """Weight decay as configured until ``at`` (a fraction of all steps by default, or an
-    epoch or step with ``unit``), then 0 for the rest of training.
-
-    Args:
-        at: where the weight decay becomes 0, in ``unit`` (default: half-way).
-        unit: ``"fraction"`` of all training steps, ``"epoch"`` or optimizer ``"step"``.
-        groups: names of the param groups to switch off; ``None``: all.
-        target: ``"pointwise"``: exactly the reparametrized m, w (``WeightDecaySchedule``).
-        weight_decay: the weight decay before ``at``; ``None`` keeps the optimizer's.
-        scale: multiplies the weight decay before ``at``.
-    """
-
-    def __init__(
-        self,
-        at: float = 0.5,
-        unit: Unit = "fraction",
-        groups: list[str] | None = None,
-        target: str | None = None,
-        weight_decay: float | None = None,
-        scale: float = 1.0,
-    ):
-        super().__init__(
-            "switch_off",
-            unit=unit,
-            at=at,
-            groups=groups,
-            target=target,
-            weight_decay=weight_decay,
-            scale=scale,
-        )
+class WeightDecaySwitchOff(rules.WeightDecaySwitchOff, WeightDecaySchedule):
+    __doc__ = rules.WeightDecaySwitchOff.__doc__

@@ -94,3 +94,33 @@ COUPLED_ADAPTIVE = (
     torch.optim.Adagrad,
     torch.optim.RMSprop,
 )
+
+
+def isolate(
+    optimizers: list[torch.optim.Optimizer],
+    schedulers: list,
+    params: list[nn.Parameter],
+    group_name: str = GROUP_NAME,
+) -> list[dict]:
+    """``split_groups`` in every optimizer (each with the schedulers that drive it); return the
+    groups, over all optimizers, that hold only ``params``."""
+    groups = []
+    for optimizer in optimizers:
+        split_groups(optimizer, params, [s for s in schedulers if drives(s, optimizer)], group_name)
+        groups += pointwise_groups(optimizer, params)
+    return groups
+
+
+def coupled_decay_warning(optimizers: list[torch.optim.Optimizer], who: str) -> str | None:
+    """The warning to give when ``who`` sets the weight decay of an optimizer whose decay is
+    coupled to its adaptive rescaling, or ``None``."""
+    for optimizer in optimizers:
+        decoupled = any(g.get("decoupled_weight_decay") for g in optimizer.param_groups)
+        if isinstance(optimizer, COUPLED_ADAPTIVE) and not decoupled:
+            return (
+                f"{who} sets the weight decay of {type(optimizer).__name__}, which adds it to the "
+                "gradient before the adaptive rescaling (coupled): the shrinkage is then not "
+                "proportional to the weight. Use AdamW (decoupled) and scale the decay by the "
+                "learning-rate ratio (docs/integration.md, 'Adam and AdamW')"
+            )
+    return None

@@ -21,25 +21,20 @@ these adapters from a checkpoint is not supported: their state is not saved with
 
 from __future__ import annotations
 
-import math
-
 from torch import nn
 from transformers import TrainerCallback
 
+from sparsify import rules
 from sparsify.callbacks.pilot import PILoT as PILoTRule
 from sparsify.callbacks.pilot import pointwise_l1_norm
 from sparsify.errors import ConfigError
+from sparsify.hf.adapter import RuleTrainerCallback, epoch_index
 from sparsify.masks import Scope, check_scope, check_sparsity, magnitude_prune
 from sparsify.param_groups import pointwise_groups, pointwise_parameters, split_groups
 from sparsify.reparam import add_masks
-from sparsify.schedules import GradualMagnitudePruning, Unit, check_unit, make_schedule
+from sparsify.schedules import GradualMagnitudePruning, Unit
 from sparsify.sign_flips import SignInRescale
 from sparsify.soft_masks import harden
-
-
-def epoch_index(state) -> int:
-    """The index of the epoch under way (``TrainerState.epoch`` counts fractions of epochs)."""
-    return math.floor((state.epoch or 0.0) + 1e-9)
 
 
 def progress(state, unit: Unit) -> float:
@@ -130,36 +125,6 @@ class PruneAtEnd(TrainerCallback):
             self.pruned = True
 
 
-class WeightDecaySwitchOff(TrainerCallback):
-    """Weight decay as the optimizer was built with until ``at`` (a ``fraction`` of all steps by
-    default, or an ``epoch`` or ``step`` with ``unit``), then 0 (Mirror, Mirror of the Flow).
-    ``target="pointwise"`` switches off only the m, w of θ = m ⊙ w (moved into groups of their
-    own when training starts); ``None`` every param group."""
-
-    def __init__(self, at: float = 0.5, unit: Unit = "fraction", target: str | None = None):
-        self.unit = check_unit(unit)
-        if target not in (None, "pointwise"):
-            raise ConfigError(f"target={target!r} is invalid: choose None or 'pointwise'")
-        if not at >= 0 or (unit == "fraction" and at > 1):
-            raise ConfigError(f"at={at!r} is invalid with unit={unit!r}: >= 0 (<= 1 as a fraction)")
-        self.schedule = make_schedule("switch_off", at=at)
-        self.target = target
-        self.base: list[float] | None = None
-        self._pointwise: list[nn.Parameter] | None = None
-
-    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
-        if self.target == "pointwise":
-            self._pointwise = isolate_pointwise(model, optimizer, kwargs.get("lr_scheduler"))
-        self.base = [group["weight_decay"] for group in optimizer.param_groups]
-
-    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
-        factor = self.schedule(progress(state, self.unit))
-        selected = None if self._pointwise is None else pointwise_groups(optimizer, self._pointwise)
-        for group, base in zip(optimizer.param_groups, self.base):
-            if selected is None or any(group is g for g in selected):
-                group["weight_decay"] = base * factor
-
-
 class PILoT(TrainerCallback):
     """PILoT's penalty α_t (‖m‖² + ‖w‖²) (Mask in the Mirror, ICLR 2025) as the weight decay
     2 α_t of exactly the m, w of θ = m ⊙ w, updated when each epoch begins from the epoch before:
@@ -246,3 +211,11 @@ class SignIn(SignInRescale, TrainerCallback):
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         self.measurements.append(self.measure(model))
+
+
+class WeightDecaySwitchOff(rules.WeightDecaySwitchOff, RuleTrainerCallback):
+    __doc__ = rules.WeightDecaySwitchOff.__doc__
+
+
+class WeightDecaySchedule(rules.WeightDecaySchedule, RuleTrainerCallback):
+    __doc__ = rules.WeightDecaySchedule.__doc__

@@ -1,0 +1,92 @@
+"""The Lightning adapter of a rule (``sparsify.rules``): Lightning's hooks call the rule's events.
+
+A method's callback is its rule plus this class, with the rule's name and arguments::
+
+    class WeightDecaySwitchOff(rules.WeightDecaySwitchOff, RuleCallback):
+        __doc__ = rules.WeightDecaySwitchOff.__doc__
+
+==========================  =========================================================
+Lightning hook              rule event
+==========================  =========================================================
+``setup`` (fit)             ``prepare``: before ``configure_optimizers``
+``on_fit_start``            ``attach``: optimizers built, checkpoint not yet restored
+``on_train_start``          ``start``
+``on_train_epoch_start``    ``epoch_start``
+``on_train_batch_start``    ``before_step``
+``on_train_batch_end``      ``after_step`` (``run.loss``: what ``training_step`` returned)
+``on_train_epoch_end``      ``epoch_end`` (``run.metrics``: ``trainer.callback_metrics``)
+``on_train_end``            ``end``
+==========================  =========================================================
+
+What an event returns is logged: per step from the step events, per epoch (reduced over
+processes) from the others. ``state_dict`` is the rule's, saved in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from sparsify.rules.base import Progress, Run
+
+
+def lightning_run(trainer: L.Trainer, pl_module: L.LightningModule, **fields) -> Run:
+    """The ``Run`` of a Lightning trainer at this moment."""
+    progress = Progress(
+        trainer.global_step,
+        trainer.current_epoch,
+        int(trainer.estimated_stepping_batches),
+        trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None,
+    )
+    strategy = trainer.strategy
+    return Run(
+        model=pl_module,
+        optimizers=trainer.optimizers,
+        progress=progress,
+        schedulers=[config.scheduler for config in trainer.lr_scheduler_configs],
+        broadcast=lambda value: strategy.broadcast(value, src=0),
+        mean=lambda value: float(strategy.reduce(torch.tensor(value), reduce_op="mean")),
+        **fields,
+    )
+
+
+class RuleCallback(L.Callback):
+    """Lightning hooks → the events of the ``Rule`` this class is mixed with (the rule comes
+    first in the bases, so its ``state_dict`` is the one saved)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.prepare(pl_module)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.attach(lightning_run(trainer, pl_module))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(pl_module, self.start(lightning_run(trainer, pl_module)), step=False)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(pl_module, self.epoch_start(lightning_run(trainer, pl_module)), step=False)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._log(pl_module, self.before_step(lightning_run(trainer, pl_module)), step=True)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        run = lightning_run(trainer, pl_module, loss=loss)
+        self._log(pl_module, self.after_step(run), step=True)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        run = lightning_run(trainer, pl_module, metrics=trainer.callback_metrics)
+        self._log(pl_module, self.epoch_end(run), step=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.end(lightning_run(trainer, pl_module))
+
+    @staticmethod
+    def _log(pl_module: L.LightningModule, metrics: dict | None, step: bool) -> None:
+        if not metrics:
+            return
+        if step:
+            pl_module.log_dict(metrics, on_step=True, on_epoch=False)
+        else:
+            pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True)

@@ -1,0 +1,19 @@
+"""The methods' rules, free of any training framework (``sparsify.rules.base`` gives the
+protocol): each owns its method's state and decisions; ``sparsify.callbacks`` (Lightning) and
+``sparsify.hf`` (Hugging Face's ``Trainer``) adapt them with the same names and arguments."""
+
+from sparsify.rules.base import Progress, Rule, Run
+from sparsify.rules.weight_decay import (
+    WeightDecayController,
+    WeightDecaySchedule,
+    WeightDecaySwitchOff,
+)
+
+__all__ = [
+    "Progress",
+    "Rule",
+    "Run",
+    "WeightDecayController",
+    "WeightDecaySchedule",
+    "WeightDecaySwitchOff",
+]
