@@ -14,7 +14,9 @@ from sparsify.callbacks.state_key import argument_key
 from sparsify.dst import acdc_phase, restart_
 from sparsify.errors import ConfigError, check_choice
 from sparsify.masks import (
+    LAYER_FLOOR,
     Scope,
+    check_layer_floor,
     check_scope,
     check_sparsity,
     magnitude_prune,
@@ -69,6 +71,9 @@ class ACDC(PortableCheckpoint):
         include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
             module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
         exclude: module-name patterns or types left out of ``include``.
+        layer_floor: under the global threshold every layer keeps at least
+            ``layer_floor · (1 − sparsity)`` of its weights (the same default, 0.2, in every
+            global pruner; ``sparsify.masks.LAYER_FLOOR``); 0: the plain global threshold.
     """
 
     def __init__(
@@ -83,8 +88,10 @@ class ACDC(PortableCheckpoint):
         scope: Scope = "global",
         include: list | None = None,
         exclude: list | None = None,
+        layer_floor: float = LAYER_FLOOR,
     ):
         self.sparsity = check_sparsity(sparsity)
+        self.layer_floor = check_layer_floor(layer_floor)
         check_choice("unit", unit, PhaseUnit)
         last_dense = 2 * length if last_dense is None else last_dense
         lengths = (("warmup", warmup), ("length", length), ("final", final))
@@ -130,7 +137,14 @@ class ACDC(PortableCheckpoint):
         )
         if phase != self.phase:
             if phase == "compressed":
-                magnitude_prune(pl_module, self.sparsity, self.scope, self.include, self.exclude)
+                magnitude_prune(
+                    pl_module,
+                    self.sparsity,
+                    self.scope,
+                    self.include,
+                    self.exclude,
+                    layer_floor=self.layer_floor,
+                )
                 report = sparsity_report(pl_module, self.include, self.exclude)
                 warn_collapsed_layers(report, "ACDC", remedy="use scope='layer' or exclude them")
             else:

@@ -43,6 +43,9 @@ class MagnitudePruning(GradualMagnitudePruning, PortableCheckpoint):
             every group of m along a layer's input dimension (``sparsify.masks.select_mask``).
             A target s_t below 1 − n/m prunes to 1 − n/m (the pattern wins), so with a pattern
             the first pruning already reaches it and the schedule only adds sparsity above it.
+        layer_floor: under the global threshold every layer keeps at least
+            ``layer_floor · (1 − sparsity)`` of its weights (the same default, 0.2, in every
+            global pruner; ``sparsify.masks.LAYER_FLOOR``); 0: the plain global threshold.
 
     Pruning happens before the forward pass of the first step at or after each scheduled time;
     the target of that scheduled time is used, so the value at t₁ is exactly s_f. Works on plain

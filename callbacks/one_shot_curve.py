@@ -17,7 +17,14 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from sparsify.callbacks.prune_at_end import PruneAtEnd
 from sparsify.errors import ConfigError, check_choice
-from sparsify.masks import Scope, check_scope, magnitude_prune, sparsity_report
+from sparsify.masks import (
+    LAYER_FLOOR,
+    Scope,
+    check_layer_floor,
+    check_scope,
+    magnitude_prune,
+    sparsity_report,
+)
 from sparsify.soft_masks import hardened_copy
 
 Stage = Literal["test", "fit"]
@@ -65,6 +72,9 @@ class OneShotPruningCurve(L.Callback):
         dirpath: the folder of the CSV and the plot; ``None``: the trainer's log folder.
         before_pruning: curve the model as the method trained it, before ``PruneAtEnd``
             pruned (default); ``False``: the model as it is.
+        layer_floor: under the global threshold every layer keeps at least
+            ``layer_floor · (1 − sparsity)`` of its weights (the same default, 0.2, in every
+            global pruner; ``sparsify.masks.LAYER_FLOOR``); 0: the plain global threshold.
     """
 
     def __init__(
@@ -75,6 +85,7 @@ class OneShotPruningCurve(L.Callback):
         stage: Stage = "test",
         dirpath: str | None = None,
         before_pruning: bool = True,
+        layer_floor: float = LAYER_FLOOR,
     ):
         if not (isinstance(steps, int) and steps >= 1):
             raise ConfigError(f"steps={steps!r} is invalid: an integer >= 1")
@@ -84,6 +95,7 @@ class OneShotPruningCurve(L.Callback):
         self.steps, self.rate, self.scope = steps, float(rate), check_scope(scope)
         self.stage, self.dirpath = stage, dirpath
         self.before_pruning = bool(before_pruning)
+        self.layer_floor = check_layer_floor(layer_floor)
         self.rows: list[dict] = []
         self._curved = None  # the unpruned weights last curved: `sparsify fit` tests twice
 
@@ -146,7 +158,7 @@ class OneShotPruningCurve(L.Callback):
             pruned.load_state_dict(weights)  # PruneAtEnd's: hardened before it was taken
         rows = []
         for k, sparsity in enumerate(curve_sparsities(self.steps, self.rate), start=1):
-            magnitude_prune(pruned, sparsity, self.scope)
+            magnitude_prune(pruned, sparsity, self.scope, layer_floor=self.layer_floor)
             achieved = sparsity_report(pruned)["global"]
             acc = accuracy(pruned, loader)
             rows.append(

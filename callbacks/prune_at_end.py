@@ -15,7 +15,9 @@ from sparsify.callbacks.state_key import argument_key
 from sparsify.dst import restart_
 from sparsify.errors import ConfigError
 from sparsify.masks import (
+    LAYER_FLOOR,
     Scope,
+    check_layer_floor,
     check_pattern,
     check_scope,
     check_sparsity,
@@ -91,7 +93,7 @@ class PruneAtEnd(PortableCheckpoint):
         monitor: str = "val/acc",
         regrow: Regrow | None = None,
         regrow_seed: int = 0,
-        layer_floor: float = 0.2,
+        layer_floor: float = LAYER_FLOOR,
         pattern: str = "unstructured",
     ):
         self.sparsity = check_sparsity(sparsity)
@@ -109,9 +111,7 @@ class PruneAtEnd(PortableCheckpoint):
             raise ConfigError(f"finetune_epochs={finetune_epochs!r} is invalid: must be >= 0")
         self.finetune_epochs = int(finetune_epochs)
         self.include, self.exclude, self.monitor = include, exclude, monitor
-        if not 0 <= layer_floor <= 1:
-            raise ConfigError(f"layer_floor={layer_floor!r} is invalid: must be in [0, 1]")
-        self.layer_floor = float(layer_floor)
+        self.layer_floor = check_layer_floor(layer_floor)
         self.pruned = False
         self.pruned_epoch: int | None = None
         self._monitor_checked = False
@@ -214,7 +214,7 @@ class PruneAtEnd(PortableCheckpoint):
             self.include,
             self.exclude,
             regrow=self.regrow_scores(zeros),
-            min_density=self.layer_floor * (1 - self.sparsity),
+            layer_floor=self.layer_floor,
             pattern=self.pattern,
         )
         grown = {name: zeros[name] & (mask != 0) for name, mask in new.items()}

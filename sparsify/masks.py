@@ -34,6 +34,17 @@ def check_scope(scope: Scope) -> Scope:
     return scope
 
 
+# Under a global magnitude threshold every layer keeps at least this fraction of the density the
+# target leaves, 1 − s: without it a layer of small weights can be emptied and cut the network.
+LAYER_FLOOR = 0.2
+
+
+def check_layer_floor(layer_floor: float) -> float:
+    if not 0 <= layer_floor <= 1:
+        raise ConfigError(f"layer_floor={layer_floor!r} is invalid: must be in [0, 1]")
+    return float(layer_floor)
+
+
 def check_pattern(pattern: str) -> tuple[int, int] | None:
     """``None`` for ``"unstructured"``, else ``(n, m)`` for an ``"n:m"`` pattern (1 ≤ n ≤ m)."""
     if pattern == UNSTRUCTURED:
@@ -336,7 +347,7 @@ def magnitude_prune(
     include: Iterable | None = None,
     exclude: Iterable | None = None,
     regrow: dict[str, torch.Tensor] | None = None,
-    min_density: float = 0.0,
+    layer_floor: float = LAYER_FLOOR,
     pattern: str = UNSTRUCTURED,
 ) -> dict[str, torch.Tensor]:
     """Mask the smallest |θ| so the selected weights reach ``sparsity`` (globally or per layer).
@@ -344,8 +355,9 @@ def magnitude_prune(
     ``pattern`` (``"unstructured"`` or ``"n:m"``, e.g. ``"2:4"``) restricts the kept weights
     to at most n in every group of m along each layer's input dimension (``select_mask``).
 
-    With ``scope="global"``, every layer keeps at least ``min_density`` of its weights
-    (``layer_densities``' floor), unless ``regrow`` is given: its rule fills the global target.
+    With ``scope="global"``, every layer keeps at least ``layer_floor · (1 − sparsity)`` of its
+    weights (``layer_densities``' floor; 0: the plain global threshold), unless ``regrow`` is
+    given (its rule fills the global target) or ``pattern`` is N:M.
     Exact zeros are never kept in place of a non-zero weight nor chosen by tie order: with fewer
     non-zero weights than the target keeps, the mask keeps them all and the sparsity is higher
     than asked, unless ``regrow`` scores the zero weights (``select_mask``). Works on plain and
@@ -354,6 +366,7 @@ def magnitude_prune(
     """
     check_sparsity(sparsity)
     check_scope(scope)
+    check_layer_floor(layer_floor)
     structure = pattern_keywords(module, pattern, include, exclude)
     theta = {name: layer.weight for name, layer in prunable_layers(module, include, exclude)}
     if not theta:
@@ -365,7 +378,8 @@ def magnitude_prune(
                 "training diverged; lower the learning rate or warm it up"
             )
     scores = {name: weight.abs() for name, weight in theta.items()}
-    if scope == "global" and min_density > 0 and regrow is None:
+    # An N:M pattern keeps n of every m weights in each layer: no layer needs the floor.
+    if scope == "global" and layer_floor > 0 and regrow is None and check_pattern(pattern) is None:
         densities = layer_densities(
             module,
             sparsity,
@@ -373,7 +387,7 @@ def magnitude_prune(
             include=include,
             exclude=exclude,
             scores=scores,
-            min_density=min_density,
+            min_density=layer_floor * (1 - sparsity),
         )
         new_masks = select_mask(scores, theta, densities=densities, regrow=regrow, **structure)
     else:

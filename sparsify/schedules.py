@@ -12,7 +12,15 @@ from collections.abc import Callable
 from typing import Literal, get_args
 
 from sparsify.errors import ConfigError, check_choice
-from sparsify.masks import Scope, check_pattern, check_scope, check_sparsity, magnitude_prune
+from sparsify.masks import (
+    LAYER_FLOOR,
+    Scope,
+    check_layer_floor,
+    check_pattern,
+    check_scope,
+    check_sparsity,
+    magnitude_prune,
+)
 
 
 def constant(t: float) -> float:
@@ -124,9 +132,10 @@ class CubicPruningSchedule:
 
 class GradualMagnitudePruning(CubicPruningSchedule):
     """GMP itself, trainer-independent: the cubic schedule plus what it prunes (``scope``,
-    ``include``, ``exclude``, ``pattern`` as in ``sparsify.masks.magnitude_prune``), the last
-    pruning time ``last_pruned`` and its target ``sparsity``. The one implementation behind
-    ``sparsify.callbacks.MagnitudePruning`` and ``sparsify.hf.MagnitudePruning``. The
+    ``include``, ``exclude``, ``pattern``, ``layer_floor`` as in
+    ``sparsify.masks.magnitude_prune``), the last pruning time ``last_pruned`` and its target
+    ``sparsity``. The one implementation behind ``sparsify.callbacks.MagnitudePruning`` and
+    ``sparsify.hf.MagnitudePruning``. The
     ``schedule`` keywords are ``CubicPruningSchedule``'s (``initial_sparsity``, ``start``,
     ``end``, ``frequency``, ``unit``)."""
 
@@ -138,10 +147,12 @@ class GradualMagnitudePruning(CubicPruningSchedule):
         include: list | None = None,
         exclude: list | None = None,
         pattern: str = "unstructured",
+        layer_floor: float = LAYER_FLOOR,
         **schedule,
     ):
         super().__init__(final_sparsity, **schedule)
         self.scope = check_scope(scope)
+        self.layer_floor = check_layer_floor(layer_floor)
         check_pattern(pattern)
         self.pattern = pattern
         self.include, self.exclude = include, exclude
@@ -161,6 +172,7 @@ class GradualMagnitudePruning(CubicPruningSchedule):
                     self.scope,
                     self.include,
                     self.exclude,
+                    layer_floor=self.layer_floor,
                     pattern=self.pattern,
                 )
             self.last_pruned = due

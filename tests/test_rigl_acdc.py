@@ -1,5 +1,6 @@
 """RiGL (sparse-to-sparse) and AC/DC (alternating dense / compressed), alone and with Sign-In."""
 
+import copy
 from pathlib import Path
 
 import lightning as L
@@ -243,14 +244,23 @@ def test_acdc_alternates_and_ends_compressed_at_its_target(tmp_path):
 
 def test_acdc_names_a_layer_its_global_threshold_empties(tmp_path):
     """A global threshold can take every weight of a layer whose weights are small (on ResNet-20
-    at 98 % it emptied the classifier: docs/results.md); each compression names such a layer."""
-    acdc = ACDC(sparsity=0.85, warmup=1, length=1, final=2, last_dense=1, unit="epoch")
+    at 98 % it emptied the classifier: docs/results.md); each compression names such a layer.
+    The default layer floor keeps 0.2 · (1 − s) of it."""
     module = UserModule(lr=1e-6)
     with torch.no_grad():
         module.net[2].weight.mul_(1e-4)  # 96 weights far below the first layer's 256
+    initial = copy.deepcopy(module.state_dict())
+    phases = {"warmup": 1, "length": 1, "final": 2, "last_dense": 1, "unit": "epoch"}
+    acdc = ACDC(sparsity=0.85, layer_floor=0, **phases)
     with pytest.warns(UserWarning, match=r"ACDC: layers above 99% sparsity: net\.2 \(100\.00%\)"):
         trainer(tmp_path, [acdc], max_epochs=6).fit(module, *data())
     assert sparsity_report(module)["layers"]["net.2"] == 1.0
+
+    floored = UserModule(lr=1e-6)
+    floored.load_state_dict(initial)
+    trainer(tmp_path, [ACDC(sparsity=0.85, **phases)], max_epochs=6).fit(floored, *data())
+    kept = 1 - sparsity_report(floored)["layers"]["net.2"]
+    assert kept == pytest.approx(round(0.2 * 0.15 * 96) / 96)
 
 
 def reference_acdc_phases(pruners, recyclers, epochs: int) -> list[str]:

@@ -26,7 +26,15 @@ import lightning as L
 import torch
 
 from sparsify.errors import ConfigError, check_choice
-from sparsify.masks import Scope, check_scope, check_sparsity, magnitude_prune, sparsity_report
+from sparsify.masks import (
+    LAYER_FLOOR,
+    Scope,
+    check_layer_floor,
+    check_scope,
+    check_sparsity,
+    magnitude_prune,
+    sparsity_report,
+)
 from sparsify.reparam import add_masks
 
 Rewind = Literal["weights", "lr"]
@@ -69,6 +77,7 @@ def iterative_pruning(
     scope: Scope = "global",
     include: Iterable | None = None,
     exclude: Iterable | None = None,
+    layer_floor: float = LAYER_FLOOR,
     after_round: Callable[[int, L.Trainer, L.LightningModule], None] | None = None,
     **fit_kwargs,
 ) -> list[dict]:
@@ -82,7 +91,8 @@ def iterative_pruning(
         rounds: pruning steps (trainings: ``rounds + 1``, the first one dense).
         rewind: ``"weights"`` (IMP) or ``"lr"`` (LRR).
         rewind_epoch: for IMP, the epoch of the first round whose starting weights are restored.
-        scope, include, exclude: as in ``sparsify.masks.magnitude_prune``.
+        scope, include, exclude, layer_floor: as in ``sparsify.masks.magnitude_prune`` (the
+            floor: every layer keeps at least ``layer_floor · (1 − s)`` of its weights).
         after_round: called as ``after_round(r, trainer, module)`` after every fit, e.g. to test.
         fit_kwargs: passed to every ``trainer.fit`` (``datamodule=...`` or dataloaders).
 
@@ -92,6 +102,7 @@ def iterative_pruning(
     """
     check_sparsity(sparsity)
     check_scope(scope)
+    check_layer_floor(layer_floor)
     if not (isinstance(rounds, int) and rounds >= 1):
         raise ConfigError(f"rounds={rounds!r} is invalid: must be an integer >= 1")
     check_choice("rewind", rewind, Rewind)
@@ -103,7 +114,7 @@ def iterative_pruning(
     records = []
     for r, target in enumerate(targets):
         if r > 0:
-            magnitude_prune(module, target, scope, include, exclude)
+            magnitude_prune(module, target, scope, include, exclude, layer_floor=layer_floor)
             if rewind == "weights":
                 rewind_(module, saver.state)
         trainer = make_trainer([saver] if r == 0 and rewind == "weights" else [])
