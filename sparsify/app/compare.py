@@ -416,11 +416,13 @@ def result_rows(runs: list[Run]) -> list[dict]:
         rows.append(
             {
                 "method": run.method.label,
-                "family": run.method.family,
+                "model": summary.get("model"),
                 "sparsity_target": run.sparsity,
                 "seed": run.seed,
-                "test_acc_before_pruning": summary.get("test_acc_before_pruning"),
                 "test_acc": summary.get("test_acc"),
+                "family": run.method.family,
+                "val_acc": summary.get("val/acc"),
+                "test_acc_before_pruning": summary.get("test_acc_before_pruning"),
                 "sparsity": summary.get("sparsity"),
                 "inference_flops": relative_flops(summary),
                 "train_flops": summary.get("train_flops"),

@@ -12,11 +12,13 @@ from pathlib import Path
 
 COLUMNS = (
     "method",
-    "family",  # reference (no target sparsity: dense), dense-to-sparse or PaI
+    "model",  # the network (its registry name)
     "sparsity_target",  # empty for a reference method
     "seed",
-    "test_acc_before_pruning",
     "test_acc",
+    "family",  # reference (no target sparsity: dense), dense-to-sparse or PaI
+    "val_acc",  # the last validation accuracy of training (tune on it, not on test_acc)
+    "test_acc_before_pruning",
     "sparsity",  # achieved: zero effective weights over all prunable weights
     "inference_flops",  # per example, of the dense model's (sparsify.flops, RigL's count)
     "train_flops",  # of the whole run, of dense training's of the same length
