@@ -30,14 +30,19 @@ import torch
 from sparsify.rules.base import Progress, Run
 
 
-def lightning_run(trainer: L.Trainer, pl_module: L.LightningModule, **fields) -> Run:
-    """The ``Run`` of a Lightning trainer at this moment."""
-    progress = Progress(
+def lightning_progress(trainer: L.Trainer) -> Progress:
+    """Where a Lightning trainer is."""
+    return Progress(
         trainer.global_step,
         trainer.current_epoch,
         int(trainer.estimated_stepping_batches),
         trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None,
     )
+
+
+def lightning_run(trainer: L.Trainer, pl_module: L.LightningModule, **fields) -> Run:
+    """The ``Run`` of a Lightning trainer at this moment."""
+    progress = lightning_progress(trainer)
     strategy = trainer.strategy
     return Run(
         model=pl_module,

@@ -28,7 +28,7 @@ from sparsify import rules
 from sparsify.callbacks.pilot import PILoT as PILoTRule
 from sparsify.callbacks.pilot import pointwise_l1_norm
 from sparsify.errors import ConfigError
-from sparsify.hf.adapter import RuleTrainerCallback, epoch_index
+from sparsify.hf.adapter import RuleTrainerCallback, epoch_index, trainer_progress
 from sparsify.masks import Scope, check_scope, check_sparsity, magnitude_prune
 from sparsify.param_groups import pointwise_groups, pointwise_parameters, split_groups
 from sparsify.reparam import add_masks
@@ -40,11 +40,7 @@ from sparsify.soft_masks import harden
 def progress(state, unit: Unit) -> float:
     """Optimizer steps taken (``step``), the current epoch's index (``epoch``), or the fraction
     of all steps taken (``fraction``), as the Lightning callbacks measure them."""
-    if unit == "step":
-        return float(state.global_step)
-    if unit == "epoch":
-        return float(epoch_index(state))
-    return state.global_step / max(1, state.max_steps)
+    return trainer_progress(state).at(unit)
 
 
 def isolate_pointwise(model: nn.Module, optimizer, lr_scheduler) -> list[nn.Parameter]:

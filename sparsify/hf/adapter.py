@@ -57,15 +57,21 @@ def _mean(value: float) -> float:
     return value
 
 
-def trainer_run(state, kwargs: dict, epoch: int | None = None, **fields) -> Run:
-    """The ``Run`` of a Hugging Face ``Trainer`` at this event (in epoch ``epoch``, by default the
-    one ``state`` is in)."""
-    progress = Progress(
+def trainer_progress(state, epoch: int | None = None) -> Progress:
+    """Where a Hugging Face ``Trainer`` is (in epoch ``epoch``, by default the one ``state`` is
+    in)."""
+    return Progress(
         state.global_step,
         epoch_index(state) if epoch is None else epoch,
         state.max_steps,
         math.ceil(state.num_train_epochs) if state.num_train_epochs else None,
     )
+
+
+def trainer_run(state, kwargs: dict, epoch: int | None = None, **fields) -> Run:
+    """The ``Run`` of a Hugging Face ``Trainer`` at this event (in epoch ``epoch``, by default the
+    one ``state`` is in)."""
+    progress = trainer_progress(state, epoch)
     optimizer = kwargs.get("optimizer")
     scheduler = kwargs.get("lr_scheduler")
     return Run(
