@@ -13,7 +13,7 @@ from frameworks import (  # noqa: E402
     train_lightning,
 )
 
-from sparsify import callbacks, hf  # noqa: E402
+from sparsify import callbacks, hf, prune_at_init, sparsity_report  # noqa: E402
 from sparsify.reparam import pointwise_factors  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,3 +36,35 @@ def test_reparametrize(tmp_path):
         assert [name for name, _, _ in pointwise_factors(net)] == ["fc1.weight"]
     assert_same_weights(*nets)
     assert not torch.allclose(nets[0].fc1.weight, untouched.fc1.weight)  # it trained
+
+
+class LightningSignIn(callbacks.SignIn):
+    """The Lightning SignIn, keeping what it logs at the end of each epoch."""
+
+    def epoch_end(self, run):
+        measured = super().epoch_end(run)
+        self.measurements = [*getattr(self, "measurements", []), measured]
+        return measured
+
+
+@pytest.mark.parametrize("every", [{"every_n_epochs": 2}, {"every_n_steps": 3}])
+def test_sign_in(tmp_path, every):
+    nets = Net(), Net()
+    for net in nets:
+        prune_at_init(net, 0.5, "magnitude")
+    options = {"beta": 1.0, **every}
+    lightning, trainer = LightningSignIn(**options), hf.SignIn(**options)
+    train_lightning(nets[0], [lightning], 3, tmp_path)
+    train_hf(nets[1], [trainer], 3, tmp_path)
+    assert (
+        lightning.last_rescale == trainer.last_rescale == (2 if "every_n_epochs" in every else 12)
+    )
+    for name, sign in lightning.init_signs.items():  # LitNet holds the Net as "net"
+        assert torch.equal(trainer.init_signs[name.removeprefix("net.")], sign)
+    assert len(trainer.measurements) == 3
+    for ours, theirs in zip(lightning.measurements, trainer.measurements):
+        assert ours == pytest.approx(theirs, rel=1e-5, abs=1e-6)
+    assert trainer.measurements[-1]["signin/flips_since_init"] > 0
+    for net in nets:
+        assert sparsity_report(net)["global"] == pytest.approx(0.5, abs=0.02)
+    assert_same_weights(*nets)

@@ -30,11 +30,11 @@ from sparsify.callbacks.pilot import pointwise_l1_norm
 from sparsify.errors import ConfigError
 from sparsify.hf.adapter import RuleTrainerCallback, epoch_index
 from sparsify.hf.reparametrize import Reparametrize  # noqa: F401
+from sparsify.hf.sign_in import SignIn  # noqa: F401
 from sparsify.masks import Scope, check_scope, check_sparsity, magnitude_prune
 from sparsify.param_groups import pointwise_groups, pointwise_parameters, split_groups
 from sparsify.reparam import add_masks
 from sparsify.schedules import GradualMagnitudePruning, Unit
-from sparsify.sign_flips import SignInRescale
 from sparsify.soft_masks import harden
 
 
@@ -181,37 +181,6 @@ class PILoT(TrainerCallback):
     def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
         for group in pointwise_groups(optimizer, self._pointwise):
             group["weight_decay"] = 2 * self.rule.alpha  # ∇ α‖p‖² = 2αp, as the Lightning PILoT
-
-
-class SignIn(SignInRescale, TrainerCallback):
-    """Sign-In (Sign-In to the Lottery, NeurIPS 2025): the selected weights (with any mask they
-    have, e.g. from ``sparsify.prune_at_init``) become θ = m ⊙ w with m² − w² = ``beta`` when
-    the ``Trainer`` is constructed (``on_init_end``, before it builds its optimizer), and each θ is
-    re-split to m² − w² = ``beta`` at the start of every ``every_n_epochs``-th epoch (or every
-    ``every_n_steps`` optimizer steps), θ unchanged: the schedule of
-    ``sparsify.sign_flips.SignInRescale``, as in the Lightning callback. ``measurements`` holds,
-    per epoch, the fraction of kept weights whose sign flipped since the first and since the
-    last rescale and the mean inner scale (the Lightning callback's logged keys)."""
-
-    measurements: list[dict[str, float]]
-
-    def on_init_end(self, args, state, control, model=None, optimizer=None, **kwargs):
-        if optimizer is not None:
-            raise ConfigError(
-                "SignIn is invalid with a Trainer given an optimizer: it replaces weights by m, w "
-                "before the Trainer builds its optimizer; let the Trainer build it"
-            )
-        self.reparametrize(model)
-        self.measurements = []
-
-    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
-        self.epoch_start(model, epoch_index(state), state.global_step)
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        self.step_end(model, state.global_step)
-
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        self.measurements.append(self.measure(model))
 
 
 class WeightDecaySwitchOff(rules.WeightDecaySwitchOff, RuleTrainerCallback):

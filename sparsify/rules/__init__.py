@@ -4,6 +4,7 @@ protocol): each owns its method's state and decisions; ``sparsify.callbacks`` (L
 
 from sparsify.rules.base import Progress, Rule, Run
 from sparsify.rules.reparametrize import Reparametrize
+from sparsify.rules.sign_in import SignIn
 from sparsify.rules.weight_decay import (
     WeightDecayController,
     WeightDecaySchedule,
@@ -15,6 +16,7 @@ __all__ = [
     "Reparametrize",
     "Rule",
     "Run",
+    "SignIn",
     "WeightDecayController",
     "WeightDecaySchedule",
     "WeightDecaySwitchOff",
