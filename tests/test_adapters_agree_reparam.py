@@ -8,7 +8,9 @@ import torch
 pytest.importorskip("transformers")
 
 from frameworks import (  # noqa: E402
+    LightningDecay,
     Net,
+    TrainerDecay,
     train_hf,
     train_lightning,
 )
@@ -67,4 +69,27 @@ def test_sign_in(tmp_path, every):
     assert trainer.measurements[-1]["signin/flips_since_init"] > 0
     for net in nets:
         assert sparsity_report(net)["global"] == pytest.approx(0.5, abs=0.02)
+    assert_same_weights(*nets)
+
+
+@pytest.mark.parametrize("schedule", ["adaptive", "inverse"])
+def test_pilot(tmp_path, schedule):
+    """Left at its default ``monitor``, each follows the epoch's mean training loss: the
+    Lightning one averages what ``training_step`` returned (``train/acc`` is not logged), the
+    ``Trainer``'s reads its logged ``loss``."""
+    nets = Net(), Net()
+    options = {"alpha_init": 1e-2, "delta": 2.0, "l1_threshold": 0.0, "schedule": schedule}
+    lightning, trainer = callbacks.PILoT(**options), hf.PILoT(**options)
+    decay = LightningDecay(), TrainerDecay()
+    train_lightning(nets[0], [callbacks.Reparametrize(), lightning, decay[0]], 8, tmp_path)
+    train_hf(nets[1], [hf.Reparametrize(), trainer, decay[1]], 8, tmp_path)
+    assert lightning.history == pytest.approx(trainer.history, rel=1e-12)
+    if schedule == "adaptive":  # grows while the loss falls and k < T/2 = 4, then decays
+        assert lightning.follows_loss
+        assert trainer.history == pytest.approx([1e-2 * 2**k for k in (0, 1, 2, 3, 2, 1, 0, -1)])
+    else:
+        assert trainer.history == pytest.approx([1e-2 / k for k in range(1, 9)])
+    assert decay[0].decay == decay[1].decay
+    assert [d[0] for d in decay[1].decay[::4]] == pytest.approx([2 * a for a in trainer.history])
+    assert lightning.reference_norm == pytest.approx(trainer.reference_norm, rel=1e-6)
     assert_same_weights(*nets)

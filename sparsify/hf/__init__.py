@@ -25,14 +25,12 @@ from torch import nn
 from transformers import TrainerCallback
 
 from sparsify import rules
-from sparsify.callbacks.pilot import PILoT as PILoTRule
-from sparsify.callbacks.pilot import pointwise_l1_norm
 from sparsify.errors import ConfigError
 from sparsify.hf.adapter import RuleTrainerCallback, epoch_index
+from sparsify.hf.pilot import PILoT  # noqa: F401
 from sparsify.hf.reparametrize import Reparametrize  # noqa: F401
 from sparsify.hf.sign_in import SignIn  # noqa: F401
 from sparsify.masks import Scope, check_scope, check_sparsity, magnitude_prune
-from sparsify.param_groups import pointwise_groups, pointwise_parameters, split_groups
 from sparsify.reparam import add_masks
 from sparsify.schedules import GradualMagnitudePruning, Unit
 from sparsify.soft_masks import harden
@@ -46,19 +44,6 @@ def progress(state, unit: Unit) -> float:
     if unit == "epoch":
         return float(epoch_index(state))
     return state.global_step / max(1, state.max_steps)
-
-
-def isolate_pointwise(model: nn.Module, optimizer, lr_scheduler) -> list[nn.Parameter]:
-    """Move the m, w of ``model`` into param groups of their own (``split_groups``, which also
-    extends the scheduler's per-group lists); return them."""
-    params = pointwise_parameters(model)
-    if not params:
-        raise ConfigError(
-            "the model has no reparametrized m, w: call sparsify.reparametrize(model) before "
-            "building the Trainer, or add sparsify.hf.SignIn()"
-        )
-    split_groups(optimizer, params, [lr_scheduler] if lr_scheduler is not None else [])
-    return params
 
 
 class MagnitudePruning(GradualMagnitudePruning, TrainerCallback):
@@ -124,63 +109,6 @@ class PruneAtEnd(TrainerCallback):
             harden(model)
             magnitude_prune(model, self.sparsity, self.scope, self.include, self.exclude)
             self.pruned = True
-
-
-class PILoT(TrainerCallback):
-    """PILoT's penalty α_t (‖m‖² + ‖w‖²) (Mask in the Mirror, ICLR 2025) as the weight decay
-    2 α_t of exactly the m, w of θ = m ⊙ w, updated when each epoch begins from the epoch before:
-
-        α ← α·δ  if ``monitor`` improved, ‖m ⊙ w‖₁ ≥ K and k < T/2;   α ← α/δ  otherwise,
-
-    with the epochs numbered k = 1 … T as in the paper.
-
-    Arguments (``rule_options``: ``alpha_init``, ``delta``, ``l1_threshold``, ...) and rule are
-    those of ``sparsify.callbacks.PILoT`` (whose ``update`` this calls), except the default
-    ``monitor``: the ``Trainer`` computes no train accuracy, so it is the
-    logged training ``loss``, lower being better (``mode="min"``). The value of an epoch is the
-    mean of what the ``Trainer`` logged under ``monitor`` during it, evaluation included: set
-    ``logging_strategy="epoch"`` (or ``logging_steps`` at most the steps of an epoch). The model
-    must be reparametrized before the ``Trainer`` is built (``sparsify.reparametrize`` or
-    ``SignIn``). ``history`` holds the α of every epoch."""
-
-    def __init__(self, monitor: str = "loss", mode: str = "min", **rule_options):
-        self.rule = PILoTRule(monitor=monitor, mode=mode, **rule_options)
-        self.history: list[float] = []
-        self.logged: list[float] = []
-        self._pointwise: list[nn.Parameter] = []
-
-    @property
-    def alpha(self) -> float:
-        return self.rule.alpha
-
-    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
-        self._pointwise = isolate_pointwise(model, optimizer, kwargs.get("lr_scheduler"))
-        if self.rule.reference_norm is None:
-            self.rule.reference_norm = pointwise_l1_norm(model)
-
-    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
-        epoch = epoch_index(state)
-        if not self.rule.adaptive:
-            self.rule.alpha = self.rule.alpha_init * float(self.rule.schedule(epoch))
-        elif epoch > 0:
-            if not self.logged:
-                raise ConfigError(
-                    f"monitor={self.rule.monitor!r} was not logged during epoch {epoch - 1}: set "
-                    "logging_strategy='epoch' (or logging_steps <= the steps of an epoch)"
-                )
-            metric = sum(self.logged) / len(self.logged)
-            l1_norm = pointwise_l1_norm(model)
-            self.rule.update(metric, l1_norm, epoch - 1, state.num_train_epochs)
-        self.logged = []
-        self.history.append(self.rule.alpha)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and self.rule.monitor in logs:
-            self.logged.append(float(logs[self.rule.monitor]))
-
-    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
-        for group in pointwise_groups(optimizer, self._pointwise):
-            group["weight_decay"] = 2 * self.rule.alpha  # ∇ α‖p‖² = 2αp, as the Lightning PILoT
 
 
 class WeightDecaySwitchOff(rules.WeightDecaySwitchOff, RuleTrainerCallback):
