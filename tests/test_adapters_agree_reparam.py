@@ -93,3 +93,28 @@ def test_pilot(tmp_path, schedule):
     assert [d[0] for d in decay[1].decay[::4]] == pytest.approx([2 * a for a in trainer.history])
     assert lightning.reference_norm == pytest.approx(trainer.reference_norm, rel=1e-6)
     assert_same_weights(*nets)
+
+
+class LightningL1(callbacks.L1Penalty):
+    """The Lightning L1Penalty, keeping the penalty of every step."""
+
+    def before_optimizer_step(self, run):
+        logged = super().before_optimizer_step(run)
+        self.penalties = [*getattr(self, "penalties", []), float(logged["l1/penalty"])]
+        return logged
+
+
+@pytest.mark.parametrize("on", ["theta", "m"])
+def test_l1_penalty(tmp_path, on):
+    nets = Net(), Net(), Net()
+    options = {"strength": 0.05, "on": on}
+    lightning, trainer = LightningL1(**options), hf.L1Penalty(**options)
+    train_lightning(nets[0], [callbacks.Reparametrize(), lightning], 2, tmp_path)
+    train_hf(nets[1], [hf.Reparametrize(), trainer], 2, tmp_path)
+    train_lightning(nets[2], [callbacks.Reparametrize()], 2, tmp_path)  # no penalty
+    penalties = [float(logged["l1/penalty"]) for logged in trainer.logged]
+    assert len(penalties) == 8
+    assert lightning.penalties == pytest.approx(penalties, rel=1e-5)
+    assert_same_weights(*nets[:2])
+    l1 = [sum(float(m.detach().abs().sum()) for _, m, _ in pointwise_factors(net)) for net in nets]
+    assert l1[0] < l1[2]  # the penalty shrank m (for θ = m ⊙ w as well, through m and w)

@@ -3,6 +3,7 @@ protocol): each owns its method's state and decisions; ``sparsify.callbacks`` (L
 ``sparsify.hf`` (Hugging Face's ``Trainer``) adapt them with the same names and arguments."""
 
 from sparsify.rules.base import Progress, Rule, Run
+from sparsify.rules.l1 import L1Penalty
 from sparsify.rules.pilot import PILoT
 from sparsify.rules.reparametrize import Reparametrize
 from sparsify.rules.sign_in import SignIn
@@ -13,6 +14,7 @@ from sparsify.rules.weight_decay import (
 )
 
 __all__ = [
+    "L1Penalty",
     "PILoT",
     "Progress",
     "Reparametrize",
