@@ -16,6 +16,7 @@ from frameworks import (  # noqa: E402
 )
 
 from sparsify import callbacks, hf, prune_at_init, sparsity_report  # noqa: E402
+from sparsify.optim import HAM  # noqa: E402
 from sparsify.reparam import pointwise_factors  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -118,3 +119,18 @@ def test_l1_penalty(tmp_path, on):
     assert_same_weights(*nets[:2])
     l1 = [sum(float(m.detach().abs().sum()) for _, m, _ in pointwise_factors(net)) for net in nets]
     assert l1[0] < l1[2]  # the penalty shrank m (for θ = m ⊙ w as well, through m and w)
+
+
+@pytest.mark.parametrize("factors", [False, True], ids=["plain", "m_w"])
+def test_ham_step(tmp_path, factors):
+    nets = Net(), Net(), Net()
+    options = {"alpha": 2.0, "beta": 1e-2}
+    first = [callbacks.Reparametrize()] if factors else []
+    lightning = train_lightning(nets[0], [*first, callbacks.HAMStep(**options)], 2, tmp_path)
+    train_hf(
+        nets[1], ([hf.Reparametrize()] if factors else []) + [hf.HAMStep(**options)], 2, tmp_path
+    )
+    train_lightning(nets[2], list(first), 2, tmp_path)  # no HAM step
+    assert isinstance(lightning.optimizers[0], HAM)
+    assert_same_weights(*nets[:2])
+    assert not torch.allclose(nets[0].fc2.weight, nets[2].fc2.weight, atol=1e-4)

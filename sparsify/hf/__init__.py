@@ -27,6 +27,7 @@ from transformers import TrainerCallback
 from sparsify import rules
 from sparsify.errors import ConfigError
 from sparsify.hf.adapter import RuleTrainerCallback, epoch_index
+from sparsify.hf.ham_step import HAMStep  # noqa: F401
 from sparsify.hf.l1 import L1Penalty  # noqa: F401
 from sparsify.hf.pilot import PILoT  # noqa: F401
 from sparsify.hf.reparametrize import Reparametrize  # noqa: F401

@@ -3,6 +3,7 @@ protocol): each owns its method's state and decisions; ``sparsify.callbacks`` (L
 ``sparsify.hf`` (Hugging Face's ``Trainer``) adapt them with the same names and arguments."""
 
 from sparsify.rules.base import Progress, Rule, Run
+from sparsify.rules.ham_step import HAMStep
 from sparsify.rules.l1 import L1Penalty
 from sparsify.rules.pilot import PILoT
 from sparsify.rules.reparametrize import Reparametrize
@@ -14,6 +15,7 @@ from sparsify.rules.weight_decay import (
 )
 
 __all__ = [
+    "HAMStep",
     "L1Penalty",
     "PILoT",
     "Progress",
