@@ -6,17 +6,21 @@ the plain-PyTorch core, without Lightning (docs/hf.md). Needs ``pip install "spa
 - ``PruneAtEnd``: one-shot magnitude pruning when training ends, or before the last
   ``finetune_epochs`` epochs;
 - ``WeightDecaySwitchOff``: weight decay until ``at``, then 0 (``sparsify.schedules.switch_off``);
-- ``PILoT``: the adaptive α_t on exactly the m, w of θ = m ⊙ w, the rule of
-  ``sparsify.callbacks.PILoT`` (its ``update``), once per epoch;
-- ``SignIn``: θ = m ⊙ w on the kept weights, re-split every p epochs (``sparsify.rescale_``).
+- ``PILoT``: the adaptive α_t on exactly the m, w of θ = m ⊙ w, the rule
+  ``sparsify.rules.PILoT``, once per epoch;
+- ``SignIn``: θ = m ⊙ w on the kept weights, re-split every p epochs (``sparsify.rules.SignIn``);
+- ``Reparametrize``: θ = m ⊙ w on every prunable weight when the ``Trainer`` is built;
+- ``L1Penalty``: the gradient of λ‖θ‖₁ or λ‖m‖₁ added before every optimizer step;
+- ``HAMStep``: the HAM step of ``sparsify.optim.HAM`` after every optimizer step.
 
 What differs from Lightning is only where things are read: progress from ``TrainerState``
 (``global_step / max_steps``, ``epoch``), the optimizer and the learning-rate scheduler from the
 callback arguments, and metrics from what the ``Trainer`` logs (``on_log``). The ``Trainer``
 builds its optimizer when ``train()`` starts, so anything that replaces a weight by m, w
-(``SignIn``, or ``sparsify.reparametrize`` called by you) must come before that: ``SignIn`` does
-it in ``on_init_end``, when the ``Trainer`` is constructed. Resuming a ``Trainer`` run with
-these adapters from a checkpoint is not supported: their state is not saved with it.
+(``SignIn``, ``Reparametrize``, or ``sparsify.reparametrize`` called by you) must come before
+that: ``SignIn`` and ``Reparametrize`` do it in ``on_init_end``, when the ``Trainer`` is
+constructed. Resuming a ``Trainer`` run with these adapters from a checkpoint is not supported:
+their state is not saved with it.
 """
 
 from __future__ import annotations
