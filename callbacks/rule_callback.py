@@ -18,11 +18,16 @@ Lightning hook              rule event
 ``on_train_end``            ``end``
 ==========================  =========================================================
 
+``on_before_optimizer_step`` calls ``before_optimizer_step`` (``run.optimizers``: the optimizer
+about to step; Lightning clips the gradients after it).
+
 What an event returns is logged: per step from the step events, per epoch (reduced over
 processes) from the others. ``state_dict`` is the rule's, saved in every checkpoint.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import lightning as L
 import torch
@@ -74,6 +79,10 @@ class RuleCallback(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._log(pl_module, self.before_step(lightning_run(trainer, pl_module)), step=True)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        run = dataclasses.replace(lightning_run(trainer, pl_module), optimizers=[optimizer])
+        self._log(pl_module, self.before_optimizer_step(run), step=True)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs

@@ -18,6 +18,9 @@ and arguments, as the Lightning callback is::
 ``on_train_end``       ``end``
 =====================  ==================================================================
 
+``on_pre_optimizer_step`` calls ``before_optimizer_step`` (the ``Trainer`` has clipped the
+gradients by then).
+
 The ``Trainer`` logs an epoch after ``on_epoch_end``, so ``epoch_end`` runs when those logs are in:
 at the next ``on_epoch_begin`` or at ``on_train_end``, with nothing trained in between.
 Progress is read from ``TrainerState`` (``global_step``, ``max_steps``, ``epoch``,
@@ -113,6 +116,9 @@ class RuleTrainerCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._keep(state, self.before_step(trainer_run(state, kwargs)))
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self._keep(state, self.before_optimizer_step(trainer_run(state, kwargs)))
 
     def on_step_end(self, args, state, control, **kwargs):
         self._keep(state, self.after_step(trainer_run(state, kwargs)))

@@ -3,6 +3,11 @@ protocol): each owns its method's state and decisions; ``sparsify.callbacks`` (L
 ``sparsify.hf`` (Hugging Face's ``Trainer``) adapt them with the same names and arguments."""
 
 from sparsify.rules.base import Progress, Rule, Run
+from sparsify.rules.ham_step import HAMStep
+from sparsify.rules.l1 import L1Penalty
+from sparsify.rules.pilot import PILoT
+from sparsify.rules.reparametrize import Reparametrize
+from sparsify.rules.sign_in import SignIn
 from sparsify.rules.weight_decay import (
     WeightDecayController,
     WeightDecaySchedule,
@@ -10,9 +15,14 @@ from sparsify.rules.weight_decay import (
 )
 
 __all__ = [
+    "HAMStep",
+    "L1Penalty",
+    "PILoT",
     "Progress",
+    "Reparametrize",
     "Rule",
     "Run",
+    "SignIn",
     "WeightDecayController",
     "WeightDecaySchedule",
     "WeightDecaySwitchOff",
