@@ -7,11 +7,12 @@ A comparison file holds ``name``, ``base`` (configs, and ``--key=value`` flags, 
 shares: data, model, trainer), ``methods`` (method recipes), ``sparsities``, ``seeds``,
 ``out_dir`` and ``parallel`` (runs at a time); the command-line flags of the same names
 override them, and any other ``--trainer.*``, ``--model.*`` or ``--data.*`` flag goes to every
-run. Each run gets its method's recipe with the target sparsity written into every callback that
-takes one (``sparsity``, ``final_sparsity``); a recipe without such a callback (``method/dense``)
-runs once per seed, as the reference. Runs live in ``<out_dir>/runs/<method>/s<sparsity>/
-seed<seed>``; one with a ``summary.json`` is done and never re-run, one without (interrupted) is
-deleted and run again from scratch. At the end ``results.csv``, ``results.md`` and the plots are
+run. Each run gets its method's recipe with the target sparsity written into the callback
+arguments the method registry names for it (``sparsify.methods``: ``PruneAtEnd.sparsity``, ...);
+a method without one (``method/dense``, family ``reference``) runs once per seed, as the
+reference. Runs live in ``<out_dir>/runs/<method>/s<sparsity>/seed<seed>``; one with a
+``summary.json`` is done and never re-run, one without (interrupted) is deleted and run again
+from scratch. At the end ``results.csv``, ``results.md`` and the plots are
 written from every finished run of the grid (``sparsify.app.compare_report``).
 
 Where the runs execute is the launcher's business (``sparsify.app.launchers``): ``local`` (this
@@ -47,14 +48,15 @@ from sparsify.app.compare_report import log_to_wandb, write_report
 from sparsify.app.launchers import LAUNCHERS, Job, LaunchOptions, describe, finished_summary, launch
 from sparsify.errors import ConfigError
 from sparsify.masks import check_sparsity
+from sparsify.methods import CALLBACK_FAMILIES, METHODS, family_of
+from sparsify.methods import method as registered_method
 
 GRID_KEYS = ("name", "base", "methods", "sparsities", "seeds", "out_dir", "published")
 LAUNCH_KEYS = ("launcher", "parallel", "devices_per_run", "runs_per_gpu", "cpus_per_run")
 LAUNCH_KEYS += ("address", "slurm")
 KEYS = GRID_KEYS + LAUNCH_KEYS
 SLURM_FLAGS = ("partition", "time", "nodes")  # command-line flags for the ``slurm`` settings
-TARGET_ARGS = ("sparsity", "final_sparsity")  # the callbacks' arguments for the target sparsity
-PAI_PREFIXES = ("pai_", "snip", "grasp", "synflow")
+TARGET_ARGS = ("sparsity", "final_sparsity")  # a recipe file's callbacks' target arguments
 FIT_FLAGS = ("--trainer.", "--model.", "--data.")
 FLAGS = {key: key for key in ("name", "methods", "sparsities", "seeds", *LAUNCH_KEYS[:-1])}
 FLAGS["out_dir"] = "out"  # comparison-file key: command-line flag that overrides it
@@ -67,7 +69,8 @@ class Method:
     name: str  # as given: a shipped recipe (``method/gmp``) or a file
     label: str  # ``gmp``
     recipe: dict
-    family: str  # ``reference`` (no target sparsity: dense), ``dense-to-sparse`` or ``PaI``
+    family: str  # sparsify.methods.FAMILIES: ``reference`` (no target sparsity), ``PaI``, ...
+    targets: tuple[str, ...] = ()  # ``Class.argument`` set to the target sparsity
 
 
 @dataclass
@@ -246,32 +249,66 @@ def method_label(name: str) -> str:
 
 
 def load_method(name: str) -> Method:
-    """A method recipe, its label and family; unknown names fail with the valid choices.
-    ``method/ham+method/acdc`` composes recipes as ``sparsify fit`` composes ``--config``s
-    (callbacks add up, in order), labelled ``ham+acdc``."""
-    shipped = [n for n in shipped_configs() if n.startswith("method/")]
-    parts = name.split("+")
-    for part in parts:
-        if not Path(part).is_file() and part.removesuffix(".yaml") not in shipped:
-            raise ConfigError(
-                f"unknown method {part!r}: not a file, nor a shipped recipe ({', '.join(shipped)})"
-            )
-    recipe = compose([read_config(part) for part in parts])
+    """A method recipe, its label, family and targets: a registered name (``method/gmp``,
+    ``sparsify.methods``) or a recipe file of one's own, whose family is that of its callbacks
+    (``sparsify.methods.CALLBACK_FAMILIES``) and whose targets are the arguments ``sparsity``
+    and ``final_sparsity`` of its callbacks. ``method/ham+method/acdc`` composes recipes as
+    ``sparsify fit`` composes ``--config``s (callbacks add up, in order), labelled
+    ``ham+acdc``, of the family of its first part that prunes."""
+    parts = [_method_part(part) for part in name.split("+")]
+    recipe = compose([read_config(recipe) for recipe, _, _ in parts])
     callbacks = (recipe.get("trainer") or {}).get("callbacks")
     if not isinstance(callbacks, list):
         raise ConfigError(
             f"method {name!r} has no trainer.callbacks list: a method recipe lists its callbacks "
             "(method/dense lists none)"
         )
-    classes = [_callback_class(name, callback) for callback in callbacks]
-    label = method_label(name)
-    if not any(_target_arg(cls) for cls in classes):
-        family = "reference"
-    elif label.startswith(PAI_PREFIXES) or any(c.__name__ == "PruneAtInit" for c in classes):
-        family = "PaI"
-    else:
-        family = "dense-to-sparse"
-    return Method(name=name, label=label, recipe=recipe, family=family)
+    for callback in callbacks:
+        _callback_class(name, callback)  # every class imports
+    targets, families = [], []
+    for recipe_name, registered, family in parts:
+        if registered is None:  # a file: what its callbacks take and are
+            own = (read_config(recipe_name).get("trainer") or {}).get("callbacks") or []
+            classes = [_callback_class(name, callback) for callback in own]
+            registered = [f"{c.__name__}.{_target_arg(c)}" for c in classes if _target_arg(c)]
+            family = _file_family(classes)
+        targets += registered
+        families.append(family)
+    return Method(
+        name=name,
+        label=method_label(name),
+        recipe=recipe,
+        family=family_of(families),
+        targets=tuple(dict.fromkeys(targets)),
+    )
+
+
+def _method_part(part: str) -> tuple[str, tuple[str, ...] | None, str | None]:
+    """One recipe of a method: (config to read, registered targets, registered family), the
+    targets and family ``None`` for a file."""
+    if Path(part).is_file():
+        return part, None, None
+    registered = [f"method/{n}" for n in sorted(METHODS)]
+    if part.removesuffix(".yaml") not in registered:
+        shipped = [n for n in shipped_configs() if n.startswith("method/")]
+        if part.removesuffix(".yaml") in shipped:
+            raise ConfigError(
+                f"method {part!r} is shipped but not registered: add it to sparsify.methods "
+                f"(registered: {', '.join(registered)})"
+            )
+        raise ConfigError(
+            f"unknown method {part!r}: not a file, nor a shipped recipe ({', '.join(registered)})"
+        )
+    entry = registered_method(part)
+    return entry.recipe, entry.targets, entry.family
+
+
+def _file_family(classes: list[type]) -> str:
+    for cls in classes:
+        for base in cls.__mro__:
+            if base.__name__ in CALLBACK_FAMILIES:
+                return CALLBACK_FAMILIES[base.__name__]
+    return "dense-to-sparse" if any(_target_arg(cls) for cls in classes) else "reference"
 
 
 def _callback_class(method: str, callback) -> type:
@@ -295,15 +332,18 @@ def _target_arg(cls: type) -> str | None:
 
 
 def with_sparsity(method: Method, sparsity: float) -> dict:
-    """The recipe with ``sparsity`` as the target of every callback that takes one."""
+    """The recipe with ``sparsity`` as each of the method's targets (``Class.argument``): the
+    argument of every callback of that class."""
     recipe = copy.deepcopy(method.recipe)
     for i, callback in enumerate(recipe["trainer"]["callbacks"]):
-        arg = _target_arg(_callback_class(method.name, callback))
-        if arg is None:
+        class_name = _callback_class(method.name, callback).__name__
+        args = [t.split(".")[1] for t in method.targets if t.split(".")[0] == class_name]
+        if not args:
             continue
         if not isinstance(callback, dict):
             callback = recipe["trainer"]["callbacks"][i] = {"class_path": callback}
-        callback.setdefault("init_args", {})[arg] = sparsity
+        for arg in args:
+            callback.setdefault("init_args", {})[arg] = sparsity
     return recipe
 
 
