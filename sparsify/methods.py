@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from sparsify.errors import ConfigError
 
 FAMILIES = ("reference", "dense-to-sparse", "DST", "PaI", "continuous")
-DRIVERS = ("iterative",)
+DRIVERS = {"iterative": "iterative_pruning"}  # driver: the section of its recipe (its arguments)
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class MethodRecipe:
     family: str  # one of FAMILIES
     targets: tuple[str, ...]  # ``Class.argument`` set to the target sparsity; () for reference
     recipe: str  # the shipped config that runs it (``method/gmp``)
-    driver: str | None = None  # None: a ``sparsify fit`` recipe; else one of DRIVERS
+    driver: str | None = None  # None: a ``sparsify fit`` recipe; else a key of DRIVERS
 
 
 def _fit(name: str, family: str, *targets: str) -> MethodRecipe:
@@ -69,6 +69,10 @@ METHODS: dict[str, MethodRecipe] = {
         _fit("acdc", "dense-to-sparse", "ACDC.sparsity"),
         _fit("acdc_cifar", "dense-to-sparse", "ACDC.sparsity"),
         _fit("acdc_signin", "dense-to-sparse", "ACDC.sparsity"),
+        *(
+            MethodRecipe(name, "dense-to-sparse", (ITERATIVE,), f"iterative/{name}", "iterative")
+            for name in ("imp", "lrr")
+        ),
         *(
             _fit(name, "DST", "RiGL.sparsity")
             for name in ("rigl", "rigl_imagenet", "rigl_signin", "rigl_signin_imagenet")
