@@ -84,7 +84,11 @@ def main(argv: list[str]) -> None:
             L.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
-            parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
+            parser_kwargs={
+                "parser_mode": "omegaconf",
+                "exit_on_error": False,
+                "allow_abbrev": False,
+            },
             save_config_callback=SaveRunConfig,
             save_config_kwargs={"overwrite": True},
             args=args,
