@@ -24,8 +24,7 @@ import lightning as L
 from lightning.pytorch.cli import SaveConfigCallback
 
 from sparsify.app.cli import (
-    SaveRunConfig,
-    SparsifyCLI,
+    build_cli,
     one_line_errors,
     prepare_argv,
     read_config,
@@ -79,21 +78,7 @@ def main(argv: list[str]) -> None:
             )
         args = prepare_argv(["fit", *fit_argv])[1:]
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = SparsifyCLI(
-            L.LightningModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            parser_kwargs={
-                "parser_mode": "omegaconf",
-                "exit_on_error": False,
-                "allow_abbrev": False,
-            },
-            save_config_callback=SaveRunConfig,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-            run=False,
-        )
+        cli = build_cli(args, run=False)
         callbacks = cli.config_init["trainer"]["callbacks"] or []
         shared = [c for c in callbacks if not isinstance(c, SaveConfigCallback)]
         trainers: list[L.Trainer] = []
