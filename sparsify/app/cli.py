@@ -378,20 +378,23 @@ def main(argv: list[str] | None = None) -> None:
             rank_zero_info(f"sparsify: {note}")
         # DDP's launcher re-runs sys.argv, which stays the user's own command line.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        SparsifyCLI(
-            L.LightningModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            parser_kwargs={
-                "parser_mode": "omegaconf",
-                "exit_on_error": False,
-                "allow_abbrev": False,
-            },
-            save_config_callback=SaveRunConfig,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-        )
+        build_cli(args)
+
+
+def build_cli(args: list[str], run: bool = True) -> SparsifyCLI:
+    """The ``sparsify`` LightningCLI over ``args`` (``prepare_argv``'s); ``run=False`` builds
+    the model, data and trainer without running a subcommand (the iterative driver)."""
+    return SparsifyCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False, "allow_abbrev": False},
+        save_config_callback=SaveRunConfig,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
 
 
 @contextmanager
