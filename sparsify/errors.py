@@ -16,3 +16,11 @@ def check_choice(name: str, value, choices) -> None:
     if value not in allowed:
         names = ", ".join(str(choice) for choice in allowed)
         raise ConfigError(f"{name}={value!r} is invalid: choose one of {names}")
+
+
+def check_counts(**counts: int) -> None:
+    """Raise a ``ConfigError`` naming the first of ``counts`` (sizes and numbers of things, by
+    their argument names) that is below 1."""
+    for name, value in counts.items():
+        if value < 1:
+            raise ConfigError(f"{name}={value!r} is invalid: must be >= 1")
