@@ -78,14 +78,15 @@ def trainer(tmp_path, callbacks, max_epochs=4, **kwargs):
     )
 
 
-class RecordWeightDecay(L.Callback):
-    """Records each group's weight decay as the optimizer step sees it."""
+class RecordGroupOption(L.Callback):
+    """Records the option ``key`` of each param group (its weight decay, its learning rate) as
+    the optimizer step sees it: ``seen`` holds a list over the groups a step."""
 
-    def __init__(self):
-        self.seen = []
+    def __init__(self, key: str):
+        self.key, self.seen = key, []
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        self.seen.append([g["weight_decay"] for g in optimizer.param_groups])
+        self.seen.append([g[self.key] for g in optimizer.param_groups])
 
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
