@@ -1,5 +1,5 @@
 """The one exception type for bad user input (the CLI prints its message as one line, exit 2),
-and the one check of a value against its choices."""
+the one check of a value against its choices, and the one check that counts are >= 1."""
 
 from typing import Literal, get_args, get_origin
 
