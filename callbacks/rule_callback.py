@@ -17,12 +17,16 @@ Lightning hook              rule event
 ``on_train_epoch_end``      ``epoch_end`` (``run.metrics``: ``trainer.callback_metrics``)
 ``on_train_end``            ``end``
 ==========================  =========================================================
+``on_before_optimizer_step`` (the gradients are in, the optimizer steps next) calls
+``before_optimizer_step``.
 
 What an event returns is logged: per step from the step events, per epoch (reduced over
 processes) from the others. ``state_dict`` is the rule's, saved in every checkpoint.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import lightning as L
 import torch
@@ -39,6 +43,7 @@ def lightning_run(trainer: L.Trainer, pl_module: L.LightningModule, **fields) ->
         trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None,
     )
     strategy = trainer.strategy
+    fields.setdefault("batches", training_batches(trainer))
     return Run(
         model=pl_module,
         optimizers=trainer.optimizers,
@@ -46,8 +51,31 @@ def lightning_run(trainer: L.Trainer, pl_module: L.LightningModule, **fields) ->
         schedulers=[config.scheduler for config in trainer.lr_scheduler_configs],
         broadcast=lambda value: strategy.broadcast(value, src=0),
         mean=lambda value: float(strategy.reduce(torch.tensor(value), reduce_op="mean")),
+        rank=trainer.global_rank,
         **fields,
     )
+
+
+class TrainingBatches:
+    """The batches of a trainer's (first) training dataloader, moved to the device as in
+    training, read when iterated."""
+
+    def __init__(self, trainer: L.Trainer, loader):
+        self.trainer, self.loader = trainer, loader
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield self.trainer.strategy.batch_to_device(batch)
+
+
+def training_batches(trainer: L.Trainer) -> TrainingBatches | None:
+    """``TrainingBatches`` of the trainer's (first) training dataloader; ``None`` without one."""
+    loader = trainer.train_dataloader
+    if isinstance(loader, Mapping):
+        loader = next(iter(loader.values()), None)
+    elif isinstance(loader, Sequence):
+        loader = loader[0] if loader else None
+    return None if loader is None else TrainingBatches(trainer, loader)
 
 
 class RuleCallback(L.Callback):
@@ -69,6 +97,9 @@ class RuleCallback(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._log(pl_module, self.before_step(lightning_run(trainer, pl_module)), step=True)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.before_optimizer_step(lightning_run(trainer, pl_module))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs

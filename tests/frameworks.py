@@ -33,6 +33,8 @@ class Net(nn.Module):
 
     def forward(self, x, labels=None):
         logits = self.fc2(torch.relu(self.fc1(x)))
+        if labels is None:  # the logits, as a Lightning module's forward (PaI scores)
+            return logits
         return {"loss": F.cross_entropy(logits, labels), "logits": logits}
 
 
@@ -49,6 +51,9 @@ class LitNet(L.LightningModule):
     def __init__(self, net: nn.Module, weight_decay: float = WEIGHT_DECAY):
         super().__init__()
         self.net, self.weight_decay = net, weight_decay
+
+    def forward(self, x):
+        return self.net(x)
 
     def training_step(self, batch, batch_idx):
         loss = self.net(*batch)["loss"]

@@ -29,6 +29,7 @@ from sparsify.callbacks.pilot import PILoT as PILoTRule
 from sparsify.callbacks.pilot import pointwise_l1_norm
 from sparsify.errors import ConfigError
 from sparsify.hf.adapter import RuleTrainerCallback, epoch_index
+from sparsify.hf.prune_at_init import PruneAtInit  # noqa: F401
 from sparsify.masks import Scope, check_scope, check_sparsity, magnitude_prune
 from sparsify.param_groups import pointwise_groups, pointwise_parameters, split_groups
 from sparsify.reparam import add_masks

@@ -17,6 +17,8 @@ and arguments, as the Lightning callback is::
                        of each value logged in the epoch)
 ``on_train_end``       ``end``
 =====================  ==================================================================
+``on_pre_optimizer_step`` (the gradients are in, the optimizer steps next) calls
+``before_optimizer_step``.
 
 The ``Trainer`` logs an epoch after ``on_epoch_end``, so ``epoch_end`` runs when those logs are in:
 at the next ``on_epoch_begin`` or at ``on_train_end``, with nothing trained in between.
@@ -57,6 +59,15 @@ def _mean(value: float) -> float:
     return value
 
 
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def model_loss(model, batch: dict):
+    """The loss a ``Trainer`` trains on: the model's own, ``model(**batch)["loss"]``."""
+    return model(**batch)["loss"]
+
+
 def trainer_run(state, kwargs: dict, epoch: int | None = None, **fields) -> Run:
     """The ``Run`` of a Hugging Face ``Trainer`` at this event (in epoch ``epoch``, by default the
     one ``state`` is in)."""
@@ -76,6 +87,8 @@ def trainer_run(state, kwargs: dict, epoch: int | None = None, **fields) -> Run:
         broadcast=_broadcast,
         mean=_mean,
         batches=kwargs.get("train_dataloader"),
+        loss_of=model_loss,
+        rank=_rank(),
         **fields,
     )
 
@@ -107,6 +120,9 @@ class RuleTrainerCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._keep(state, self.before_step(trainer_run(state, kwargs)))
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.before_optimizer_step(trainer_run(state, kwargs))
 
     def on_step_end(self, args, state, control, **kwargs):
         self._keep(state, self.after_step(trainer_run(state, kwargs)))

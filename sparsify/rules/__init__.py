@@ -3,6 +3,7 @@ protocol): each owns its method's state and decisions; ``sparsify.callbacks`` (L
 ``sparsify.hf`` (Hugging Face's ``Trainer``) adapt them with the same names and arguments."""
 
 from sparsify.rules.base import Progress, Rule, Run
+from sparsify.rules.prune_at_init import PruneAtInit
 from sparsify.rules.weight_decay import (
     WeightDecayController,
     WeightDecaySchedule,
@@ -11,6 +12,7 @@ from sparsify.rules.weight_decay import (
 
 __all__ = [
     "Progress",
+    "PruneAtInit",
     "Rule",
     "Run",
     "WeightDecayController",

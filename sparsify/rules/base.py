@@ -14,6 +14,9 @@ Face's ``Trainer``, or a plain loop) through seven events, in this order:
 ``end(run)``        training ends
 ==================  ==========================================================================
 
+Between ``before_step`` and ``after_step``, ``before_optimizer_step`` runs when the batch's
+gradients are in and the optimizer steps next (for rules that change a gradient).
+
 Every event but ``prepare`` gets a ``Run``: the model, the optimizers and their learning-rate
 schedulers, where training is (``Progress``), and the framework's ways to agree across processes.
 An event may return a ``dict`` of values for the adapter to log. ``state_dict`` and
@@ -71,7 +74,10 @@ class Run:
         broadcast: gives every process rank 0's value (identity on one process).
         mean: the mean of a float over processes (identity on one process).
         batches: the training batches, for rules that score on data; ``None`` where unknown.
-        loss_of: ``loss_of(model, batch)``, the training loss of a batch, for those rules.
+        loss_of: ``loss_of(model, batch)``, the training loss of a batch, for those rules;
+            ``None``: ``loss_fn(model(input), target)`` of an ``(input, target)`` batch.
+        rank: this process's index among the processes (0 on one process): what rank 0
+            decides is what ``broadcast`` gives every process.
     """
 
     model: nn.Module
@@ -84,6 +90,7 @@ class Run:
     mean: Callable[[float], float] = _same
     batches: Iterable | None = None
     loss_of: Callable[[nn.Module, Any], torch.Tensor] | None = None
+    rank: int = 0
 
 
 class Rule:
@@ -103,6 +110,9 @@ class Rule:
 
     def before_step(self, run: Run) -> Metrics | None:
         """Before the forward pass of a training batch."""
+
+    def before_optimizer_step(self, run: Run) -> None:
+        """The gradients of a training batch are in; the optimizer steps next."""
 
     def after_step(self, run: Run) -> Metrics | None:
         """After the optimizer step of a training batch."""
