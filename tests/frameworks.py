@@ -65,14 +65,16 @@ class LitNet(L.LightningModule):
         return torch.optim.SGD(groups, lr=LR, momentum=MOMENTUM)
 
 
-def train_lightning(net: nn.Module, callbacks: list, epochs: int, tmp_path, **kwargs) -> L.Trainer:
+def train_lightning(
+    net: nn.Module, callbacks: list, epochs: int, tmp_path, module: type = LitNet, **kwargs
+) -> L.Trainer:
     trainer = L.Trainer(
         max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         callbacks=callbacks, default_root_dir=tmp_path, **kwargs,
     )  # fmt: skip
     loader = DataLoader(TensorDataset(*examples()), batch_size=BATCH, shuffle=False)
-    trainer.fit(LitNet(net), loader)
+    trainer.fit(module(net), loader)
     return trainer
 
 

@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from frameworks import Net, train_hf, train_lightning  # noqa: E402
+from frameworks import LitNet, Net, train_hf, train_lightning  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from sparsify import callbacks, hf  # noqa: E402
@@ -43,14 +43,56 @@ class TrainerSeed(TrainerCallback):
         torch.manual_seed(1)
 
 
-def train_both(tmp_path, make_callback, epochs: int = 2) -> tuple:
+def train_both(tmp_path, make_callback, epochs: int = 2, linear: bool = False) -> tuple:
     """Each framework from the same initialization, and from the same random state when training
-    starts (the two frameworks draw differently before)."""
+    starts (the two frameworks draw differently before); ``linear``: the learning rate decays
+    linearly to 0 over the run's steps (the ``Trainer``'s ``"linear"`` schedule)."""
     nets = Net(), Net()
     lightning, trainer = make_callback(callbacks), make_callback(hf)
-    train_lightning(nets[0], [LightningSeed(), lightning], epochs, tmp_path)
-    train_hf(nets[1], [TrainerSeed(), trainer], epochs, tmp_path)
-    return nets, lightning, trainer
+    lightning_lr, trainer_lr = LightningLR(), TrainerLR()
+    train_lightning(
+        nets[0],
+        [LightningSeed(), lightning, lightning_lr],
+        epochs,
+        tmp_path,
+        module=LinearDecayNet if linear else LitNet,
+    )
+    schedule = {"lr_scheduler_type": "linear"} if linear else {}
+    train_hf(nets[1], [TrainerSeed(), trainer, trainer_lr], epochs, tmp_path, **schedule)
+    assert [len(rates) for rates in lightning_lr.lrs] == [len(rates) for rates in trainer_lr.lrs]
+    flat = [[rate for rates in run.lrs for rate in rates] for run in (lightning_lr, trainer_lr)]
+    assert flat[0] == pytest.approx(flat[1], rel=1e-6)
+    return nets, lightning, trainer, lightning_lr.lrs
+
+
+class LightningLR(L.Callback):
+    """The learning rate of every param group before every optimizer step."""
+
+    def __init__(self):
+        self.lrs = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.lrs += [[group["lr"] for group in optimizer.param_groups]]
+
+
+class TrainerLR(TrainerCallback):
+    def __init__(self):
+        self.lrs = []
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        self.lrs += [[group["lr"] for group in optimizer.param_groups]]
+
+
+class LinearDecayNet(LitNet):
+    """The ``Trainer``'s ``"linear"`` schedule (no warm-up), stepped every optimizer step."""
+
+    def configure_optimizers(self):
+        optimizer = super().configure_optimizers()
+        total = self.trainer.estimated_stepping_batches
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda t: max(0.0, float(total - t) / float(max(1, total)))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 GRASP = {"score": "grasp", "temperature": 1.0, "samples_per_class": None}
@@ -68,7 +110,7 @@ GRASP = {"score": "grasp", "temperature": 1.0, "samples_per_class": None}
     ids=["random", "magnitude", "snip", "grasp", "sanity-checks"],
 )
 def test_prune_at_init(tmp_path, options):
-    (a, b), lightning, trainer = train_both(tmp_path, lambda m: m.PruneAtInit(0.75, **options))
+    (a, b), lightning, trainer, _ = train_both(tmp_path, lambda m: m.PruneAtInit(0.75, **options))
     masks = assert_same_masks(a, b)
     assert sparsity_report(a)["global"] == pytest.approx(0.75, abs=0.01)
     assert lightning.done and trainer.done
@@ -102,3 +144,39 @@ def test_prune_at_init_options_the_trainer_cannot_give_are_refused(tmp_path, opt
     with pytest.raises(ConfigError, match=message):
         train_hf(Net(), [hf.PruneAtInit(0.5, **options)], 1, tmp_path)
     assert not (tmp_path / "hf").exists() or not any((tmp_path / "hf").iterdir())
+
+
+@pytest.mark.parametrize("threshold_weight_decay", [0.05, None], ids=["separate", "coupled"])
+def test_soft_threshold_reparametrization(tmp_path, threshold_weight_decay):
+    options = {"s_init": -2.0, "threshold_weight_decay": threshold_weight_decay}
+    soft = train_both(
+        tmp_path, lambda m: m.SoftThresholdReparametrization(**options, harden_at_end=False)
+    )
+    (a, b), _, trainer, _ = soft
+    thresholds = [(n, p) for n, p in a.named_parameters() if n.endswith("threshold")]
+    assert len(thresholds) == 2
+    assert_same_weights(a, b)
+    assert [entry["step"] for entry in trainer.logged if "str/sparsity" in entry] == [4, 8]
+    (a, b), _, _, _ = train_both(tmp_path, lambda m: m.SoftThresholdReparametrization(**options))
+    assert_same_masks(a, b)
+    assert 0.1 < sparsity_report(a)["global"] < 0.9
+    assert not any(n.endswith("threshold") for n, _ in b.named_parameters())  # hardened
+    assert_same_weights(a, b)
+
+
+def test_soft_threshold_decay_reaches_the_thresholds(tmp_path):
+    """The threshold decay moves s under both adapters (so the agreement above covers it)."""
+    kept, decayed = Net(), Net()
+    common = {"s_init": -2.0, "harden_at_end": False}
+    train_hf(
+        kept, [hf.SoftThresholdReparametrization(threshold_weight_decay=0.0, **common)], 1, tmp_path
+    )
+    train_hf(
+        decayed,
+        [hf.SoftThresholdReparametrization(threshold_weight_decay=1.0, **common)],
+        1,
+        tmp_path,
+    )
+    s = [p for n, p in kept.named_parameters() if n.endswith("threshold")]
+    s_decayed = [p for n, p in decayed.named_parameters() if n.endswith("threshold")]
+    assert all(not torch.equal(x, y) for x, y in zip(s, s_decayed))

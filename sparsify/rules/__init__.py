@@ -4,6 +4,7 @@ protocol): each owns its method's state and decisions; ``sparsify.callbacks`` (L
 
 from sparsify.rules.base import Progress, Rule, Run
 from sparsify.rules.prune_at_init import PruneAtInit
+from sparsify.rules.soft_threshold import SoftThresholdReparametrization
 from sparsify.rules.weight_decay import (
     WeightDecayController,
     WeightDecaySchedule,
@@ -13,6 +14,7 @@ from sparsify.rules.weight_decay import (
 __all__ = [
     "Progress",
     "PruneAtInit",
+    "SoftThresholdReparametrization",
     "Rule",
     "Run",
     "WeightDecayController",
