@@ -52,8 +52,14 @@ def lightning_run(trainer: L.Trainer, pl_module: L.LightningModule, **fields) ->
         broadcast=lambda value: strategy.broadcast(value, src=0),
         mean=lambda value: float(strategy.reduce(torch.tensor(value), reduce_op="mean")),
         rank=trainer.global_rank,
+        scheduler_steps=[scheduler_steps(config) for config in trainer.lr_scheduler_configs],
         **fields,
     )
+
+
+def scheduler_steps(config) -> tuple[str, int] | None:
+    """When Lightning steps the scheduler of ``config`` (``Run.scheduler_steps``)."""
+    return None if config.reduce_on_plateau else (config.interval, config.frequency)
 
 
 class TrainingBatches:

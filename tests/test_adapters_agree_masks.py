@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from frameworks import LitNet, Net, train_hf, train_lightning  # noqa: E402
+from frameworks import LR, STEPS_PER_EPOCH, LitNet, Net, train_hf, train_lightning  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from sparsify import callbacks, hf  # noqa: E402
@@ -180,3 +180,53 @@ def test_soft_threshold_decay_reaches_the_thresholds(tmp_path):
     s = [p for n, p in kept.named_parameters() if n.endswith("threshold")]
     s_decayed = [p for n, p in decayed.named_parameters() if n.endswith("threshold")]
     assert all(not torch.equal(x, y) for x, y in zip(s, s_decayed))
+
+
+CS = {"penalty": 0.005, "s_init": 0.05, "temperature_final": 50.0, "rounds": 2}
+TICKET = {"ticket": 0.34, "rewind": 0.17}  # 6 epochs: rounds at 0 and 2, ticket at 4, rewind 1
+
+
+@pytest.mark.parametrize(
+    "options, rounds, phase_epochs",
+    [
+        ({**TICKET}, [0, 0, 1, 1, 1, 1], 2),
+        # the folded ticket has no scores left to log
+        ({**TICKET, "fold_scale": True, "restart_schedule": False}, [0, 0, 1, 1], None),
+        ({"harden_at_end": False}, [0, 0, 0, 1, 1, 1], 3),
+    ],
+    ids=["ticket", "folded-one-schedule", "soft"],
+)
+def test_continuous_sparsification(tmp_path, options, rounds, phase_epochs):
+    (a, b), _, trainer, lrs = train_both(
+        tmp_path, lambda m: m.ContinuousSparsification(**CS, **options), epochs=6, linear=True
+    )
+    assert_same_weights(a, b)
+    if options.get("harden_at_end", True):
+        assert_same_masks(a, b)
+        assert 0.05 < sparsity_report(a)["global"] < 0.95
+    logged = [entry for entry in trainer.logged if "cs/round" in entry]
+    assert [entry["cs/round"] for entry in logged] == rounds
+    assert logged[0]["cs/temperature"] == 1.0 and logged[1]["cs/temperature"] > 1.0
+    steps = 6 * STEPS_PER_EPOCH
+    if phase_epochs:  # every phase replays the whole schedule, 6 / phase_epochs times as fast
+        phase = phase_epochs * STEPS_PER_EPOCH
+        positions = [t % phase * 6 // phase_epochs for t in range(steps)]
+    else:
+        positions = list(range(steps))
+    assert [rates[0] for rates in lrs] == pytest.approx(
+        [LR * (steps - p) / steps for p in positions]
+    )
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"max_steps": 10}, "max_steps=10 is invalid for ContinuousSparsification"),
+        ({"num_train_epochs": 2.5}, "num_train_epochs=2.5 is invalid"),
+        ({"num_train_epochs": 2}, "ticket=0.34 is invalid with num_train_epochs=2"),
+    ],
+)
+def test_continuous_sparsification_needs_whole_epochs(tmp_path, settings, message):
+    callback = hf.ContinuousSparsification(**CS, **TICKET)
+    with pytest.raises(ConfigError, match=message):
+        train_hf(Net(), [callback], 6, tmp_path, **settings)

@@ -9,8 +9,8 @@ the plain-PyTorch core, without Lightning (docs/hf.md). Needs ``pip install "spa
 - ``PILoT``: the adaptive α_t on exactly the m, w of θ = m ⊙ w, the rule of
   ``sparsify.callbacks.PILoT`` (its ``update``), once per epoch;
 - ``SignIn``: θ = m ⊙ w on the kept weights, re-split every p epochs (``sparsify.rescale_``).
-- ``PruneAtInit``, ``SoftThresholdReparametrization``: the rules of ``sparsify.rules``
-  (``hf.prune_at_init``, ``hf.soft_masks``), as the Lightning callbacks.
+- ``PruneAtInit``, ``SoftThresholdReparametrization``, ``ContinuousSparsification``: the rules of
+  ``sparsify.rules`` (``hf.prune_at_init``, ``hf.soft_masks``), as the Lightning callbacks.
 
 What differs from Lightning is only where things are read: progress from ``TrainerState``
 (``global_step / max_steps``, ``epoch``), the optimizer and the learning-rate scheduler from the
@@ -32,7 +32,10 @@ from sparsify.callbacks.pilot import pointwise_l1_norm
 from sparsify.errors import ConfigError
 from sparsify.hf.adapter import RuleTrainerCallback, epoch_index
 from sparsify.hf.prune_at_init import PruneAtInit  # noqa: F401
-from sparsify.hf.soft_masks import SoftThresholdReparametrization  # noqa: F401
+from sparsify.hf.soft_masks import (
+    ContinuousSparsification,  # noqa: F401
+    SoftThresholdReparametrization,  # noqa: F401
+)
 from sparsify.masks import Scope, check_scope, check_sparsity, magnitude_prune
 from sparsify.param_groups import pointwise_groups, pointwise_parameters, split_groups
 from sparsify.reparam import add_masks

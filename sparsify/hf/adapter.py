@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 
 import torch.distributed as dist
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from transformers import TrainerCallback
 
 from sparsify.rules.base import Progress, Run
@@ -68,6 +69,12 @@ def model_loss(model, batch: dict):
     return model(**batch)["loss"]
 
 
+def scheduler_steps(scheduler) -> tuple[str, int] | None:
+    """The ``Trainer`` steps its scheduler after every optimizer step, a ``ReduceLROnPlateau``
+    after every evaluation (``Run.scheduler_steps``)."""
+    return None if isinstance(scheduler, ReduceLROnPlateau) else ("step", 1)
+
+
 def trainer_run(state, kwargs: dict, epoch: int | None = None, **fields) -> Run:
     """The ``Run`` of a Hugging Face ``Trainer`` at this event (in epoch ``epoch``, by default the
     one ``state`` is in)."""
@@ -89,6 +96,7 @@ def trainer_run(state, kwargs: dict, epoch: int | None = None, **fields) -> Run:
         batches=kwargs.get("train_dataloader"),
         loss_of=model_loss,
         rank=_rank(),
+        scheduler_steps=[] if scheduler is None else [scheduler_steps(scheduler)],
         **fields,
     )
 

@@ -3,6 +3,7 @@ protocol): each owns its method's state and decisions; ``sparsify.callbacks`` (L
 ``sparsify.hf`` (Hugging Face's ``Trainer``) adapt them with the same names and arguments."""
 
 from sparsify.rules.base import Progress, Rule, Run
+from sparsify.rules.continuous_sparsification import ContinuousSparsification
 from sparsify.rules.prune_at_init import PruneAtInit
 from sparsify.rules.soft_threshold import SoftThresholdReparametrization
 from sparsify.rules.weight_decay import (
@@ -12,6 +13,7 @@ from sparsify.rules.weight_decay import (
 )
 
 __all__ = [
+    "ContinuousSparsification",
     "Progress",
     "PruneAtInit",
     "SoftThresholdReparametrization",

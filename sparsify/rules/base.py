@@ -68,6 +68,9 @@ class Run:
     Attributes:
         model: the module being trained.
         optimizers: its optimizers; ``schedulers`` their learning-rate schedulers.
+        scheduler_steps: when the framework steps each of ``schedulers``: ``(interval,
+            frequency)``, every ``frequency``-th ``"step"`` or ``"epoch"``, or ``None`` where it
+            steps on a metric (``ReduceLROnPlateau``).
         progress: where training is.
         metrics: values logged so far (at ``epoch_end``: the epoch's), by name.
         loss: the loss of the batch just trained (``after_step``), else ``None``.
@@ -91,6 +94,7 @@ class Run:
     batches: Iterable | None = None
     loss_of: Callable[[nn.Module, Any], torch.Tensor] | None = None
     rank: int = 0
+    scheduler_steps: list[tuple[str, int] | None] = field(default_factory=list)
 
 
 class Rule:
