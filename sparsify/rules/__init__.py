@@ -3,11 +3,14 @@ protocol): each owns its method's state and decisions; ``sparsify.callbacks`` (L
 ``sparsify.hf`` (Hugging Face's ``Trainer``) adapt them with the same names and arguments."""
 
 from sparsify.rules.base import Progress, Rule, Run
+from sparsify.rules.continuous_sparsification import ContinuousSparsification
 from sparsify.rules.ham_step import HAMStep
 from sparsify.rules.l1 import L1Penalty
 from sparsify.rules.pilot import PILoT
+from sparsify.rules.prune_at_init import PruneAtInit
 from sparsify.rules.reparametrize import Reparametrize
 from sparsify.rules.sign_in import SignIn
+from sparsify.rules.soft_threshold import SoftThresholdReparametrization
 from sparsify.rules.weight_decay import (
     WeightDecayController,
     WeightDecaySchedule,
@@ -20,6 +23,10 @@ __all__ = [
     "PILoT",
     "Progress",
     "Reparametrize",
+    "ContinuousSparsification",
+    "Progress",
+    "PruneAtInit",
+    "SoftThresholdReparametrization",
     "Rule",
     "Run",
     "SignIn",
