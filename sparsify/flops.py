@@ -137,40 +137,49 @@ def flops(uses: list[WeightUse], dense: bool = False) -> float:
 
 
 class NonzeroCounts:
-    """``flops(uses)`` as a 0-d tensor on the weights' device, without waiting for it, counting
-    nnz(θ) again only where it can have changed: for sampling at every training step. The zeros
-    of θ = m ⊙ w ⊙ mask and θ = w ⊙ mask (and of a weight pruned by ``torch.nn.utils.prune``)
-    move when their mask does (its in-place version counter moves, or a new mask is put on the
-    layer): they are counted then; a soft mask (STR, CS) or an attention slice at every call;
-    and every weight at a ``full`` count (weights zeroed in place without a mask)."""
+    """``flops(uses)`` as a 0-d tensor on the weights' device, counting nnz(θ) again only where
+    it can have changed: for sampling at every training step. A weight whose every kept entry
+    is non-zero (θ = m ⊙ w ⊙ mask, θ = w ⊙ mask, a weight pruned by ``torch.nn.utils.prune``, a
+    plain weight) changes its zeros only when its mask changes (the mask's in-place version
+    counter moves, or a new mask is put on the layer): it is counted then. A kept entry at
+    exactly 0 (RiGL's regrown weights start there) can leave it at any step, so such a weight is
+    counted at every call until none is left; so is a soft mask (STR, CS) or an attention
+    slice; and every weight at a ``full`` count. Deciding whether a count can be kept reads it
+    on the host, once per count, not at the steps in between."""
 
     def __init__(self, uses: list[WeightUse]):
         self.uses = uses
         self._counts: list[torch.Tensor | None] = [None] * len(uses)
-        self._masks: list[tuple | None] = [None] * len(uses)
+        self._kept: list[tuple | None] = [None] * len(uses)  # what the count can be kept for
 
-    def _mask_version(self, use: WeightUse) -> tuple | None:
-        """What moves the zeros of a weight: (its mask's identity, the mask's version), or
-        ``None`` where they move by themselves (a soft mask, an unknown layer)."""
+    def _mask(self, use: WeightUse) -> tuple[torch.Tensor | None, tuple] | None:
+        """The mask that moves the zeros of a weight (``None`` for a plain weight) and its
+        (identity, version); ``None`` where the zeros move by themselves."""
         if use.layer is None:
             return None
         p = weight_parametrization(use.layer)
         if p is None:  # a plain weight, or one masked by torch.nn.utils.prune
             mask = getattr(use.layer, "weight_mask", None)
-            return ("plain",) if mask is None else (id(mask), mask._version)
-        if type(p) not in (PointwiseProduct, Mask):
+        elif type(p) in (PointwiseProduct, Mask):
+            mask = p.mask
+        else:
             return None
-        return id(p.mask), p.mask._version
+        return mask, (None,) if mask is None else (id(mask), mask._version)
 
     @torch.no_grad()
     def flops(self, full: bool = False) -> torch.Tensor:
         """2 · Σ positions · nnz(θ) as a 0-d float64 tensor on the weights' device."""
         parts = []
         for i, use in enumerate(self.uses):
-            version = self._mask_version(use)
-            if full or version is None or version != self._masks[i] or self._counts[i] is None:
-                self._counts[i] = torch.count_nonzero(use.weight()).double() * (2 * use.positions)
-                self._masks[i] = version
+            found = self._mask(use)
+            version = None if found is None else found[1]
+            if full or version is None or version != self._kept[i] or self._counts[i] is None:
+                weight = use.weight()
+                count = torch.count_nonzero(weight)
+                self._counts[i] = count.double() * (2 * use.positions)
+                mask = None if found is None else found[0]
+                kept = weight.numel() if mask is None else torch.count_nonzero(mask)
+                self._kept[i] = version if version is not None and bool(count == kept) else None
             parts.append(self._counts[i])
         return torch.stack(parts).sum() if parts else torch.zeros((), dtype=torch.float64)
 

@@ -219,3 +219,23 @@ def test_the_summary_gives_the_final_models_validation_accuracy(tmp_path):
         total = sum(len(y) for _, y in data.val_dataloader())
     assert summary["val_acc"] == pytest.approx(float(sum(hits)) / total, abs=1e-6)
     assert summary["val_acc"] != logged and summary["sparsity"] == pytest.approx(0.95, abs=1e-3)
+
+
+def test_nonzero_counts_follow_kept_weights_that_start_at_zero():
+    """A weight kept by its mask but exactly 0 (RiGL regrows weights at 0) moves off zero without
+    a mask change: its layer is counted at every call until no kept weight is 0."""
+    layer = nn.Linear(4, 4)
+    model = nn.Sequential(layer)
+    add_masks(model)
+    with torch.no_grad():
+        layer.parametrizations.weight.original[0] = 0  # four kept weights at 0
+    with record_positions(model, batch_size=1) as uses:
+        model(torch.randn(1, 4))
+    counts = NonzeroCounts(uses)
+    assert float(counts.flops()) == 2 * 12
+    with torch.no_grad():
+        layer.parametrizations.weight.original[0] = 1.0  # trained off zero, mask unchanged
+    assert float(counts.flops()) == flops(uses) == 2 * 16
+    with torch.no_grad():
+        layer.parametrizations.weight.original[1] = 0  # now every kept weight was non-zero
+    assert float(counts.flops()) == 2 * 16  # kept: only a mask change moves the zeros
