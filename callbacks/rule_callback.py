@@ -18,6 +18,8 @@ Lightning hook              rule event
 ``on_train_end``            ``end``
 ==========================  =========================================================
 
+``on_before_optimizer_step`` calls ``before_optimizer_step`` (gradients in place).
+
 What an event returns is logged: per step from the step events, per epoch (reduced over
 processes) from the others. ``state_dict`` is the rule's, saved in every checkpoint.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from sparsify.rules.base import Progress, Run
 
@@ -46,6 +49,7 @@ def lightning_run(trainer: L.Trainer, pl_module: L.LightningModule, **fields) ->
         schedulers=[config.scheduler for config in trainer.lr_scheduler_configs],
         broadcast=lambda value: strategy.broadcast(value, src=0),
         mean=lambda value: float(strategy.reduce(torch.tensor(value), reduce_op="mean")),
+        mean_tensor=lambda tensor: strategy.reduce(tensor, reduce_op="mean"),
         **fields,
     )
 
@@ -70,6 +74,10 @@ class RuleCallback(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._log(pl_module, self.before_step(lightning_run(trainer, pl_module)), step=True)
 
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        run = lightning_run(trainer, pl_module)
+        self._log(pl_module, self.before_optimizer_step(run), step=True)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         run = lightning_run(trainer, pl_module, loss=loss)
@@ -81,6 +89,12 @@ class RuleCallback(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.end(lightning_run(trainer, pl_module))
+
+    def info(self, message: str) -> None:
+        rank_zero_info(message)
+
+    def warn(self, message: str) -> None:
+        rank_zero_warn(message)
 
     @staticmethod
     def _log(pl_module: L.LightningModule, metrics: dict | None, step: bool) -> None:

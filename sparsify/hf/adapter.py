@@ -18,6 +18,8 @@ and arguments, as the Lightning callback is::
 ``on_train_end``       ``end``
 =====================  ==================================================================
 
+``on_pre_optimizer_step`` calls ``before_optimizer_step`` (gradients in place).
+
 The ``Trainer`` logs an epoch after ``on_epoch_end``, so ``epoch_end`` runs when those logs are in:
 at the next ``on_epoch_begin`` or at ``on_train_end``, with nothing trained in between.
 Progress is read from ``TrainerState`` (``global_step``, ``max_steps``, ``epoch``,
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
@@ -57,6 +60,14 @@ def _mean(value: float) -> float:
     return value
 
 
+def _mean_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor / dist.get_world_size()
+    return tensor
+
+
 def trainer_run(state, kwargs: dict, epoch: int | None = None, **fields) -> Run:
     """The ``Run`` of a Hugging Face ``Trainer`` at this event (in epoch ``epoch``, by default the
     one ``state`` is in)."""
@@ -75,6 +86,7 @@ def trainer_run(state, kwargs: dict, epoch: int | None = None, **fields) -> Run:
         schedulers=[] if scheduler is None else [scheduler],
         broadcast=_broadcast,
         mean=_mean,
+        mean_tensor=_mean_tensor,
         batches=kwargs.get("train_dataloader"),
         **fields,
     )
@@ -107,6 +119,9 @@ class RuleTrainerCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._keep(state, self.before_step(trainer_run(state, kwargs)))
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self._keep(state, self.before_optimizer_step(trainer_run(state, kwargs)))
 
     def on_step_end(self, args, state, control, **kwargs):
         self._keep(state, self.after_step(trainer_run(state, kwargs)))

@@ -1,7 +1,7 @@
 """The protocol of a method's rule: its state and decisions, free of any training framework.
 
 A rule is driven by an adapter (``sparsify.callbacks`` for Lightning, ``sparsify.hf`` for Hugging
-Face's ``Trainer``, or a plain loop) through seven events, in this order:
+Face's ``Trainer``, or a plain loop) through these events, in this order:
 
 ==================  ==========================================================================
 ``prepare(model)``  before the optimizer exists: put parametrizations (m ⊙ w, masks) on the model
@@ -22,6 +22,8 @@ An event may return a ``dict`` of values for the adapter to log. ``state_dict`` 
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +72,7 @@ class Run:
         loss: the loss of the batch just trained (``after_step``), else ``None``.
         broadcast: gives every process rank 0's value (identity on one process).
         mean: the mean of a float over processes (identity on one process).
+        mean_tensor: the elementwise mean of a tensor over processes (identity on one process).
         batches: the training batches, for rules that score on data; ``None`` where unknown.
         loss_of: ``loss_of(model, batch)``, the training loss of a batch, for those rules.
     """
@@ -82,6 +85,7 @@ class Run:
     loss: torch.Tensor | None = None
     broadcast: Callable[[Any], Any] = _same
     mean: Callable[[float], float] = _same
+    mean_tensor: Callable[[torch.Tensor], torch.Tensor] = _same
     batches: Iterable | None = None
     loss_of: Callable[[nn.Module, Any], torch.Tensor] | None = None
 
@@ -104,6 +108,9 @@ class Rule:
     def before_step(self, run: Run) -> Metrics | None:
         """Before the forward pass of a training batch."""
 
+    def before_optimizer_step(self, run: Run) -> Metrics | None:
+        """After the backward pass of a training batch, before the optimizer step."""
+
     def after_step(self, run: Run) -> Metrics | None:
         """After the optimizer step of a training batch."""
 
@@ -112,6 +119,15 @@ class Rule:
 
     def end(self, run: Run) -> Metrics | None:
         """Training ends."""
+
+    def info(self, message: str) -> None:
+        """Tell the user ``message`` (the ``sparsify`` logger; an adapter may say it once, on the
+        process of rank 0)."""
+        logging.getLogger("sparsify").info(message)
+
+    def warn(self, message: str) -> None:
+        """Warn the user (``warnings``; an adapter may warn once, on the process of rank 0)."""
+        warnings.warn(message, stacklevel=3)
 
     def state_dict(self) -> dict:
         return {}
