@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.utilities.data import extract_batch_size
 
 from sparsify.errors import ConfigError
-from sparsify.flops import WeightUse, flops, flops_tensor, record_positions
+from sparsify.flops import NonzeroCounts, WeightUse, flops, record_positions
 
 
 class FlopsMonitor(L.Callback):
@@ -17,24 +17,26 @@ class FlopsMonitor(L.Callback):
     length (``train_flops()``, 1.0 for dense training); and inference per example of the model
     as it is now (``inference_flops()``). Counted per example from the real model: forward
     hooks record, on the first training batch, where each conv and linear layer is applied
-    (``sparsify.flops``); every ``every_n_steps`` the non-zeros of θ are counted again
-    without waiting for the device. Logs ``flops/inference`` (per example) and
-    ``flops/train_relative`` at the end of every epoch; ``sparsify fit`` writes the values
-    into ``summary.json`` and the W&B run summary. Resumes from its state.
+    (``sparsify.flops``). The non-zeros of θ are counted again, without waiting for the device,
+    whenever they can have changed (``sparsify.flops.NonzeroCounts``): a masked weight when its
+    mask changes, a soft-masked one (STR, CS) at every step, every weight every
+    ``every_n_steps``; so a step costs exactly what its weights cost. Logs ``flops/inference``
+    (per example) and ``flops/train_relative`` at the end of every epoch; ``sparsify fit``
+    writes the values into ``summary.json`` and the W&B run summary. Resumes from its state.
 
     Args:
-        every_n_steps: count the non-zeros of θ every this many training batches (between
-            counts a step costs what the last count said); 1 follows every mask change.
+        every_n_steps: count the non-zeros of every θ every this many training batches, even
+            where no mask changed (for weights zeroed in place by code outside sparsify).
     """
 
-    def __init__(self, every_n_steps: int = 1):
+    def __init__(self, every_n_steps: int = 100):
         if every_n_steps < 1:
             raise ConfigError(f"every_n_steps={every_n_steps!r} is invalid: must be >= 1")
         self.every_n_steps = every_n_steps
         self.uses: list[WeightUse] | None = None  # known after the first training batch
         self.dense_per_example = 0.0
         self._recording = None
-        self._current: torch.Tensor | None = None  # FLOPs per example at the last count
+        self._counts: NonzeroCounts | None = None
         self._batch_size = 0
         self._batches = 0
         self.sparse_total: torch.Tensor | float = 0.0  # Σ examples · inference FLOPs
@@ -55,9 +57,9 @@ class FlopsMonitor(L.Callback):
             self._recording = None
             self.uses = self._recorded
             self.dense_per_example = flops(self.uses, dense=True)
-        if self._current is None or self._batches % self.every_n_steps == 0:
-            self._current = flops_tensor(self.uses)
-        self.sparse_total = self.sparse_total + self._current * self._batch_size
+            self._counts = NonzeroCounts(self.uses)
+        current = self._counts.flops(full=self._batches % self.every_n_steps == 0)
+        self.sparse_total = self.sparse_total + current * self._batch_size
         self.dense_total += self.dense_per_example * self._batch_size
         self._batches += 1
 
@@ -82,16 +84,13 @@ class FlopsMonitor(L.Callback):
         return float(self.sparse_total) / self.dense_total
 
     def state_dict(self) -> dict:
-        current = None if self._current is None else float(self._current)
         return {
             "sparse_total": float(self.sparse_total),
             "dense_total": self.dense_total,
             "batches": self._batches,
-            "current": current,
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.sparse_total = state_dict["sparse_total"]
         self.dense_total = state_dict["dense_total"]
         self._batches = state_dict.get("batches", 0)
-        self._current = state_dict.get("current")

@@ -1,62 +1,18 @@
 """The HAM step (Hyperbolic Aware Minimization, ICLR 2026) for any LightningModule: its own
 optimizers, wrapped in the optimizer ``sparsify.optim.HAM`` when fitting starts (docs/methods.md,
-"HAM")."""
+"HAM"): the Lightning adapter of ``sparsify.rules.HAMStep``."""
 
 from __future__ import annotations
 
 import lightning as L
 
-from sparsify.optim import HAM, check_ham
+from sparsify import rules
+from sparsify.callbacks.rule_callback import RuleCallback
 
 
-class HAMStep(L.Callback):
-    """Wrap every optimizer of the run in ``sparsify.optim.HAM``: after each ordinary step,
-    every weight θ with ≥ 2 dims is multiplied by exp(clamp(lr · (−α · sign(θ) ⊙ ∇f − β), −5,
-    5)); biases and norm parameters get no HAM step. The reference's safeguards
-    (``max_exponent``, ``skip_zeros``, ``revert_nan``, ``max_weight_norm``) are on by default;
-    ``sparsify.optim`` describes each.
-
-    The optimizers are the ones the module's own ``configure_optimizers`` built (any optimizer,
-    any param groups, any scheduler); they are wrapped in ``on_fit_start``, after Lightning has
-    built them and before a checkpoint's optimizer state is restored. The wrapper's
-    ``state_dict`` is the wrapped optimizer's, so checkpoints resume with or without HAM.
-    Combines with the sparsification callbacks (masks, m ⊙ w): it acts on whatever parameters
-    the optimizer holds. The step is the same on every DDP process (gradients are reduced).
-
-    Args:
-        alpha: α, the strength of the multiplicative step (published: 200 on ImageNet; scale it
-            so that lr · α · |∇f| stays well below 1 on a small network).
-        beta: β, the decay every weight gets in each HAM step (published: 1e-3 on ImageNet).
-        max_exponent: the exponent is clamped to [−max_exponent, max_exponent]; ``None``
-            leaves it unclamped.
-        skip_zeros: multiply only the entries that are not exactly 0, so pruned weights stay 0.
-        revert_nan: a tensor with NaN after the step keeps the ordinary step's value.
-        max_weight_norm: every parameter with a gradient is scaled back to this Frobenius norm
-            when it exceeds it; ``None`` switches it off.
-    """
-
-    def __init__(
-        self,
-        alpha: float = 200.0,
-        beta: float = 1e-3,
-        max_exponent: float | None = 5.0,
-        skip_zeros: bool = True,
-        revert_nan: bool = True,
-        max_weight_norm: float | None = 1000.0,
-    ):
-        check_ham(alpha, beta, max_exponent, max_weight_norm)
-        self.options = {
-            "alpha": float(alpha),
-            "beta": float(beta),
-            "max_exponent": max_exponent,
-            "skip_zeros": skip_zeros,
-            "revert_nan": revert_nan,
-            "max_weight_norm": max_weight_norm,
-        }
-        self.alpha, self.beta = self.options["alpha"], self.options["beta"]
+class HAMStep(rules.HAMStep, RuleCallback):
+    __doc__ = rules.HAMStep.__doc__
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.strategy.optimizers = [
-            opt if isinstance(opt, HAM) else HAM(opt, **self.options)
-            for opt in trainer.strategy.optimizers
-        ]
+        # Lightning steps the optimizers through its strategy, whose setter re-wraps them.
+        trainer.strategy.optimizers = self.wrap(trainer.strategy.optimizers)

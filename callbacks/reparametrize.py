@@ -1,32 +1,18 @@
-"""Reparametrize every prunable weight as θ = m ⊙ w before the optimizers are built."""
+"""Reparametrize every prunable weight as θ = m ⊙ w before the optimizers are built: the
+Lightning adapter of ``sparsify.rules.Reparametrize``."""
 
 from __future__ import annotations
 
 import lightning as L
 
+from sparsify import rules
 from sparsify.callbacks.portable import PortableCheckpoint
-from sparsify.reparam import check_beta, reparametrize
+from sparsify.callbacks.rule_callback import RuleCallback
 
 
-class Reparametrize(PortableCheckpoint):
-    """Apply ``sparsify.reparametrize(pl_module, beta, include, exclude)`` in ``setup``.
-
-    ``setup`` runs before ``configure_optimizers``, so the trainable ``m, w`` are what the
-    optimizer sees. β = 1 is the PILoT / Sign-In initialization, β = 0 the balanced spred split.
-    Idempotent, so it may run in every stage (fit, validate, test) and before a checkpoint loads.
-
-    Args:
-        beta: the inner scale β = m² − w² of the split (1: PILoT and Sign-In; 0: spred).
-        include: the layers to act on, as module-name patterns (fnmatch, e.g. ``"layer1.*"``) or
-            module types (``sparsify.reparam.prunable_layers``); ``None``: every conv / linear.
-        exclude: module-name patterns or types left out of ``include``.
-    """
-
-    def __init__(self, beta: float = 1.0, include: list | None = None, exclude: list | None = None):
-        check_beta(beta)
-        self.beta = beta
-        self.include = include
-        self.exclude = exclude
+class Reparametrize(rules.Reparametrize, PortableCheckpoint, RuleCallback):
+    __doc__ = rules.Reparametrize.__doc__
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        reparametrize(pl_module, self.beta, self.include, self.exclude)
+        # every stage, not only fit: a checkpoint of m, w loads into validate and test too
+        self.prepare(pl_module)

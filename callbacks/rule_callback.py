@@ -18,13 +18,16 @@ Lightning hook              rule event
 ``on_train_end``            ``end``
 ==========================  =========================================================
 
-``on_before_optimizer_step`` calls ``before_optimizer_step`` (gradients in place).
+``on_before_optimizer_step`` calls ``before_optimizer_step`` (``run.optimizers``: the optimizer
+about to step; Lightning clips the gradients after it).
 
 What an event returns is logged: per step from the step events, per epoch (reduced over
 processes) from the others. ``state_dict`` is the rule's, saved in every checkpoint.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import lightning as L
 import torch
@@ -33,14 +36,19 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from sparsify.rules.base import Progress, Run
 
 
-def lightning_run(trainer: L.Trainer, pl_module: L.LightningModule, **fields) -> Run:
-    """The ``Run`` of a Lightning trainer at this moment."""
-    progress = Progress(
+def lightning_progress(trainer: L.Trainer) -> Progress:
+    """Where a Lightning trainer is."""
+    return Progress(
         trainer.global_step,
         trainer.current_epoch,
         int(trainer.estimated_stepping_batches),
         trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None,
     )
+
+
+def lightning_run(trainer: L.Trainer, pl_module: L.LightningModule, **fields) -> Run:
+    """The ``Run`` of a Lightning trainer at this moment."""
+    progress = lightning_progress(trainer)
     strategy = trainer.strategy
     return Run(
         model=pl_module,
@@ -75,7 +83,7 @@ class RuleCallback(L.Callback):
         self._log(pl_module, self.before_step(lightning_run(trainer, pl_module)), step=True)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        run = lightning_run(trainer, pl_module)
+        run = dataclasses.replace(lightning_run(trainer, pl_module), optimizers=[optimizer])
         self._log(pl_module, self.before_optimizer_step(run), step=True)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

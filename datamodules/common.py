@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sparsify.datamodules.device_loader import DeviceBatches, placement, run_seed
-from sparsify.errors import ConfigError
+from sparsify.errors import ConfigError, check_counts
 
 
 class TransformedSubset(Dataset):
@@ -33,8 +33,7 @@ Loader = Literal["device", "torch"]
 
 
 def check_loader_args(batch_size: int, num_workers: int) -> None:
-    if batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r} is invalid: must be >= 1")
+    check_counts(batch_size=batch_size)
     if num_workers < 0:
         raise ConfigError(f"num_workers={num_workers!r} is invalid: must be >= 0")
 

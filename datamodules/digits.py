@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 from torchvision import transforms
 
 from sparsify.datamodules.common import SplitDataModule, TransformedSubset
-from sparsify.errors import ConfigError
+from sparsify.errors import ConfigError, check_counts
 
 
 class DigitsDataModule(SplitDataModule):
@@ -52,8 +52,7 @@ class DigitsDataModule(SplitDataModule):
                 f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves no "
                 "training data: their sum must be < 1"
             )
-        if batch_size < 1:
-            raise ConfigError(f"batch_size={batch_size!r} is invalid: must be >= 1")
+        check_counts(batch_size=batch_size)
         self.save_hyperparameters()
 
     def setup(self, stage: str | None = None) -> None:

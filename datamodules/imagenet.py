@@ -18,7 +18,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
 from sparsify.datamodules.common import SplitDataModule, TransformedSubset, check_loader_args
-from sparsify.errors import ConfigError
+from sparsify.errors import ConfigError, check_counts
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LAYOUT = "<data_dir>/train/<class>/*.JPEG and <data_dir>/val/<class>/*.JPEG"
@@ -62,9 +62,7 @@ class ImageNetDataModule(SplitDataModule):
         super().__init__()
         check_loader_args(batch_size, num_workers)
         resize_size = resize_size or round(image_size / 0.875)
-        for name, value in (("image_size", image_size), ("resize_size", resize_size)):
-            if value < 1:
-                raise ConfigError(f"{name}={value!r} is invalid: must be >= 1")
+        check_counts(image_size=image_size, resize_size=resize_size)
         if resize_size < image_size:
             raise ConfigError(
                 f"resize_size={resize_size!r} is invalid: must be >= image_size={image_size}"

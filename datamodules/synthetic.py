@@ -24,7 +24,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 
-from sparsify.errors import ConfigError
+from sparsify.errors import ConfigError, check_counts
 
 
 class SyntheticDataModule(L.LightningDataModule):
@@ -51,13 +51,7 @@ class SyntheticDataModule(L.LightningDataModule):
         seed: int,
     ):
         super().__init__()
-        for name, value in (
-            ("samples", samples),
-            ("val_samples", val_samples),
-            ("passes_per_epoch", passes_per_epoch),
-        ):
-            if value < 1:
-                raise ConfigError(f"{name}={value!r} is invalid: must be >= 1")
+        check_counts(samples=samples, val_samples=val_samples, passes_per_epoch=passes_per_epoch)
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} is invalid: >= 1, or null (full batch)")
         if noise < 0:
@@ -200,8 +194,7 @@ class SparseCodingDataModule(SyntheticDataModule):
     ):
         if not 1 <= nonzeros <= atoms:
             raise ConfigError(f"nonzeros={nonzeros!r} is invalid: must be in [1, atoms={atoms}]")
-        if signals < 1:
-            raise ConfigError(f"signals={signals!r} is invalid: must be >= 1")
+        check_counts(signals=signals)
         self.input_shape, self.signals, self.nonzeros = (atoms,), signals, nonzeros
         super().__init__(signal_dim, val_samples, batch_size, passes_per_epoch, noise, seed)
         self.save_hyperparameters()

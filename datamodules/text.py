@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sparsify.datamodules.common import SplitDataModule
-from sparsify.errors import ConfigError, check_choice
+from sparsify.errors import ConfigError, check_choice, check_counts
 
 Task = Literal["copy", "permute", "file"]
 Tokens = Literal["char", "byte"]
@@ -76,19 +76,14 @@ class TextDataModule(SplitDataModule):
                 f"path={path!r} is invalid with task={task!r}: set task=file to train on a file"
             )
         lag = (block_size + 1) // 2 if lag is None else lag
-        if block_size < 1:
-            raise ConfigError(f"block_size={block_size!r} is invalid: must be >= 1")
+        check_counts(block_size=block_size)
         if task != "file" and not 1 <= lag <= block_size:
             raise ConfigError(f"lag={lag!r} is invalid: must be in [1, block_size={block_size}]")
         if vocab_size < 2:
             raise ConfigError(f"vocab_size={vocab_size!r} is invalid: must be >= 2")
-        for name, value in (
-            ("train_sequences", train_sequences),
-            ("val_sequences", val_sequences),
-            ("batch_size", batch_size),
-        ):
-            if value < 1:
-                raise ConfigError(f"{name}={value!r} is invalid: must be >= 1")
+        check_counts(
+            train_sequences=train_sequences, val_sequences=val_sequences, batch_size=batch_size
+        )
         if not 0 < val_fraction < 1:
             raise ConfigError(f"val_fraction={val_fraction!r} is invalid: must be in (0, 1)")
         self.save_hyperparameters()

@@ -9,7 +9,8 @@ same initialization:
 
 - **sparsify**: ``ImageClassifier`` in a Lightning ``Trainer`` set up as ``sparsify fit`` sets it
   up (``configs/defaults.yaml``: ``ModelCheckpoint(save_last=True)``, ``SparsityMonitor``,
-  ``FlopsMonitor``, ``RandomStateCheckpoint``, ``log_every_n_steps=10``, the progress bar; a
+  ``FlopsMonitor``, ``RandomStateCheckpoint``, ``log_every_n_steps=10``, the progress bar
+  drawn every ``PROGRESS_BAR_REFRESH`` batches (``TQDMProgressBar``); a
   ``CSVLogger``, the logger of ``--wandb=false``; the ``Reparametrize`` callback for m ⊙ w),
   data from ``FashionMNISTDataModule(loader="device")``;
 - **plain**: the same network from ``create_model`` (and ``reparametrize``) trained by a loop
@@ -38,9 +39,10 @@ import time
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
+from sparsify.app.cli import PROGRESS_BAR_REFRESH
 from sparsify.callbacks import (
     FlopsMonitor,
     RandomStateCheckpoint,
@@ -95,6 +97,8 @@ def run_sparsify(args, backbone: str, variant: str, folder: str):
     ]
     if variant == "m ⊙ w":
         callbacks.append(Reparametrize(beta=1.0))
+    if not args.no_progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH))
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="cpu",

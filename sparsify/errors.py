@@ -1,5 +1,5 @@
 """The one exception type for bad user input (the CLI prints its message as one line, exit 2),
-and the one check of a value against its choices."""
+the one check of a value against its choices, and the one check that counts are >= 1."""
 
 from typing import Literal, get_args, get_origin
 
@@ -16,3 +16,11 @@ def check_choice(name: str, value, choices) -> None:
     if value not in allowed:
         names = ", ".join(str(choice) for choice in allowed)
         raise ConfigError(f"{name}={value!r} is invalid: choose one of {names}")
+
+
+def check_counts(**counts: int) -> None:
+    """Raise a ``ConfigError`` naming the first of ``counts`` (sizes and numbers of things, by
+    their argument names) that is below 1."""
+    for name, value in counts.items():
+        if value < 1:
+            raise ConfigError(f"{name}={value!r} is invalid: must be >= 1")

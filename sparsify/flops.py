@@ -34,7 +34,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sparsify.reparam import is_transposed, prunable_types
+from sparsify.reparam import (
+    Mask,
+    PointwiseProduct,
+    is_transposed,
+    prunable_types,
+    weight_parametrization,
+)
 
 
 @dataclass
@@ -45,6 +51,7 @@ class WeightUse:
     name: str
     weight: Callable[[], torch.Tensor]  # the effective weight θ, read when counting
     positions: float
+    layer: nn.Module | None = None  # the layer holding it; None: counted again every time
 
 
 def _out_channels(layer: nn.Module) -> int:
@@ -105,7 +112,7 @@ def record_positions(model: nn.Module, batch_size: int) -> Iterator[list[WeightU
 
         def hook(module, args, output):
             positions = output.numel() / _out_channels(module) / batch_size
-            uses.append(WeightUse(name, lambda: module.weight, positions))
+            uses.append(WeightUse(name, lambda: module.weight, positions, module))
 
         return layer.register_forward_hook(hook)
 
@@ -129,12 +136,43 @@ def flops(uses: list[WeightUse], dense: bool = False) -> float:
     return total
 
 
-@torch.no_grad()
-def flops_tensor(uses: list[WeightUse]) -> torch.Tensor:
-    """``flops(uses)`` as a 0-d tensor on the weights' device, without waiting for it (no
-    host-device synchronization): for sampling at every training step."""
-    parts = [torch.count_nonzero(use.weight()).double() * (2 * use.positions) for use in uses]
-    return torch.stack(parts).sum().double() if parts else torch.zeros((), dtype=torch.float64)
+class NonzeroCounts:
+    """``flops(uses)`` as a 0-d tensor on the weights' device, without waiting for it, counting
+    nnz(θ) again only where it can have changed: for sampling at every training step. The zeros
+    of θ = m ⊙ w ⊙ mask and θ = w ⊙ mask (and of a weight pruned by ``torch.nn.utils.prune``)
+    move when their mask does (its in-place version counter moves, or a new mask is put on the
+    layer): they are counted then; a soft mask (STR, CS) or an attention slice at every call;
+    and every weight at a ``full`` count (weights zeroed in place without a mask)."""
+
+    def __init__(self, uses: list[WeightUse]):
+        self.uses = uses
+        self._counts: list[torch.Tensor | None] = [None] * len(uses)
+        self._masks: list[tuple | None] = [None] * len(uses)
+
+    def _mask_version(self, use: WeightUse) -> tuple | None:
+        """What moves the zeros of a weight: (its mask's identity, the mask's version), or
+        ``None`` where they move by themselves (a soft mask, an unknown layer)."""
+        if use.layer is None:
+            return None
+        p = weight_parametrization(use.layer)
+        if p is None:  # a plain weight, or one masked by torch.nn.utils.prune
+            mask = getattr(use.layer, "weight_mask", None)
+            return ("plain",) if mask is None else (id(mask), mask._version)
+        if type(p) not in (PointwiseProduct, Mask):
+            return None
+        return id(p.mask), p.mask._version
+
+    @torch.no_grad()
+    def flops(self, full: bool = False) -> torch.Tensor:
+        """2 · Σ positions · nnz(θ) as a 0-d float64 tensor on the weights' device."""
+        parts = []
+        for i, use in enumerate(self.uses):
+            version = self._mask_version(use)
+            if full or version is None or version != self._masks[i] or self._counts[i] is None:
+                self._counts[i] = torch.count_nonzero(use.weight()).double() * (2 * use.positions)
+                self._masks[i] = version
+            parts.append(self._counts[i])
+        return torch.stack(parts).sum() if parts else torch.zeros((), dtype=torch.float64)
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Iterable
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import nn
@@ -45,15 +45,39 @@ def check_layer_floor(layer_floor: float) -> float:
     return float(layer_floor)
 
 
-def check_pattern(pattern: str) -> tuple[int, int] | None:
-    """``None`` for ``"unstructured"``, else ``(n, m)`` for an ``"n:m"`` pattern (1 ≤ n ≤ m)."""
-    if pattern == UNSTRUCTURED:
+class NMPattern(NamedTuple):
+    """An N:M structure: at most ``n`` kept of every ``m`` consecutive weights along a layer's
+    input dimension (``select_mask``). ``str()`` gives the spelling of configs, ``"n:m"``."""
+
+    n: int
+    m: int
+
+    def __str__(self) -> str:
+        return f"{self.n}:{self.m}"
+
+    @property
+    def sparsity(self) -> float:
+        """1 − n/m, the sparsity the pattern alone gives."""
+        return 1 - self.n / self.m
+
+
+def check_pattern(pattern: str | NMPattern | None) -> NMPattern | None:
+    """The one parse of a pattern: ``None`` for ``"unstructured"``, ``NMPattern(n, m)`` for
+    ``"n:m"`` (integers 1 ≤ n ≤ m). The parsed value is accepted too (``None`` is
+    unstructured; an ``NMPattern`` is checked and returned as it is), so a caller that parses
+    once passes the result down and nothing parses the string again."""
+    if pattern is None or pattern == UNSTRUCTURED:
         return None
-    parts = pattern.split(":") if isinstance(pattern, str) else []
-    if len(parts) == 2 and all(part.isdigit() for part in parts):
-        n, m = int(parts[0]), int(parts[1])
-        if 1 <= n <= m:
-            return n, m
+    if isinstance(pattern, NMPattern):
+        n, m = pattern
+        if all(type(v) is int for v in pattern) and 1 <= n <= m:
+            return pattern
+    elif isinstance(pattern, str):
+        parts = pattern.split(":")
+        if len(parts) == 2 and all(part.isdigit() for part in parts):
+            n, m = int(parts[0]), int(parts[1])
+            if 1 <= n <= m:
+                return NMPattern(n, m)
     raise ConfigError(
         f"pattern={pattern!r} is invalid: use 'unstructured' or 'n:m' with integers 1 <= n <= m"
         " (e.g. '2:4')"
@@ -120,21 +144,25 @@ def _nm_allowed(
     return _from_input_rows(allowed.reshape(allowed.shape[0], -1), theta.shape, transposed)
 
 
-def pattern_key(pattern: str) -> dict:
+def pattern_key(pattern: str | NMPattern | None) -> dict:
     """The pattern's part of a callback's ``state_key``: nothing for ``"unstructured"``, so the
-    keys of unstructured runs stay as they were."""
-    return {} if pattern == UNSTRUCTURED else {"pattern": pattern}
+    keys of unstructured runs stay as they were; ``"n:m"`` for the typed value."""
+    return {} if pattern is None or pattern == UNSTRUCTURED else {"pattern": str(pattern)}
 
 
 def pattern_keywords(
-    module: nn.Module, pattern: str, include: Iterable | None, exclude: Iterable | None
+    module: nn.Module,
+    pattern: str | NMPattern | None,
+    include: Iterable | None,
+    exclude: Iterable | None,
 ) -> dict:
-    """``select_mask``'s ``pattern`` and ``transposed`` keywords for ``module``'s selected layers
-    (``transposed``: the layers that store their weight (in, out), by ``is_transposed``)."""
-    check_pattern(pattern)
+    """``select_mask``'s ``pattern`` (parsed: ``NMPattern`` or ``None``) and ``transposed``
+    keywords for ``module``'s selected layers (``transposed``: the layers that store their
+    weight (in, out), by ``is_transposed``)."""
+    parsed = check_pattern(pattern)
     layers = prunable_layers(module, include, exclude)
     return {
-        "pattern": pattern,
+        "pattern": parsed,
         "transposed": [name for name, layer in layers if is_transposed(layer)],
     }
 
@@ -163,7 +191,7 @@ def select_mask(
     scope: Scope = "global",
     densities: dict[str, float] | None = None,
     regrow: dict[str, torch.Tensor] | None = None,
-    pattern: str = UNSTRUCTURED,
+    pattern: str | NMPattern | None = UNSTRUCTURED,
     transposed: Iterable[str] = (),
 ) -> dict[str, torch.Tensor]:
     """The one way every method chooses a mask: 0/1 masks (by layer name, shaped and typed
@@ -182,18 +210,19 @@ def select_mask(
     the rest of the budget. A grown weight is 0; the caller restarts it from 0 with cleared
     optimizer state (``sparsify.dst.restart_``).
 
-    ``pattern="unstructured"`` lets any subset of the entries be kept. ``pattern="n:m"``
-    (e.g. ``"2:4"``) first restricts the choice: in every group of m consecutive weights along
-    a layer's input dimension (dim 1 of an (out, in) weight; for a conv weight (out, in, kh,
-    kw), m consecutive input channels at each (out, kh, kw), the layout of NVIDIA's ASP and
-    of sparse tensor cores; dim 0 for the layers named in ``transposed``, stored (in, out) like
-    ``transformers``' ``Conv1D``), only the n highest scores among θ ≠ 0 are allowed (with
-    ``regrow``, the places left are allowed to the highest ``regrow`` among θ = 0). The budget
-    is then chosen among the allowed entries only, by the same rule. So N:M alone gives
-    sparsity 1 − n/m (more where a group has fewer than n non-zero θ); a higher ``sparsity``
-    is a further unstructured choice within the allowed entries; a lower one keeps every
-    allowed entry, and the achieved sparsity is 1 − n/m (the pattern wins; the caller reports
-    it). A layer whose input dimension m does not divide is a ``ConfigError``.
+    ``pattern="unstructured"`` (or ``None``) lets any subset of the entries be kept.
+    ``pattern="n:m"`` (e.g. ``"2:4"``, or ``NMPattern(2, 4)``) first restricts the choice: in
+    every group of m consecutive weights along a layer's input dimension (dim 1 of an (out, in)
+    weight; for a conv weight (out, in, kh, kw), m consecutive input channels at each (out, kh,
+    kw), the layout of NVIDIA's ASP and of sparse tensor cores; dim 0 for the layers named in
+    ``transposed``, stored (in, out) like ``transformers``' ``Conv1D``), only the n highest
+    scores among θ ≠ 0 are allowed (with ``regrow``, the places left are allowed to the highest
+    ``regrow`` among θ = 0). The budget is then chosen among the allowed entries only, by the
+    same rule. So N:M alone gives sparsity 1 − n/m (more where a group has fewer than n non-zero
+    θ); a higher ``sparsity`` is a further unstructured choice within the allowed entries; a
+    lower one keeps every allowed entry, and the achieved sparsity is 1 − n/m (the pattern wins;
+    the caller reports it). A layer whose input dimension m does not divide is a
+    ``ConfigError``.
     """
     if (sparsity is None) == (densities is None):
         raise ValueError("select_mask needs exactly one of sparsity and densities")
@@ -348,12 +377,13 @@ def magnitude_prune(
     exclude: Iterable | None = None,
     regrow: dict[str, torch.Tensor] | None = None,
     layer_floor: float = LAYER_FLOOR,
-    pattern: str = UNSTRUCTURED,
+    pattern: str | NMPattern | None = UNSTRUCTURED,
 ) -> dict[str, torch.Tensor]:
     """Mask the smallest |θ| so the selected weights reach ``sparsity`` (globally or per layer).
 
-    ``pattern`` (``"unstructured"`` or ``"n:m"``, e.g. ``"2:4"``) restricts the kept weights
-    to at most n in every group of m along each layer's input dimension (``select_mask``).
+    ``pattern`` (``"unstructured"`` or ``"n:m"``, e.g. ``"2:4"``; parsed: ``NMPattern``)
+    restricts the kept weights to at most n in every group of m along each layer's input
+    dimension (``select_mask``).
 
     With ``scope="global"``, every layer keeps at least ``layer_floor · (1 − sparsity)`` of its
     weights (``layer_densities``' floor; 0: the plain global threshold), unless ``regrow`` is
@@ -379,7 +409,7 @@ def magnitude_prune(
             )
     scores = {name: weight.abs() for name, weight in theta.items()}
     # An N:M pattern keeps n of every m weights in each layer: no layer needs the floor.
-    if scope == "global" and layer_floor > 0 and regrow is None and check_pattern(pattern) is None:
+    if scope == "global" and layer_floor > 0 and regrow is None and structure["pattern"] is None:
         densities = layer_densities(
             module,
             sparsity,

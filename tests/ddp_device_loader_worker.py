@@ -9,55 +9,38 @@ import sys
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
+from helpers import RecordBatches, trainer
 from sparsify.datamodules import FashionMNISTDataModule
 from sparsify.datamodules.fashion_mnist import MEAN, STD
 
 SEED = 3
 
 
-class RecordIds(L.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.layer = torch.nn.Linear(784, 10)
-        self.epochs = []
-
-    def on_train_epoch_start(self):
-        self.epochs.append([])
-
-    def training_step(self, batch, _):
-        x, y = batch
-        ids = ((x[:, 0, 0, 0] * STD[0] + MEAN[0]) * 255).round().long()
-        self.epochs[-1].append(ids)
-        return F.cross_entropy(self.layer(x.flatten(1)), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
+def image_ids(x, y):
+    """The id the test wrote into pixel (0, 0) of each image, the normalization undone."""
+    return ((x[:, 0, 0, 0] * STD[0] + MEAN[0]) * 255).round().long()
 
 
 def main(data_dir: str, out_dir: str) -> None:
     L.seed_everything(SEED)
     datamodule = FashionMNISTDataModule(data_dir, val_size=8, batch_size=4)
-    module = RecordIds()
-    trainer = L.Trainer(
-        strategy="ddp",
-        accelerator="cpu",
-        devices=2,
+    module = RecordBatches(image_ids)
+    run = trainer(
+        out_dir,
+        [],
         max_epochs=2,
+        strategy="ddp",
+        devices=2,
         limit_val_batches=0,
-        logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=out_dir,
     )
-    trainer.fit(module, datamodule)
+    run.fit(module, datamodule)
     record = {
         "epochs": [torch.cat(ids).tolist() for ids in module.epochs],
-        "loader": type(trainer.train_dataloader).__name__,
+        "loader": type(run.train_dataloader).__name__,
     }
-    torch.save(record, f"{out_dir}/rank{trainer.global_rank}.pt")
+    torch.save(record, f"{out_dir}/rank{run.global_rank}.pt")
     # Lightning leaves the gloo group up; its threads torn down at exit can abort the process.
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from sparsify.app.cli import main
 
 
 class UserModule(L.LightningModule):
@@ -75,14 +78,15 @@ def trainer(tmp_path, callbacks, max_epochs=4, **kwargs):
     )
 
 
-class RecordWeightDecay(L.Callback):
-    """Records each group's weight decay as the optimizer step sees it."""
+class RecordGroupOption(L.Callback):
+    """Records the option ``key`` of each param group (its weight decay, its learning rate) as
+    the optimizer step sees it: ``seen`` holds a list over the groups a step."""
 
-    def __init__(self):
-        self.seen = []
+    def __init__(self, key: str):
+        self.key, self.seen = key, []
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        self.seen.append([g["weight_decay"] for g in optimizer.param_groups])
+        self.seen.append([g[self.key] for g in optimizer.param_groups])
 
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
@@ -131,3 +135,37 @@ def run_two_ranks(command: list[str], timeout: float) -> list[str]:
     for rank, output in zip(ranks, outputs):
         assert rank.returncode == 0, output[-4000:]
     return outputs
+
+
+class RecordBatches(L.LightningModule):
+    """A user's linear classifier of 28×28 images that keeps ``record(x, y)`` of each training
+    batch, epoch by epoch, in ``epochs``."""
+
+    def __init__(self, record):
+        super().__init__()
+        self.layer = nn.Linear(784, 10)
+        self.record, self.epochs = record, []
+
+    def on_train_epoch_start(self):
+        self.epochs.append([])
+
+    def training_step(self, batch, _):
+        x, y = batch
+        self.epochs[-1].append(self.record(x, y))
+        return F.cross_entropy(self.layer(x.flatten(1)), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def fit_error(argv: list[str], root: Path, capsys) -> str:
+    """The error line of ``sparsify fit *argv --trainer.default_root_dir=root``, which must exit
+    2 with one ``sparsify: error:`` line and no traceback, having written nothing to ``root``."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *argv, f"--trainer.default_root_dir={root}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("sparsify: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert not root.exists()  # nothing written
+    return lines[0]

@@ -2,7 +2,7 @@ import lightning as L
 import pytest
 import torch
 
-from helpers import RecordWeightDecay, UserModule, loaders, trainer
+from helpers import RecordGroupOption, UserModule, loaders, trainer
 from sparsify import ConfigError, pointwise_factors, sparsity_report
 from sparsify.callbacks import (
     PruneAtEnd,
@@ -25,7 +25,7 @@ def test_reparametrize_gives_the_users_optimizer_m_and_w(tmp_path):
 
 
 def test_switch_off_at_a_fraction_of_training(tmp_path):
-    record = RecordWeightDecay()
+    record = RecordGroupOption("weight_decay")
     cbs = [Reparametrize(), WeightDecaySwitchOff(at=0.5), record]
     trainer(tmp_path, cbs, max_epochs=4).fit(UserModule(weight_decay=1e-3), *loaders())
     seen = [wd for (wd,) in record.seen]
@@ -34,7 +34,7 @@ def test_switch_off_at_a_fraction_of_training(tmp_path):
 
 
 def test_switch_off_at_an_epoch(tmp_path):
-    record = RecordWeightDecay()
+    record = RecordGroupOption("weight_decay")
     cbs = [WeightDecaySwitchOff(at=3, unit="epoch"), record]
     trainer(tmp_path, cbs, max_epochs=4).fit(UserModule(weight_decay=1e-3), *loaders())
     assert [wd for (wd,) in record.seen] == [1e-3] * 18 + [0.0] * 6
@@ -48,7 +48,7 @@ def test_named_group_that_does_not_exist_is_a_clear_error(tmp_path):
 
 def test_resume_continues_the_weight_decay_schedule(tmp_path):
     def run(max_epochs, ckpt_path=None):
-        record = RecordWeightDecay()
+        record = RecordGroupOption("weight_decay")
         schedule = WeightDecaySchedule("linear", unit="epoch", end=4)
         t = trainer(tmp_path, [schedule, record], max_epochs=max_epochs)
         L.seed_everything(0)

@@ -32,7 +32,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from run_helpers import CrashInEpoch
 from torch.utils.data import DataLoader, TensorDataset
 
-from helpers import UserModule, blobs, trainer
+from helpers import RecordGroupOption, UserModule, blobs, trainer
 from sparsify.callbacks import ContinuousSparsification
 from sparsify.reparam import layer_masks
 from sparsify.soft_masks import SigmoidMask, soft_masks
@@ -235,14 +235,6 @@ def test_the_reference_ticket_steps_theta_four_times_as_far_as_the_folded_scale(
         torch.testing.assert_close(steps[False], 4 * steps[True], atol=1e-7, rtol=1e-4)
 
 
-class RecordStepLR(L.Callback):
-    def __init__(self):
-        self.lrs = []
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        self.lrs.append([group["lr"] for group in optimizer.param_groups])
-
-
 class LinearDecayModule(UserModule):
     """A learning rate decaying linearly to 0 over the run's steps, stepped every step."""
 
@@ -259,14 +251,14 @@ class LinearDecayModule(UserModule):
 def test_each_round_and_the_ticket_replay_a_per_step_schedule(tmp_path):
     """6 epochs of 4 steps, phases of 2 epochs (8 steps) laid on a schedule of 24 steps: at step
     t of a phase the schedule stands at ⌊t · 6 / 2⌋, for the weights and the scores alike."""
-    record = RecordStepLR()
+    record = RecordGroupOption("lr")
     cs = ContinuousSparsification(rounds=ROUNDS, ticket=TICKET, rewind=REWIND)
     trainer(tmp_path, [cs, record], max_epochs=MAX_EPOCHS, num_sanity_val_steps=0).fit(
         LinearDecayModule(lr=LR), loader()
     )
     expected = [LR * (1 - 3 * (t % 8) / 24) for t in range(24)]
-    assert [lrs[0] for lrs in record.lrs] == pytest.approx(expected)
-    assert all(len(set(lrs)) == 1 for lrs in record.lrs)  # the scores' group alike
+    assert [lrs[0] for lrs in record.seen] == pytest.approx(expected)
+    assert all(len(set(lrs)) == 1 for lrs in record.seen)  # the scores' group alike
 
 
 def test_cs_scores_get_no_weight_decay_and_the_weights_keep_theirs(tmp_path):

@@ -15,6 +15,7 @@ import yaml
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from helpers import fit_error
 from sparsify.app.cli import main, prepare_argv, shipped_configs
 from sparsify.datamodules import (
     CIFARDataModule,
@@ -309,23 +310,10 @@ MISSING = {
 @pytest.mark.parametrize("case", sorted(MISSING))
 def test_missing_data_is_one_line_exit_2_nothing_written(case, tmp_path, capsys):
     experiment, make_args, message = MISSING[case]
-    root = tmp_path / "runs"
-    with pytest.raises(SystemExit) as exit_info:
-        # The default logger on purpose: it must not have written anything either.
-        main(
-            [
-                "fit",
-                f"--config=experiment/{experiment}",
-                *make_args(tmp_path),
-                f"--trainer.default_root_dir={root}",
-            ]
-        )
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("sparsify: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert re.search(message, lines[0]), lines[0]
-    assert not root.exists()
+    # The default logger on purpose: it must not have written anything either.
+    argv = [f"--config=experiment/{experiment}", *make_args(tmp_path)]
+    line = fit_error(argv, tmp_path / "runs", capsys)
+    assert re.search(message, line), line
 
 
 def test_corrupted_cifar_file_fails_its_md5_check(tiny_cifar):

@@ -9,12 +9,11 @@ import struct
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import run_two_ranks
+from helpers import RecordBatches, fit_error, run_two_ranks, trainer
 from sparsify.app.cli import main
 from sparsify.datamodules import FashionMNISTDataModule
 from sparsify.datamodules.device_loader import DeviceBatches, ShardSampler
@@ -145,24 +144,14 @@ def test_missing_or_corrupt_file_is_one_line_naming_it_and_how_to_get_the_data(
     corrupt(data_dir)
     with pytest.raises(ConfigError, match=message + ".*" + HOW):
         FashionMNISTDataModule(str(data_dir))
-    root = tmp_path / "runs"
-    with pytest.raises(SystemExit) as exit_info:
-        main(
-            [
-                "fit",
-                "--config=data/fashion_mnist",
-                "--config=model/lenet5",
-                "--config=method/dense",
-                f"--data.init_args.data_dir={data_dir}",
-                f"--trainer.default_root_dir={root}",
-            ]
-        )
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("sparsify: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert re.search(message, lines[0]) and re.search(HOW, lines[0]), lines[0]
-    assert not root.exists()
+    argv = [
+        "--config=data/fashion_mnist",
+        "--config=model/lenet5",
+        "--config=method/dense",
+        f"--data.init_args.data_dir={data_dir}",
+    ]
+    line = fit_error(argv, tmp_path / "runs", capsys)
+    assert re.search(message, line) and re.search(HOW, line), line
 
 
 def test_no_files_anywhere_names_the_folders_searched(tmp_path):
@@ -321,42 +310,19 @@ def test_two_ddp_ranks_train_on_disjoint_shards_of_one_permutation(tmp_path):
     assert records[0]["epochs"][0] != records[0]["epochs"][1]
 
 
-class RecordLabels(L.LightningModule):
-    """A user's module that records the labels of its training batches, epoch by epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self.layer = torch.nn.Linear(784, 10)
-        self.epochs = []
-
-    def on_train_epoch_start(self):
-        self.epochs.append([])
-
-    def training_step(self, batch, _):
-        x, y = batch
-        assert x.dtype == torch.float32 and x.shape[1:] == (1, 28, 28)
-        self.epochs[-1].append(y)
-        return F.cross_entropy(self.layer(x.flatten(1)), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
+def labels(x, y):
+    """What a user's module sees of a batch: float images of 1 × 28 × 28; keeps the labels."""
+    assert x.dtype == torch.float32 and x.shape[1:] == (1, 28, 28)
+    return y
 
 
 def test_lightning_trainer_runs_the_device_loader_and_sets_its_epoch(tmp_path):
     write_fashion_mnist(tmp_path / "data", train=40)
     dm = FashionMNISTDataModule(str(tmp_path / "data"), val_size=8, batch_size=8, augment=True)
-    module = RecordLabels()
-    trainer = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(module, dm)
-    assert trainer.num_training_batches == 4 and len(module.epochs) == 2
+    module = RecordBatches(labels)
+    run = trainer(tmp_path, [], max_epochs=2, enable_checkpointing=False)
+    run.fit(module, dm)
+    assert run.num_training_batches == 4 and len(module.epochs) == 2
     expected = dm.train_dataloader()  # the same seed: the order Lightning saw, epoch by epoch
     for number, seen in enumerate(module.epochs):
         expected.sampler.set_epoch(number)

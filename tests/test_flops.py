@@ -16,8 +16,10 @@ from helpers import UserModule, loaders, trainer
 from sparsify.app.summary import flops_summary, format_summary
 from sparsify.callbacks import FlopsMonitor, PruneAtEnd
 from sparsify.errors import ConfigError
-from sparsify.flops import count_flops, flops, record_positions
+from sparsify.flops import NonzeroCounts, count_flops, flops, record_positions
+from sparsify.masks import magnitude_prune
 from sparsify.reparam import add_masks, layer_masks, reparametrize
+from sparsify.soft_masks import soft_threshold
 
 
 def lenet5() -> nn.Module:
@@ -177,3 +179,23 @@ def test_training_flops_of_a_run_dense_then_pruned(tmp_path):
 def test_flops_monitor_refuses_a_bad_period():
     with pytest.raises(ConfigError, match="every_n_steps=0 is invalid"):
         FlopsMonitor(every_n_steps=0)
+
+
+def test_nonzero_counts_follow_every_mask_change_and_soft_masks():
+    """Cached counts are counted again when a mask changes in place or is replaced, a soft mask
+    at every call, and a weight zeroed in place without a mask only at a full count."""
+    masked, soft, plain = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+    model = nn.Sequential(masked, soft, plain)
+    reparametrize(nn.Sequential(masked))
+    soft_threshold(nn.Sequential(soft), s_init=-20.0)
+    with record_positions(model, batch_size=1) as uses:
+        model(torch.randn(1, 4))
+    counts = NonzeroCounts(uses)
+    assert float(counts.flops()) == flops(uses) == 2 * 48
+    magnitude_prune(nn.Sequential(masked), 0.5, scope="layer")  # the mask changes in place
+    assert float(counts.flops()) == flops(uses) == 2 * 40
+    with torch.no_grad():
+        soft.parametrizations.weight.original.data[:2] = 0  # a soft mask's θ moves by itself
+        plain.weight[:1] = 0
+    assert float(counts.flops()) == 2 * 32  # the plain layer is not counted again yet
+    assert float(counts.flops(full=True)) == flops(uses) == 2 * 28

@@ -21,7 +21,7 @@ from hf_models import (  # noqa: E402
 )
 from transformers.pytorch_utils import Conv1D  # noqa: E402
 
-from helpers import RecordWeightDecay  # noqa: E402
+from helpers import RecordGroupOption  # noqa: E402
 from sparsify import (  # noqa: E402
     collapse,
     layer_densities,
@@ -158,7 +158,7 @@ def test_pai_sign_in_and_pilot(tmp_path, name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_gmp_weight_decay_switch_off_l1_and_sparsity_monitor(tmp_path, name):
-    record = RecordWeightDecay()
+    record = RecordGroupOption("weight_decay")
     cbs = [
         Reparametrize(),
         MagnitudePruning(0.8, start=0.0, end=0.5, frequency=0.25),

@@ -2,7 +2,7 @@ import lightning as L
 import pytest
 import torch
 
-from helpers import RecordWeightDecay, UserModule, loaders, trainer
+from helpers import RecordGroupOption, UserModule, loaders, trainer
 from sparsify import ConfigError
 from sparsify.callbacks import PILoT, PruneAtEnd, Reparametrize
 from sparsify.callbacks.pilot import l1_outside_top
@@ -95,7 +95,7 @@ def test_exactly_m_and_w_get_the_papers_penalty_under_a_single_group_optimizer(t
     # K beyond any norm: α never grows, it halves after every epoch. The paper's objective
     # f + α(‖m‖² + ‖w‖²) has gradient f' + 2αp: weight decay 2α, not α.
     pilot = halving_pilot()
-    record, alphas = RecordWeightDecay(), RecordAlpha(pilot)
+    record, alphas = RecordGroupOption("weight_decay"), RecordAlpha(pilot)
     module = UserModule(lr=0.01, weight_decay=1e-3)
     t = trainer(tmp_path, [Reparametrize(), pilot, record, alphas], max_epochs=4)
     t.fit(module, *loaders())

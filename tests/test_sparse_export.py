@@ -2,6 +2,7 @@
 safetensors alone reads; ``read_sparse`` gives back the exact dense state dict."""
 
 import json
+import textwrap
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
+from sparsify import sparse_safetensors
 from sparsify.app.export import main
 from sparsify.export import read_sparse
 from sparsify.masks import magnitude_prune
@@ -49,22 +51,17 @@ def test_bits_pack_like_numpy_little_endian():
     assert torch.equal(unpack_bits(packed, bits.numel()), bits)
 
 
-def test_the_documented_numpy_reader_needs_only_safetensors(tmp_path):
-    """The ten lines of ``sparsify.sparse_safetensors``' docstring, as a user writes them."""
+def test_the_documented_numpy_reader_needs_only_safetensors(tmp_path, monkeypatch):
+    """The reader in ``sparsify.sparse_safetensors``' docstring, run as it stands there, in a
+    namespace of its own (its imports: safetensors and numpy)."""
     state = pruned_state(0.95)
-    path = str(write_sparse(state, tmp_path / "model.sparse.safetensors"))
-
-    tensors = load_file(path)
-    with safe_open(path, "np") as f:
-        shapes = json.loads(f.metadata()["sparse_shapes"])
-    read = {k: v for k, v in tensors.items() if "::" not in k}
-    for key, shape in shapes.items():
-        values, bits = tensors[key + "::values"], tensors[key + "::bitmask"]
-        nonzero = np.unpackbits(bits, count=int(np.prod(shape)), bitorder="little").astype(bool)
-        dense = np.zeros(nonzero.shape, values.dtype)
-        dense[nonzero] = values
-        read[key] = dense.reshape(shape)
-
+    monkeypatch.chdir(tmp_path)
+    write_sparse(state, "model.sparse.safetensors")
+    doc = sparse_safetensors.__doc__
+    reader = textwrap.dedent(doc[doc.index("    import json") :])
+    namespace = {}
+    exec(reader, namespace)
+    read, shapes = namespace["state"], namespace["shapes"]
     assert set(read) == set(state) and shapes  # the conv and linear weights went sparse
     for key, tensor in state.items():
         assert np.array_equal(read[key], tensor.numpy()), key

@@ -262,6 +262,7 @@ class SparsifyCLI(LightningCLI):
             elif logger.init_args.get("save_dir") is None:
                 logger.init_args.save_dir = trainer.default_root_dir or "."
         trainer.logger = loggers if isinstance(trainer.logger, list) else loggers[0]
+        add_progress_bar(trainer)
 
     def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
         """``--optimizer`` (and ``--lr_scheduler``) for a module without a
@@ -304,6 +305,25 @@ class SparsifyCLI(LightningCLI):
                     logger.experiment.finish()  # the run's files complete before we return
                     if hint:
                         print(hint)
+
+
+# Lightning's default RichProgressBar redraws at every batch, a tenth of a LeNet-300-100 step.
+PROGRESS_BAR_REFRESH = 10
+
+
+def add_progress_bar(trainer: Namespace) -> None:
+    """A progress bar drawn every ``PROGRESS_BAR_REFRESH`` batches (``TQDMProgressBar``), unless
+    the bar is off or the configuration names one."""
+    callbacks = trainer.callbacks or []
+    if trainer.enable_progress_bar is False or any(
+        "ProgressBar" in str(getattr(c, "class_path", type(c).__name__)) for c in callbacks
+    ):
+        return
+    bar = Namespace(
+        class_path="lightning.pytorch.callbacks.TQDMProgressBar",
+        init_args=Namespace(refresh_rate=PROGRESS_BAR_REFRESH, process_position=0, leave=False),
+    )
+    trainer.callbacks = [*callbacks, bar]
 
 
 def configure_from_cli(module: L.LightningModule, optimizer: dict, scheduler: dict | None):
@@ -358,20 +378,23 @@ def main(argv: list[str] | None = None) -> None:
             rank_zero_info(f"sparsify: {note}")
         # DDP's launcher re-runs sys.argv, which stays the user's own command line.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        SparsifyCLI(
-            L.LightningModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            parser_kwargs={
-                "parser_mode": "omegaconf",
-                "exit_on_error": False,
-                "allow_abbrev": False,
-            },
-            save_config_callback=SaveRunConfig,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-        )
+        build_cli(args)
+
+
+def build_cli(args: list[str], run: bool = True) -> SparsifyCLI:
+    """The ``sparsify`` LightningCLI over ``args`` (``prepare_argv``'s); ``run=False`` builds
+    the model, data and trainer without running a subcommand (the iterative driver)."""
+    return SparsifyCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False, "allow_abbrev": False},
+        save_config_callback=SaveRunConfig,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
 
 
 @contextmanager

@@ -7,11 +7,12 @@ A comparison file holds ``name``, ``base`` (configs, and ``--key=value`` flags, 
 shares: data, model, trainer), ``methods`` (method recipes), ``sparsities``, ``seeds``,
 ``out_dir`` and ``parallel`` (runs at a time); the command-line flags of the same names
 override them, and any other ``--trainer.*``, ``--model.*`` or ``--data.*`` flag goes to every
-run. Each run gets its method's recipe with the target sparsity written into every callback that
-takes one (``sparsity``, ``final_sparsity``); a recipe without such a callback (``method/dense``)
-runs once per seed, as the reference. Runs live in ``<out_dir>/runs/<method>/s<sparsity>/
-seed<seed>``; one with a ``summary.json`` is done and never re-run, one without (interrupted) is
-deleted and run again from scratch. At the end ``results.csv``, ``results.md`` and the plots are
+run. Each run gets its method's recipe with the target sparsity written into the callback
+arguments the method registry names for it (``sparsify.methods``: ``PruneAtEnd.sparsity``, ...);
+a method without one (``method/dense``, family ``reference``) runs once per seed, as the
+reference. Runs live in ``<out_dir>/runs/<method>/s<sparsity>/seed<seed>``; one with a
+``summary.json`` is done and never re-run, one without (interrupted) is deleted and run again
+from scratch. At the end ``results.csv``, ``results.md`` and the plots are
 written from every finished run of the grid (``sparsify.app.compare_report``).
 
 Where the runs execute is the launcher's business (``sparsify.app.launchers``): ``local`` (this
@@ -47,18 +48,20 @@ from sparsify.app.compare_report import log_to_wandb, write_report
 from sparsify.app.launchers import LAUNCHERS, Job, LaunchOptions, describe, finished_summary, launch
 from sparsify.errors import ConfigError
 from sparsify.masks import check_sparsity
+from sparsify.methods import CALLBACK_FAMILIES, DRIVERS, METHODS, MethodRecipe, family_of
+from sparsify.methods import method as registered_method
 
 GRID_KEYS = ("name", "base", "methods", "sparsities", "seeds", "out_dir", "published")
 LAUNCH_KEYS = ("launcher", "parallel", "devices_per_run", "runs_per_gpu", "cpus_per_run")
 LAUNCH_KEYS += ("address", "slurm")
 KEYS = GRID_KEYS + LAUNCH_KEYS
 SLURM_FLAGS = ("partition", "time", "nodes")  # command-line flags for the ``slurm`` settings
-TARGET_ARGS = ("sparsity", "final_sparsity")  # the callbacks' arguments for the target sparsity
-PAI_PREFIXES = ("pai_", "snip", "grasp", "synflow")
+TARGET_ARGS = ("sparsity", "final_sparsity")  # a recipe file's callbacks' target arguments
 FIT_FLAGS = ("--trainer.", "--model.", "--data.")
 FLAGS = {key: key for key in ("name", "methods", "sparsities", "seeds", *LAUNCH_KEYS[:-1])}
 FLAGS["out_dir"] = "out"  # comparison-file key: command-line flag that overrides it
 SETTINGS_FILE = "comparison.json"
+DRIVER_MODULES = {"iterative": "sparsify.app.iterative"}  # runs a driver's recipe as a fit run
 SIGN_FLIPS = "signin/flips_since_init"  # in summary.json where the run tracks sign flips
 
 
@@ -67,7 +70,9 @@ class Method:
     name: str  # as given: a shipped recipe (``method/gmp``) or a file
     label: str  # ``gmp``
     recipe: dict
-    family: str  # ``reference`` (no target sparsity: dense), ``dense-to-sparse`` or ``PaI``
+    family: str  # sparsify.methods.FAMILIES: ``reference`` (no target sparsity), ``PaI``, ...
+    targets: tuple[str, ...] = ()  # ``Class.argument`` set to the target sparsity
+    driver: str | None = None  # sparsify.methods.DRIVERS: run by a driver, not ``sparsify fit``
 
 
 @dataclass
@@ -246,32 +251,81 @@ def method_label(name: str) -> str:
 
 
 def load_method(name: str) -> Method:
-    """A method recipe, its label and family; unknown names fail with the valid choices.
-    ``method/ham+method/acdc`` composes recipes as ``sparsify fit`` composes ``--config``s
-    (callbacks add up, in order), labelled ``ham+acdc``."""
-    shipped = [n for n in shipped_configs() if n.startswith("method/")]
+    """A method recipe, its label, family and targets: a registered name (``method/gmp``,
+    ``sparsify.methods``) or a recipe file of one's own, whose family is that of its callbacks
+    (``sparsify.methods.CALLBACK_FAMILIES``) and whose targets are the arguments ``sparsity``
+    and ``final_sparsity`` of its callbacks (a file with an ``iterative_pruning`` section runs
+    the iterative driver, its target ``iterative_pruning.sparsity``). ``method/ham+method/acdc``
+    composes recipes as ``sparsify fit`` composes ``--config``s (callbacks add up, in order),
+    labelled ``ham+acdc``, of the family of its first part that prunes."""
     parts = name.split("+")
-    for part in parts:
-        if not Path(part).is_file() and part.removesuffix(".yaml") not in shipped:
-            raise ConfigError(
-                f"unknown method {part!r}: not a file, nor a shipped recipe ({', '.join(shipped)})"
-            )
-    recipe = compose([read_config(part) for part in parts])
+    registered = [_registered(part) for part in parts]
+    own = [read_config(entry.recipe if entry else part) for part, entry in zip(parts, registered)]
+    recipe = compose(own)
     callbacks = (recipe.get("trainer") or {}).get("callbacks")
     if not isinstance(callbacks, list):
         raise ConfigError(
             f"method {name!r} has no trainer.callbacks list: a method recipe lists its callbacks "
             "(method/dense lists none)"
         )
+    for callback in callbacks:
+        _callback_class(name, callback)  # every class imports
+    entries = [
+        entry or _file_entry(name, part, config)
+        for part, entry, config in zip(parts, registered, own)
+    ]
+    driver = next((entry.driver for entry in entries if entry.driver), None)
+    if driver is not None and len(parts) > 1:
+        raise ConfigError(
+            f"method {name!r} is invalid: a method run by the {driver} driver composes with no "
+            "other recipe"
+        )
+    return Method(
+        name=name,
+        label=method_label(name),
+        recipe=recipe,
+        family=family_of([entry.family for entry in entries]),
+        targets=tuple(dict.fromkeys(t for entry in entries for t in entry.targets)),
+        driver=driver,
+    )
+
+
+def _registered(part: str) -> MethodRecipe | None:
+    """The registered method ``part`` names; ``None`` for a file."""
+    if Path(part).is_file():
+        return None
+    registered = [f"method/{n}" for n in sorted(METHODS)]
+    if part.removesuffix(".yaml") not in registered:
+        shipped = [n for n in shipped_configs() if n.startswith("method/")]
+        if part.removesuffix(".yaml") in shipped:
+            raise ConfigError(
+                f"method {part!r} is shipped but not registered: add it to sparsify.methods "
+                f"(registered: {', '.join(registered)})"
+            )
+        raise ConfigError(
+            f"unknown method {part!r}: not a file, nor a shipped recipe ({', '.join(registered)})"
+        )
+    return registered_method(part)
+
+
+def _file_entry(name: str, path: str, recipe: dict) -> MethodRecipe:
+    """What a recipe file of one's own is: its driver, or its callbacks' family and targets."""
+    label = Path(path).stem
+    for driver, section in DRIVERS.items():
+        if section in recipe:
+            return MethodRecipe(label, "dense-to-sparse", (f"{section}.sparsity",), path, driver)
+    callbacks = (recipe.get("trainer") or {}).get("callbacks") or []
     classes = [_callback_class(name, callback) for callback in callbacks]
-    label = method_label(name)
-    if not any(_target_arg(cls) for cls in classes):
-        family = "reference"
-    elif label.startswith(PAI_PREFIXES) or any(c.__name__ == "PruneAtInit" for c in classes):
-        family = "PaI"
-    else:
-        family = "dense-to-sparse"
-    return Method(name=name, label=label, recipe=recipe, family=family)
+    targets = tuple(f"{c.__name__}.{_target_arg(c)}" for c in classes if _target_arg(c))
+    return MethodRecipe(label, _file_family(classes), targets, path)
+
+
+def _file_family(classes: list[type]) -> str:
+    for cls in classes:
+        for base in cls.__mro__:
+            if base.__name__ in CALLBACK_FAMILIES:
+                return CALLBACK_FAMILIES[base.__name__]
+    return "dense-to-sparse" if any(_target_arg(cls) for cls in classes) else "reference"
 
 
 def _callback_class(method: str, callback) -> type:
@@ -295,15 +349,22 @@ def _target_arg(cls: type) -> str | None:
 
 
 def with_sparsity(method: Method, sparsity: float) -> dict:
-    """The recipe with ``sparsity`` as the target of every callback that takes one."""
+    """The recipe with ``sparsity`` as each of the method's targets (``Class.argument``): the
+    argument of every callback of that class, or of the driver's section."""
     recipe = copy.deepcopy(method.recipe)
+    for target in method.targets:  # a driver's own argument (``iterative_pruning.sparsity``)
+        section, arg = target.split(".")
+        if isinstance(recipe.get(section), dict):
+            recipe[section][arg] = sparsity
     for i, callback in enumerate(recipe["trainer"]["callbacks"]):
-        arg = _target_arg(_callback_class(method.name, callback))
-        if arg is None:
+        class_name = _callback_class(method.name, callback).__name__
+        args = [t.split(".")[1] for t in method.targets if t.split(".")[0] == class_name]
+        if not args:
             continue
         if not isinstance(callback, dict):
             callback = recipe["trainer"]["callbacks"][i] = {"class_path": callback}
-        callback.setdefault("init_args", {})[arg] = sparsity
+        for arg in args:
+            callback.setdefault("init_args", {})[arg] = sparsity
     return recipe
 
 
@@ -346,8 +407,13 @@ def base_args(settings: dict) -> list[str]:
 
 def fit_command(run: Run, settings: dict, wandb: bool, progress_bar: bool) -> list[str]:
     """The run's ``sparsify fit`` command: base configs, the method with its target sparsity
-    (``method.yaml`` in the run folder), base flags, command-line flags, seed, folder."""
+    (``method.yaml`` in the run folder), base flags, command-line flags, seed, folder; for a
+    method run by a driver, the driver's command with its arguments (``<driver>.yaml``)."""
     command = [sys.executable, "-m", "sparsify", "fit", *base_args(settings)]
+    if run.method.driver is not None:
+        driver_file = str(run.folder / f"{run.method.driver}.yaml")
+        module = DRIVER_MODULES[run.method.driver]
+        command[2:4] = [module, "--driver", driver_file, "fit"]
     command += ["--config", str(run.folder / "method.yaml"), *settings["fit_args"]]
     command += [f"--seed_everything={run.seed}", f"--trainer.default_root_dir={run.folder}"]
     command += [f"--trainer.enable_progress_bar={str(progress_bar).lower()}"]
@@ -376,13 +442,18 @@ def wandb_project(settings: dict) -> str:
 
 def job_for(run: Run, settings: dict, wandb: bool, progress_bar: bool) -> Job:
     """The launcher's view of a run: its folder, ``method.yaml`` (the recipe with its target
-    sparsity), its command."""
+    sparsity; a driver's arguments in ``<driver>.yaml``), its command."""
     recipe = run.method.recipe
     if run.sparsity is not None:
         recipe = with_sparsity(run.method, run.sparsity)
-    method = yaml.safe_dump(recipe, sort_keys=False)
+    files = {}
+    if run.method.driver is not None:
+        recipe = dict(recipe)
+        arguments = recipe.pop(DRIVERS[run.method.driver])
+        files[f"{run.method.driver}.yaml"] = yaml.safe_dump(arguments, sort_keys=False)
+    files["method.yaml"] = yaml.safe_dump(recipe, sort_keys=False)
     command = fit_command(run, settings, wandb, progress_bar)
-    return Job(run.title, run.folder, command, files={"method.yaml": method})
+    return Job(run.title, run.folder, command, files=files)
 
 
 class Progress:
@@ -416,11 +487,13 @@ def result_rows(runs: list[Run]) -> list[dict]:
         rows.append(
             {
                 "method": run.method.label,
-                "family": run.method.family,
+                "model": summary.get("model"),
                 "sparsity_target": run.sparsity,
                 "seed": run.seed,
-                "test_acc_before_pruning": summary.get("test_acc_before_pruning"),
                 "test_acc": summary.get("test_acc"),
+                "family": run.method.family,
+                "val_acc": summary.get("val/acc"),
+                "test_acc_before_pruning": summary.get("test_acc_before_pruning"),
                 "sparsity": summary.get("sparsity"),
                 "inference_flops": relative_flops(summary),
                 "train_flops": summary.get("train_flops"),

@@ -12,11 +12,13 @@ from pathlib import Path
 
 COLUMNS = (
     "method",
-    "family",  # reference (no target sparsity: dense), dense-to-sparse or PaI
+    "model",  # the network (its registry name)
     "sparsity_target",  # empty for a reference method
     "seed",
-    "test_acc_before_pruning",
     "test_acc",
+    "family",  # sparsify.methods.FAMILIES: reference (no target sparsity), PaI, DST, ...
+    "val_acc",  # the last validation accuracy of training (tune on it, not on test_acc)
+    "test_acc_before_pruning",
     "sparsity",  # achieved: zero effective weights over all prunable weights
     "inference_flops",  # per example, of the dense model's (sparsify.flops, RigL's count)
     "train_flops",  # of the whole run, of dense training's of the same length
@@ -143,7 +145,7 @@ def compression(sparsity: float) -> float:
 
 
 def plot_accuracy(rows: list[dict], path: Path, published: dict | None = None) -> Path:
-    """Test accuracy against target sparsity: dense-to-sparse methods solid, PaI dashed,
+    """Test accuracy against target sparsity: PaI methods dashed, the other families solid,
     reference methods (dense) a dotted horizontal line with its ± std band; error bars are ± std
     over seeds; ``published`` numbers as crosses in the method's color."""
     import matplotlib
@@ -192,7 +194,7 @@ def plot_accuracy(rows: list[dict], path: Path, published: dict | None = None) -
     ax.set_xticks([compression(t) for t in targets], [f"{100 * t:g}" for t in targets])
     ax.set_xlabel("target sparsity (%), log scale of 1 / (1 − s)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("accuracy vs. sparsity: dense-to-sparse solid, PaI dashed, reference dotted")
+    ax.set_title("accuracy vs. sparsity: PaI dashed, the others solid, reference dotted")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -203,7 +205,7 @@ def plot_accuracy(rows: list[dict], path: Path, published: dict | None = None) -
 def plot_accuracy_vs_flops(rows: list[dict], path: Path) -> Path:
     """Test accuracy against inference FLOPs per example relative to the dense model (log
     scale; dense = 1), one point per method and target sparsity (mean over seeds, error bars
-    ± std of both); PaI hollow, dense-to-sparse filled, a reference method at its own FLOPs."""
+    ± std of both); PaI hollow, the others filled, a reference method at its own FLOPs."""
     import matplotlib
 
     matplotlib.use("Agg")

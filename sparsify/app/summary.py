@@ -16,7 +16,7 @@ from sparsify.export import collapsed_copy
 from sparsify.masks import sparsity_report
 from sparsify.state import plain_model
 
-TRACKED_AT_END = ("signin/flips_since_init",)
+TRACKED_AT_END = ("signin/flips_since_init", "val/acc")
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -34,7 +34,7 @@ def summarize(trainer: L.Trainer, model: L.LightningModule, datamodule) -> dict:
     folder = Path(trainer.strategy.broadcast(str(run_dir(trainer))))  # rank 0 knows the id
     checkpoint = folder / "checkpoints" / "final.ckpt"
     trainer.save_checkpoint(checkpoint)
-    summary: dict = {"checkpoint": str(checkpoint)}
+    summary: dict = {"checkpoint": str(checkpoint), "model": model_name(model)}
     for key in TRACKED_AT_END:  # read before testing, which replaces the logged metrics
         if key in trainer.callback_metrics:
             summary[key] = float(trainer.callback_metrics[key])
@@ -58,6 +58,11 @@ def summarize(trainer: L.Trainer, model: L.LightningModule, datamodule) -> dict:
             if isinstance(logger, WandbLogger):
                 log_to_wandb(logger, model, summary, folder)
     return summary
+
+
+def model_name(model: L.LightningModule) -> str:
+    """The registry name of the network (``backbone``), else the module's class name."""
+    return str(model.hparams.get("backbone") or type(model).__name__)
 
 
 def log_to_wandb(logger: WandbLogger, model: L.LightningModule, summary: dict, folder: Path):

@@ -18,7 +18,8 @@ and arguments, as the Lightning callback is::
 ``on_train_end``       ``end``
 =====================  ==================================================================
 
-``on_pre_optimizer_step`` calls ``before_optimizer_step`` (gradients in place).
+``on_pre_optimizer_step`` calls ``before_optimizer_step`` (the ``Trainer`` has clipped the
+gradients by then).
 
 The ``Trainer`` logs an epoch after ``on_epoch_end``, so ``epoch_end`` runs when those logs are in:
 at the next ``on_epoch_begin`` or at ``on_train_end``, with nothing trained in between.
@@ -68,15 +69,21 @@ def _mean_tensor(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def trainer_run(state, kwargs: dict, epoch: int | None = None, **fields) -> Run:
-    """The ``Run`` of a Hugging Face ``Trainer`` at this event (in epoch ``epoch``, by default the
-    one ``state`` is in)."""
-    progress = Progress(
+def trainer_progress(state, epoch: int | None = None) -> Progress:
+    """Where a Hugging Face ``Trainer`` is (in epoch ``epoch``, by default the one ``state`` is
+    in)."""
+    return Progress(
         state.global_step,
         epoch_index(state) if epoch is None else epoch,
         state.max_steps,
         math.ceil(state.num_train_epochs) if state.num_train_epochs else None,
     )
+
+
+def trainer_run(state, kwargs: dict, epoch: int | None = None, **fields) -> Run:
+    """The ``Run`` of a Hugging Face ``Trainer`` at this event (in epoch ``epoch``, by default the
+    one ``state`` is in)."""
+    progress = trainer_progress(state, epoch)
     optimizer = kwargs.get("optimizer")
     scheduler = kwargs.get("lr_scheduler")
     return Run(

@@ -240,10 +240,13 @@ class ImageClassifier(TrainingModule):
         # ModuleDict keys may not shadow Module attributes such as ``train``.
         self.accuracy = torch.nn.ModuleDict()
         for stage in ("train", "val", "test"):
-            self.accuracy[f"{stage}_top1"] = MulticlassAccuracy(num_classes, average="micro")
+            # No argument checks at every batch: cross-entropy has refused bad labels already.
+            self.accuracy[f"{stage}_top1"] = MulticlassAccuracy(
+                num_classes, average="micro", validate_args=False
+            )
             if num_classes >= 5 and stage != "train":
                 self.accuracy[f"{stage}_top5"] = MulticlassAccuracy(
-                    num_classes, top_k=5, average="micro"
+                    num_classes, top_k=5, average="micro", validate_args=False
                 )
 
     def on_fit_start(self) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sparsify.errors import ConfigError
+from sparsify.errors import ConfigError, check_counts
 from sparsify.models import register_model
 from sparsify.models.transformer import Block, init_transformer, scale_residual_projections
 
@@ -37,9 +37,7 @@ class GPT(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        for name, value in (("num_classes", vocab_size), ("context_length", context_length)):
-            if value < 1:
-                raise ConfigError(f"{name}={value!r} is invalid: must be >= 1")
+        check_counts(num_classes=vocab_size, context_length=context_length)
         self.context_length = context_length
         self.tok_emb = nn.Embedding(vocab_size, width)
         self.pos_emb = nn.Embedding(context_length, width)

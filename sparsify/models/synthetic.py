@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from sparsify.errors import ConfigError, check_choice
+from sparsify.errors import ConfigError, check_choice, check_counts
 from sparsify.models import register_model
 from sparsify.models.init import Init, initialize
 
@@ -76,9 +76,7 @@ def matrix_factorization(
             "value per measurement (1)"
         )
     rank = min(rows, cols) if rank is None else rank
-    for name, value in (("rows", rows), ("cols", cols), ("rank", rank)):
-        if value < 1:
-            raise ConfigError(f"{name}={value!r} is invalid: must be >= 1")
+    check_counts(rows=rows, cols=cols, rank=rank)
     if not init_scale > 0:
         raise ConfigError(f"init_scale={init_scale!r} is invalid: must be > 0")
     model = MatrixFactorization(rows, cols, rank)

@@ -4,9 +4,14 @@ protocol): each owns its method's state and decisions; ``sparsify.callbacks`` (L
 
 from sparsify.rules.acdc import ACDC
 from sparsify.rules.base import Progress, Rule, Run
+from sparsify.rules.ham_step import HAMStep
+from sparsify.rules.l1 import L1Penalty
 from sparsify.rules.magnitude_pruning import MagnitudePruning
+from sparsify.rules.pilot import PILoT
 from sparsify.rules.prune_at_end import PruneAtEnd
+from sparsify.rules.reparametrize import Reparametrize
 from sparsify.rules.rigl import RiGL
+from sparsify.rules.sign_in import SignIn
 from sparsify.rules.weight_decay import (
     WeightDecayController,
     WeightDecaySchedule,
@@ -15,12 +20,17 @@ from sparsify.rules.weight_decay import (
 
 __all__ = [
     "ACDC",
+    "HAMStep",
+    "L1Penalty",
     "MagnitudePruning",
+    "PILoT",
     "Progress",
     "PruneAtEnd",
+    "Reparametrize",
     "RiGL",
     "Rule",
     "Run",
+    "SignIn",
     "WeightDecayController",
     "WeightDecaySchedule",
     "WeightDecaySwitchOff",

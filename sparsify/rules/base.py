@@ -1,7 +1,7 @@
 """The protocol of a method's rule: its state and decisions, free of any training framework.
 
 A rule is driven by an adapter (``sparsify.callbacks`` for Lightning, ``sparsify.hf`` for Hugging
-Face's ``Trainer``, or a plain loop) through these events, in this order:
+Face's ``Trainer``, or a plain loop) through eight events, in this order:
 
 ==================  ==========================================================================
 ``prepare(model)``  before the optimizer exists: put parametrizations (m ⊙ w, masks) on the model
@@ -13,6 +13,10 @@ Face's ``Trainer``, or a plain loop) through these events, in this order:
 ``epoch_end``       an epoch ends (``run.metrics`` holds what was logged)
 ``end(run)``        training ends
 ==================  ==========================================================================
+
+and, between ``before_step`` and ``after_step``, ``before_optimizer_step``: the gradients are in
+and the optimizer in ``run.optimizers`` steps next (Lightning clips gradients after this event,
+the ``Trainer`` before it).
 
 Every event but ``prepare`` gets a ``Run``: the model, the optimizers and their learning-rate
 schedulers, where training is (``Progress``), and the framework's ways to agree across processes.
@@ -109,7 +113,7 @@ class Rule:
         """Before the forward pass of a training batch."""
 
     def before_optimizer_step(self, run: Run) -> Metrics | None:
-        """After the backward pass of a training batch, before the optimizer step."""
+        """The gradients are computed; ``run.optimizers`` holds the optimizer that steps next."""
 
     def after_step(self, run: Run) -> Metrics | None:
         """After the optimizer step of a training batch."""
