@@ -163,3 +163,18 @@ def test_same_arguments(name):
     lightning, trainer = getattr(callbacks, name), getattr(hf, name)
     assert inspect.signature(lightning) == inspect.signature(trainer)
     assert lightning.__doc__ == trainer.__doc__ and "Args:" in trainer.__doc__
+
+
+def test_prune_at_end_regrows_the_same_random_weights(tmp_path):
+    """GMP leaves θ 80 % zeros; ``PruneAtEnd(0.5, regrow="random")`` then fills its target with
+    zero weights drawn from its own seed, the same ones under both frameworks."""
+    gmp = {"final_sparsity": 0.8, "start": 0.0, "end": 0.5, "frequency": 0.25}
+    prune = {"sparsity": 0.5, "regrow": "random", "regrow_seed": 3, "layer_floor": 0.0}
+    nets, pruners = (Net(), Net()), []
+    for net, adapters, train in ((nets[0], callbacks, train_lightning), (nets[1], hf, train_hf)):
+        pruners.append(adapters.PruneAtEnd(**prune))
+        train(net, [adapters.MagnitudePruning(**gmp), pruners[-1]], 4, tmp_path)
+    assert_same_masks([masks_of(nets[0])], [masks_of(nets[1])])
+    assert_same_weights(*nets)
+    assert pruners[0].achieved == pruners[1].achieved == pytest.approx(0.5, abs=0.01)
+    assert sparsity_report(nets[1])["global"] > 0.75  # the regrown weights are still 0
