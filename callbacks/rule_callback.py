@@ -17,6 +17,8 @@ Lightning hook              rule event
 ``on_train_epoch_end``      ``epoch_end`` (``run.metrics``: ``trainer.callback_metrics``)
 ``on_train_end``            ``end``
 ==========================  =========================================================
+``on_before_optimizer_step`` (the gradients are in, the optimizer steps next) calls
+``before_optimizer_step``.
 
 ``on_before_optimizer_step`` calls ``before_optimizer_step`` (``run.optimizers``: the optimizer
 about to step; Lightning clips the gradients after it).
@@ -28,6 +30,7 @@ processes) from the others. ``state_dict`` is the rule's, saved in every checkpo
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 
 import lightning as L
 import torch
@@ -50,6 +53,7 @@ def lightning_run(trainer: L.Trainer, pl_module: L.LightningModule, **fields) ->
     """The ``Run`` of a Lightning trainer at this moment."""
     progress = lightning_progress(trainer)
     strategy = trainer.strategy
+    fields.setdefault("batches", training_batches(trainer))
     return Run(
         model=pl_module,
         optimizers=trainer.optimizers,
@@ -58,8 +62,37 @@ def lightning_run(trainer: L.Trainer, pl_module: L.LightningModule, **fields) ->
         broadcast=lambda value: strategy.broadcast(value, src=0),
         mean=lambda value: float(strategy.reduce(torch.tensor(value), reduce_op="mean")),
         mean_tensor=lambda tensor: strategy.reduce(tensor, reduce_op="mean"),
+        rank=trainer.global_rank,
+        scheduler_steps=[scheduler_steps(config) for config in trainer.lr_scheduler_configs],
         **fields,
     )
+
+
+def scheduler_steps(config) -> tuple[str, int] | None:
+    """When Lightning steps the scheduler of ``config`` (``Run.scheduler_steps``)."""
+    return None if config.reduce_on_plateau else (config.interval, config.frequency)
+
+
+class TrainingBatches:
+    """The batches of a trainer's (first) training dataloader, moved to the device as in
+    training, read when iterated."""
+
+    def __init__(self, trainer: L.Trainer, loader):
+        self.trainer, self.loader = trainer, loader
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield self.trainer.strategy.batch_to_device(batch)
+
+
+def training_batches(trainer: L.Trainer) -> TrainingBatches | None:
+    """``TrainingBatches`` of the trainer's (first) training dataloader; ``None`` without one."""
+    loader = trainer.train_dataloader
+    if isinstance(loader, Mapping):
+        loader = next(iter(loader.values()), None)
+    elif isinstance(loader, Sequence):
+        loader = loader[0] if loader else None
+    return None if loader is None else TrainingBatches(trainer, loader)
 
 
 class RuleCallback(L.Callback):

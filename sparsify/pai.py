@@ -57,7 +57,7 @@ import contextlib
 import copy
 import itertools
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +128,7 @@ def pai_masks(
     distribution: str = "global",
     dataloader: Iterable | None = None,
     loss_fn: Callable | None = None,
+    loss_of: Callable[[nn.Module, Any], torch.Tensor] | None = None,
     num_batches: int = 1,
     dense_layers: Iterable | None = None,
     include: Iterable | None = None,
@@ -151,6 +152,10 @@ def pai_masks(
     needs the input shape without the batch dimension: ``input_shape``, else the module's
     ``example_input_array``, else the shape of the first batch of ``dataloader``. With
     ``samples_per_class``, ``grasp`` scores on class-balanced data instead (``grasp_batches``).
+    ``loss_of(module, batch)``, where given, is the loss of a batch in place of
+    ``loss_fn(module(input), target)``, e.g. a Hugging Face model's own loss,
+    ``model(**batch)["loss"]``; the logits are then out of reach, so ``grasp`` needs
+    ``temperature=1``.
 
     ``pattern="n:m"`` (e.g. ``"2:4"``) keeps at most n of every m weights along each layer's
     input dimension, the n highest scores of the group (``sparsify.masks.select_mask``; a
@@ -183,6 +188,11 @@ def pai_masks(
     check_pai_options(num_batches, temperature, rounds, samples_per_class)
     if score in DATA_SCORES and dataloader is None:
         raise ConfigError(f"score={score!r} needs data: give a dataloader")
+    if loss_of is not None and score == "grasp" and temperature != 1:
+        raise ConfigError(
+            f"temperature={temperature!r} is invalid with the model's own loss (loss_of): its "
+            "logits cannot be divided by a temperature; give temperature=1"
+        )
     if score == "grasp" and samples_per_class is not None:
         batches = grasp_batches(module, dataloader, samples_per_class)
     elif dataloader:
@@ -213,9 +223,11 @@ def pai_masks(
     elif score == "magnitude":
         scores = magnitude_scores(module, include, exclude)
     elif score == "snip":
-        scores = snip_scores(module, batches, loss_fn, include, exclude, mode)
+        scores = snip_scores(module, batches, loss_fn, include, exclude, mode, loss_of)
     else:
-        scores = grasp_scores(module, batches, loss_fn, temperature, include, exclude, mode)
+        scores = grasp_scores(
+            module, batches, loss_fn, temperature, include, exclude, mode, loss_of
+        )
     if invert:
         scores = inverted(scores)
     densities = layer_densities(
@@ -321,12 +333,15 @@ def snip_scores(
     include=None,
     exclude=None,
     mode: Mode = REFERENCE_MODES["snip"],
+    loss_of: Callable | None = None,
 ) -> Scores:
     """|g ⊙ θ|, g the gradient of the loss averaged over ``batches``, the scoring copy in
-    ``mode`` (``"eval"``: BatchNorm with the model's running statistics, as Synaptic-Flow)."""
+    ``mode`` (``"eval"``: BatchNorm with the model's running statistics, as Synaptic-Flow).
+    ``loss_of(scorer, batch)``, where given, is the loss in place of ``loss_fn``'s."""
     scorer, weights = scoring_copy(module, include, exclude)
     scorer.train(mode == "train")
-    grads = _mean_gradient(scorer, weights, batches, loss_fn or F.cross_entropy, 1.0)
+    loss = _batch_loss(loss_fn or F.cross_entropy, 1.0, loss_of)
+    grads = _mean_gradient(scorer, weights, batches, loss)
     return {name: (grads[name] * theta).abs().detach() for name, theta in weights.items()}
 
 
@@ -338,6 +353,7 @@ def grasp_scores(
     include=None,
     exclude=None,
     mode: Mode = REFERENCE_MODES["grasp"],
+    loss_of: Callable | None = None,
 ) -> Scores:
     """θ ⊙ (H g) for the loss of the logits divided by ``temperature``; keep the largest.
 
@@ -349,14 +365,13 @@ def grasp_scores(
     loss_fn = loss_fn or F.cross_entropy
     scorer, weights = scoring_copy(module, include, exclude)
     scorer.train(mode == "train")
-    g = _mean_gradient(scorer, weights, batches, loss_fn, temperature)
+    loss = _batch_loss(loss_fn, temperature, loss_of)
+    g = _mean_gradient(scorer, weights, batches, loss)
     params = list(weights.values())
     hg = [torch.zeros_like(p) for p in params]
     with torch.enable_grad(), _math_attention():
         for batch in batches:
-            grads = torch.autograd.grad(
-                _loss(scorer, batch, loss_fn, temperature), params, create_graph=True
-            )
+            grads = torch.autograd.grad(loss(scorer, batch), params, create_graph=True)
             dot = sum((gi * g[name]).sum() for gi, name in zip(grads, weights))
             for acc, part in zip(hg, torch.autograd.grad(dot, params)):
                 acc += part / len(batches)
@@ -548,23 +563,29 @@ def _linearize(scorer: nn.Module) -> None:
             layer.running_var.fill_(1.0)
 
 
-def _mean_gradient(scorer, weights: dict, batches: list, loss_fn, temperature: float) -> Scores:
+def _mean_gradient(scorer, weights: dict, batches: list, loss: Callable) -> Scores:
     if not batches:
         raise ConfigError("this score needs data: give a dataloader with at least one batch")
     params = list(weights.values())
     total = [torch.zeros_like(p) for p in params]
     with torch.enable_grad():
         for batch in batches:
-            loss = _loss(scorer, batch, loss_fn, temperature)
-            for acc, g in zip(total, torch.autograd.grad(loss, params)):
+            for acc, g in zip(total, torch.autograd.grad(loss(scorer, batch), params)):
                 acc += g / len(batches)
     return dict(zip(weights, total))
 
 
-def _loss(scorer: nn.Module, batch, loss_fn, temperature: float) -> torch.Tensor:
-    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        raise TypeError("PaI scores need batches of the form (input, target, ...)")
-    return loss_fn(scorer(batch[0]) / temperature, batch[1])
+def _batch_loss(loss_fn, temperature: float, loss_of: Callable | None) -> Callable:
+    """``loss(scorer, batch)``: ``loss_of``, else ``loss_fn`` of the logits / ``temperature``."""
+    if loss_of is not None:
+        return loss_of
+
+    def loss(scorer: nn.Module, batch) -> torch.Tensor:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise TypeError("PaI scores need batches of the form (input, target, ...)")
+        return loss_fn(scorer(batch[0]) / temperature, batch[1])
+
+    return loss
 
 
 # The private copy the scores are computed on.

@@ -33,6 +33,8 @@ class Net(nn.Module):
 
     def forward(self, x, labels=None):
         logits = self.fc2(torch.relu(self.fc1(x)))
+        if labels is None:  # the logits, as a Lightning module's forward (PaI scores)
+            return logits
         return {"loss": F.cross_entropy(logits, labels), "logits": logits}
 
 
@@ -50,6 +52,9 @@ class LitNet(L.LightningModule):
         super().__init__()
         self.net, self.weight_decay = net, weight_decay
 
+    def forward(self, x):
+        return self.net(x)
+
     def training_step(self, batch, batch_idx):
         loss = self.net(*batch)["loss"]
         self.log("train/loss", loss, on_step=False, on_epoch=True)
@@ -60,14 +65,16 @@ class LitNet(L.LightningModule):
         return torch.optim.SGD(groups, lr=LR, momentum=MOMENTUM)
 
 
-def train_lightning(net: nn.Module, callbacks: list, epochs: int, tmp_path, **kwargs) -> L.Trainer:
+def train_lightning(
+    net: nn.Module, callbacks: list, epochs: int, tmp_path, module: type = LitNet, **kwargs
+) -> L.Trainer:
     trainer = L.Trainer(
         max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         callbacks=callbacks, default_root_dir=tmp_path, **kwargs,
     )  # fmt: skip
     loader = DataLoader(TensorDataset(*examples()), batch_size=BATCH, shuffle=False)
-    trainer.fit(LitNet(net), loader)
+    trainer.fit(module(net), loader)
     return trainer
 
 

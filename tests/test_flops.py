@@ -13,10 +13,12 @@ import torch
 from torch import nn
 
 from helpers import UserModule, loaders, trainer
-from sparsify.app.summary import flops_summary, format_summary
+from sparsify.app.summary import flops_summary, format_summary, summarize
 from sparsify.callbacks import FlopsMonitor, PruneAtEnd
+from sparsify.datamodules import DigitsDataModule
 from sparsify.errors import ConfigError
 from sparsify.flops import NonzeroCounts, count_flops, flops, record_positions
+from sparsify.lightning.module import ImageClassifier
 from sparsify.masks import magnitude_prune
 from sparsify.reparam import add_masks, layer_masks, reparametrize
 from sparsify.soft_masks import soft_threshold
@@ -199,3 +201,21 @@ def test_nonzero_counts_follow_every_mask_change_and_soft_masks():
         plain.weight[:1] = 0
     assert float(counts.flops()) == 2 * 32  # the plain layer is not counted again yet
     assert float(counts.flops(full=True)) == flops(uses) == 2 * 28
+
+
+def test_the_summary_gives_the_final_models_validation_accuracy(tmp_path):
+    """``val_acc`` is the accuracy of the model as it ends (pruned when training ends), not the
+    last value logged during training, so a grid can be tuned on it."""
+    data = DigitsDataModule(batch_size=64)
+    module = ImageClassifier("cnn_digits", num_classes=10, lr=0.05)
+    prune = PruneAtEnd(0.95, finetune_epochs=0)
+    fit = trainer(tmp_path, [prune], max_epochs=2, limit_train_batches=5)
+    fit.fit(module, datamodule=data)
+    logged = float(fit.callback_metrics["val/acc"])
+    summary = summarize(fit, module, data)
+    module.eval()
+    with torch.no_grad():
+        hits = [(module(x).argmax(1) == y).sum() for x, y in data.val_dataloader()]
+        total = sum(len(y) for _, y in data.val_dataloader())
+    assert summary["val_acc"] == pytest.approx(float(sum(hits)) / total, abs=1e-6)
+    assert summary["val_acc"] != logged and summary["sparsity"] == pytest.approx(0.95, abs=1e-3)

@@ -3,6 +3,7 @@
 ReduceLROnPlateau, ModelCheckpoint on val/acc, a separate eval script), and in Lightning's
 own demo modules."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos import BoringModel, LightningTransformer
+from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from helpers import UserModule, loaders, trainer
@@ -155,3 +157,18 @@ def test_rigl_derives_its_update_interval_from_the_run_length():
     assert update_interval(200, 0.75) == 7  # 21 updates in a 200-step run, not 1
     assert update_interval(100_000, 0.75) == 100  # the reference's ΔT for long runs
     assert update_interval(10, 0.5) == 1
+
+
+def test_sparsity_monitor_writes_step_values_to_the_logger(tmp_path):
+    """Step values go to the loggers every ``every_n_steps`` steps (not through Lightning's
+    per-step metric collection); the epoch value stays monitorable."""
+    logger = CSVLogger(tmp_path)
+    prune = MagnitudePruning(0.5, start=0.0, end=0.5)
+    run = trainer(tmp_path, [prune, SparsityMonitor(every_n_steps=2)], max_epochs=2, logger=logger)
+    run.fit(UserModule(), *loaders())
+    rows = list(csv.DictReader(open(tmp_path / "lightning_logs/version_0/metrics.csv")))
+    steps = sorted(
+        {int(r["step"]) for r in rows if r.get("sparsity/global") and not r.get("epoch")}
+    )
+    assert steps == list(range(2, run.global_step + 1, 2))  # counted after each step
+    assert float(run.callback_metrics["sparsity/global"]) == pytest.approx(0.5, abs=1e-3)

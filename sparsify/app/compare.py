@@ -492,7 +492,7 @@ def result_rows(runs: list[Run]) -> list[dict]:
                 "seed": run.seed,
                 "test_acc": summary.get("test_acc"),
                 "family": run.method.family,
-                "val_acc": summary.get("val/acc"),
+                "val_acc": summary.get("val_acc"),
                 "test_acc_before_pruning": summary.get("test_acc_before_pruning"),
                 "sparsity": summary.get("sparsity"),
                 "inference_flops": relative_flops(summary),

@@ -17,7 +17,7 @@ COLUMNS = (
     "seed",
     "test_acc",
     "family",  # sparsify.methods.FAMILIES: reference (no target sparsity), PaI, DST, ...
-    "val_acc",  # the last validation accuracy of training (tune on it, not on test_acc)
+    "val_acc",  # of the final model on the validation split: tune on it, never on test_acc
     "test_acc_before_pruning",
     "sparsity",  # achieved: zero effective weights over all prunable weights
     "inference_flops",  # per example, of the dense model's (sparsify.flops, RigL's count)

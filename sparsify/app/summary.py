@@ -16,7 +16,7 @@ from sparsify.export import collapsed_copy
 from sparsify.masks import sparsity_report
 from sparsify.state import plain_model
 
-TRACKED_AT_END = ("signin/flips_since_init", "val/acc")
+TRACKED_AT_END = ("signin/flips_since_init",)
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -38,14 +38,16 @@ def summarize(trainer: L.Trainer, model: L.LightningModule, datamodule) -> dict:
     for key in TRACKED_AT_END:  # read before testing, which replaces the logged metrics
         if key in trainer.callback_metrics:
             summary[key] = float(trainer.callback_metrics[key])
-    if _has_test_data(datamodule):
+    if _has_data(datamodule, "val"):
+        summary["val_acc"] = _accuracy(trainer, model, datamodule, "val")
+    if _has_data(datamodule, "test"):
         pruner = next((c for c in trainer.callbacks if isinstance(c, PruneAtEnd)), None)
         if pruner is not None and pruner.unpruned_state_dict is not None:
             final = {k: v.detach().clone() for k, v in model.state_dict().items()}
             model.load_state_dict(pruner.unpruned_state_dict)
-            summary["test_acc_before_pruning"] = _test_acc(trainer, model, datamodule)
+            summary["test_acc_before_pruning"] = _accuracy(trainer, model, datamodule, "test")
             model.load_state_dict(final)
-        summary["test_acc"] = _test_acc(trainer, model, datamodule)  # logged last: the final
+        summary["test_acc"] = _accuracy(trainer, model, datamodule, "test")  # logged last
     report = sparsity_report(model)
     summary["sparsity"] = report["global"]
     summary["layer_density"] = {name: 1 - s for name, s in report["layers"].items()}
@@ -98,14 +100,19 @@ def flops_summary(trainer: L.Trainer) -> dict:
     return dict(zip(FLOPS_KEYS, (*inference, monitor.train_flops())))
 
 
-def _has_test_data(datamodule) -> bool:
-    base = L.LightningDataModule.test_dataloader
-    return datamodule is not None and type(datamodule).test_dataloader is not base
+def _has_data(datamodule, stage: str) -> bool:
+    """Whether ``datamodule`` defines a ``val`` or ``test`` dataloader."""
+    name = f"{stage}_dataloader"
+    return datamodule is not None and getattr(type(datamodule), name) is not getattr(
+        L.LightningDataModule, name
+    )
 
 
-def _test_acc(trainer: L.Trainer, model: L.LightningModule, datamodule) -> float | None:
-    results = trainer.test(model, datamodule=datamodule, verbose=False)
-    value = results[0].get("test/acc") if results else None
+def _accuracy(trainer: L.Trainer, model: L.LightningModule, datamodule, stage: str):
+    """The ``val`` or ``test`` accuracy of ``model`` as it is now (``None`` if not logged)."""
+    run = trainer.validate if stage == "val" else trainer.test
+    results = run(model, datamodule=datamodule, verbose=False)
+    value = results[0].get(f"{stage}/acc") if results else None
     return None if value is None else float(value)
 
 
@@ -120,6 +127,8 @@ def format_summary(summary: dict) -> str:
         rows.append(("test accuracy before pruning", fmt(summary["test_acc_before_pruning"])))
     if "test_acc" in summary:
         rows.append(("test accuracy", fmt(summary["test_acc"])))
+    if "val_acc" in summary:
+        rows.append(("validation accuracy", fmt(summary["val_acc"])))
     rows.append(("global sparsity", fmt(summary["sparsity"])))
     rows += [(f"  density {name}", fmt(d)) for name, d in summary["layer_density"].items()]
     if "inference_flops" in summary:

@@ -15,6 +15,8 @@ the plain-PyTorch core, without Lightning (docs/hf.md). Needs ``pip install "spa
 - ``Reparametrize``: θ = m ⊙ w on every prunable weight when the ``Trainer`` is built;
 - ``L1Penalty``: the gradient of λ‖θ‖₁ or λ‖m‖₁ added before every optimizer step;
 - ``HAMStep``: the HAM step of ``sparsify.optim.HAM`` after every optimizer step.
+- ``PruneAtInit``, ``SoftThresholdReparametrization``, ``ContinuousSparsification``: the rules of
+  ``sparsify.rules`` (``hf.prune_at_init``, ``hf.soft_masks``), as the Lightning callbacks.
 
 What differs from Lightning is only where things are read: progress from ``TrainerState``
 (``global_step / max_steps``, ``epoch``), the optimizer and the learning-rate scheduler from the
@@ -33,8 +35,13 @@ from sparsify.hf.adapter import RuleTrainerCallback
 from sparsify.hf.ham_step import HAMStep  # noqa: F401
 from sparsify.hf.l1 import L1Penalty  # noqa: F401
 from sparsify.hf.pilot import PILoT  # noqa: F401
+from sparsify.hf.prune_at_init import PruneAtInit  # noqa: F401
 from sparsify.hf.reparametrize import Reparametrize  # noqa: F401
 from sparsify.hf.sign_in import SignIn  # noqa: F401
+from sparsify.hf.soft_masks import (
+    ContinuousSparsification,  # noqa: F401
+    SoftThresholdReparametrization,  # noqa: F401
+)
 
 
 class WeightDecaySwitchOff(rules.WeightDecaySwitchOff, RuleTrainerCallback):

@@ -17,6 +17,8 @@ and arguments, as the Lightning callback is::
                        of each value logged in the epoch)
 ``on_train_end``       ``end``
 =====================  ==================================================================
+``on_pre_optimizer_step`` (the gradients are in, the optimizer steps next) calls
+``before_optimizer_step``.
 
 ``on_pre_optimizer_step`` calls ``before_optimizer_step`` (the ``Trainer`` has clipped the
 gradients by then).
@@ -35,6 +37,7 @@ import math
 
 import torch
 import torch.distributed as dist
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from transformers import TrainerCallback
 
 from sparsify.rules.base import Progress, Run
@@ -69,6 +72,21 @@ def _mean_tensor(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def model_loss(model, batch: dict):
+    """The loss a ``Trainer`` trains on: the model's own, ``model(**batch)["loss"]``."""
+    return model(**batch)["loss"]
+
+
+def scheduler_steps(scheduler) -> tuple[str, int] | None:
+    """The ``Trainer`` steps its scheduler after every optimizer step, a ``ReduceLROnPlateau``
+    after every evaluation (``Run.scheduler_steps``)."""
+    return None if isinstance(scheduler, ReduceLROnPlateau) else ("step", 1)
+
+
 def trainer_progress(state, epoch: int | None = None) -> Progress:
     """Where a Hugging Face ``Trainer`` is (in epoch ``epoch``, by default the one ``state`` is
     in)."""
@@ -95,6 +113,9 @@ def trainer_run(state, kwargs: dict, epoch: int | None = None, **fields) -> Run:
         mean=_mean,
         mean_tensor=_mean_tensor,
         batches=kwargs.get("train_dataloader"),
+        loss_of=model_loss,
+        rank=_rank(),
+        scheduler_steps=[] if scheduler is None else [scheduler_steps(scheduler)],
         **fields,
     )
 

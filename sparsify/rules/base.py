@@ -71,6 +71,9 @@ class Run:
     Attributes:
         model: the module being trained.
         optimizers: its optimizers; ``schedulers`` their learning-rate schedulers.
+        scheduler_steps: when the framework steps each of ``schedulers``: ``(interval,
+            frequency)``, every ``frequency``-th ``"step"`` or ``"epoch"``, or ``None`` where it
+            steps on a metric (``ReduceLROnPlateau``).
         progress: where training is.
         metrics: values logged so far (at ``epoch_end``: the epoch's), by name.
         loss: the loss of the batch just trained (``after_step``), else ``None``.
@@ -78,7 +81,10 @@ class Run:
         mean: the mean of a float over processes (identity on one process).
         mean_tensor: the elementwise mean of a tensor over processes (identity on one process).
         batches: the training batches, for rules that score on data; ``None`` where unknown.
-        loss_of: ``loss_of(model, batch)``, the training loss of a batch, for those rules.
+        loss_of: ``loss_of(model, batch)``, the training loss of a batch, for those rules;
+            ``None``: ``loss_fn(model(input), target)`` of an ``(input, target)`` batch.
+        rank: this process's index among the processes (0 on one process): what rank 0
+            decides is what ``broadcast`` gives every process.
     """
 
     model: nn.Module
@@ -92,6 +98,8 @@ class Run:
     mean_tensor: Callable[[torch.Tensor], torch.Tensor] = _same
     batches: Iterable | None = None
     loss_of: Callable[[nn.Module, Any], torch.Tensor] | None = None
+    rank: int = 0
+    scheduler_steps: list[tuple[str, int] | None] = field(default_factory=list)
 
 
 class Rule:
