@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from sparsify.rules.base import Progress, Run
 
@@ -60,6 +61,7 @@ def lightning_run(trainer: L.Trainer, pl_module: L.LightningModule, **fields) ->
         schedulers=[config.scheduler for config in trainer.lr_scheduler_configs],
         broadcast=lambda value: strategy.broadcast(value, src=0),
         mean=lambda value: float(strategy.reduce(torch.tensor(value), reduce_op="mean")),
+        mean_tensor=lambda tensor: strategy.reduce(tensor, reduce_op="mean"),
         rank=trainer.global_rank,
         scheduler_steps=[scheduler_steps(config) for config in trainer.lr_scheduler_configs],
         **fields,
@@ -128,6 +130,12 @@ class RuleCallback(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.end(lightning_run(trainer, pl_module))
+
+    def info(self, message: str) -> None:
+        rank_zero_info(message)
+
+    def warn(self, message: str) -> None:
+        rank_zero_warn(message)
 
     @staticmethod
     def _log(pl_module: L.LightningModule, metrics: dict | None, step: bool) -> None:

@@ -12,15 +12,7 @@ from collections.abc import Callable
 from typing import Literal, get_args
 
 from sparsify.errors import ConfigError, check_choice
-from sparsify.masks import (
-    LAYER_FLOOR,
-    Scope,
-    check_layer_floor,
-    check_pattern,
-    check_scope,
-    check_sparsity,
-    magnitude_prune,
-)
+from sparsify.masks import check_sparsity
 
 
 def constant(t: float) -> float:
@@ -77,8 +69,7 @@ class CubicPruningSchedule:
     ``start`` = t₀, every ``frequency`` after it, and at ``end`` = t₁, to the cubic target s_t of
     ``cubic_sparsity`` (``initial_sparsity`` s_i at t₀, ``final_sparsity`` s_f from t₁ on), with
     progress in ``unit``: a ``fraction`` of all optimizer steps, ``epoch`` s or ``step`` s.
-    The trainer-independent part of ``sparsify.callbacks.MagnitudePruning`` and of
-    ``sparsify.hf.MagnitudePruning``.
+    The schedule of the GMP rule, ``sparsify.rules.MagnitudePruning``.
 
     Args:
         final_sparsity: s_f, reached at ``end`` and kept to the end of training.
@@ -128,54 +119,6 @@ class CubicPruningSchedule:
     def target(self, t: float) -> float:
         """The cubic target sparsity s_t at progress t."""
         return cubic_sparsity(t, self.start, self.end, self.initial_sparsity, self.final_sparsity)
-
-
-class GradualMagnitudePruning(CubicPruningSchedule):
-    """GMP itself, trainer-independent: the cubic schedule plus what it prunes (``scope``,
-    ``include``, ``exclude``, ``pattern``, ``layer_floor`` as in
-    ``sparsify.masks.magnitude_prune``), the last pruning time ``last_pruned`` and its target
-    ``sparsity``. The one implementation behind ``sparsify.callbacks.MagnitudePruning`` and
-    ``sparsify.hf.MagnitudePruning``. The
-    ``schedule`` keywords are ``CubicPruningSchedule``'s (``initial_sparsity``, ``start``,
-    ``end``, ``frequency``, ``unit``)."""
-
-    def __init__(
-        self,
-        final_sparsity: float = 0.9,
-        *,
-        scope: Scope = "global",
-        include: list | None = None,
-        exclude: list | None = None,
-        pattern: str = "unstructured",
-        layer_floor: float = LAYER_FLOOR,
-        **schedule,
-    ):
-        super().__init__(final_sparsity, **schedule)
-        self.scope = check_scope(scope)
-        self.layer_floor = check_layer_floor(layer_floor)
-        check_pattern(pattern)
-        self.pattern = pattern
-        self.include, self.exclude = include, exclude
-        self.last_pruned: float | None = None
-        self.sparsity = 0.0
-
-    def prune_if_due(self, module, t: float) -> None:
-        """At progress ``t``, prune ``module`` to the target of the latest scheduled time not yet
-        pruned at (the target of that time, so the value at t₁ is exactly s_f)."""
-        due = self.scheduled_time(t)
-        if due is not None and (self.last_pruned is None or due > self.last_pruned):
-            self.sparsity = self.target(due)
-            if self.sparsity > 0:
-                magnitude_prune(
-                    module,
-                    self.sparsity,
-                    self.scope,
-                    self.include,
-                    self.exclude,
-                    layer_floor=self.layer_floor,
-                    pattern=self.pattern,
-                )
-            self.last_pruned = due
 
 
 SCHEDULES: dict[str, Callable[..., float]] = {

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.distributed as dist
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from transformers import TrainerCallback
@@ -61,6 +62,14 @@ def _mean(value: float) -> float:
         dist.all_gather_object(box, value)
         return sum(box) / len(box)
     return value
+
+
+def _mean_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor / dist.get_world_size()
+    return tensor
 
 
 def _rank() -> int:
@@ -102,6 +111,7 @@ def trainer_run(state, kwargs: dict, epoch: int | None = None, **fields) -> Run:
         schedulers=[] if scheduler is None else [scheduler],
         broadcast=_broadcast,
         mean=_mean,
+        mean_tensor=_mean_tensor,
         batches=kwargs.get("train_dataloader"),
         loss_of=model_loss,
         rank=_rank(),

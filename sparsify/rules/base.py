@@ -26,6 +26,8 @@ An event may return a ``dict`` of values for the adapter to log. ``state_dict`` 
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +79,7 @@ class Run:
         loss: the loss of the batch just trained (``after_step``), else ``None``.
         broadcast: gives every process rank 0's value (identity on one process).
         mean: the mean of a float over processes (identity on one process).
+        mean_tensor: the elementwise mean of a tensor over processes (identity on one process).
         batches: the training batches, for rules that score on data; ``None`` where unknown.
         loss_of: ``loss_of(model, batch)``, the training loss of a batch, for those rules;
             ``None``: ``loss_fn(model(input), target)`` of an ``(input, target)`` batch.
@@ -92,6 +95,7 @@ class Run:
     loss: torch.Tensor | None = None
     broadcast: Callable[[Any], Any] = _same
     mean: Callable[[float], float] = _same
+    mean_tensor: Callable[[torch.Tensor], torch.Tensor] = _same
     batches: Iterable | None = None
     loss_of: Callable[[nn.Module, Any], torch.Tensor] | None = None
     rank: int = 0
@@ -127,6 +131,15 @@ class Rule:
 
     def end(self, run: Run) -> Metrics | None:
         """Training ends."""
+
+    def info(self, message: str) -> None:
+        """Tell the user ``message`` (the ``sparsify`` logger; an adapter may say it once, on the
+        process of rank 0)."""
+        logging.getLogger("sparsify").info(message)
+
+    def warn(self, message: str) -> None:
+        """Warn the user (``warnings``; an adapter may warn once, on the process of rank 0)."""
+        warnings.warn(message, stacklevel=3)
 
     def state_dict(self) -> dict:
         return {}
