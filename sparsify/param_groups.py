@@ -6,11 +6,12 @@ The user's ``configure_optimizers`` may put m, w in one group with other paramet
 new group appended at the end that copies the source group's hyperparameters (lr, momentum,
 weight decay, ``initial_lr`` ...), so nothing changes until a callback changes that group.
 
-Lightning's callbacks call it from ``on_fit_start`` (``sparsify.callbacks.param_groups``), the
-Hugging Face adapters when training begins. Optimizer state (momentum buffers, Adam moments) is
-keyed by the parameter, so it moves with m, w. The learning-rate schedulers of the optimizer get
-one more entry in each of their per-group lists (``base_lrs``, ``lr_lambdas``, ``_last_lr`` ...),
-a copy of the source group's, so the learning-rate schedule applies to the new group as before.
+A rule calls it (through ``isolate``) in its ``attach`` event, once the optimizer exists, under
+Lightning and the Hugging Face ``Trainer`` alike. Optimizer state (momentum buffers, Adam
+moments) is keyed by the parameter, so it moves with m, w. The learning-rate schedulers of the
+optimizer get one more entry in each of their per-group lists (``base_lrs``, ``lr_lambdas``,
+``_last_lr`` ...), a copy of the source group's, so the learning-rate schedule applies to the new
+group as before.
 Idempotent: a second call finds no mixed group and changes nothing.
 """
 

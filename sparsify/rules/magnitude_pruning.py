@@ -81,8 +81,7 @@ class MagnitudePruning(Rule):
         self.final_sparsity, self.unit = self.schedule.final_sparsity, unit
         self.scope = check_scope(scope)
         self.layer_floor = check_layer_floor(layer_floor)
-        check_pattern(pattern)
-        self.pattern = pattern
+        self.pattern = check_pattern(pattern)  # parsed once: NMPattern, or None
         self.include, self.exclude = include, exclude
         self.last_pruned: float | None = None
         self.sparsity = 0.0

@@ -93,9 +93,8 @@ class PruneAtEnd(Rule):
         pattern: str = "unstructured",
     ):
         self.sparsity = check_sparsity(sparsity)
-        nm = check_pattern(pattern)
-        self.pattern = pattern
-        self.pattern_sparsity = 0.0 if nm is None else 1 - nm[0] / nm[1]
+        self.pattern = check_pattern(pattern)  # parsed once: NMPattern, or None
+        self.pattern_sparsity = 0.0 if self.pattern is None else self.pattern.sparsity
         if regrow is not None and regrow not in get_args(Regrow):
             raise ConfigError(
                 f"regrow={regrow!r} is invalid: choose one of {', '.join(get_args(Regrow))}, or "

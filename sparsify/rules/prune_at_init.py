@@ -106,8 +106,7 @@ class PruneAtInit(Rule):
         reinitialize: bool = False,
     ):
         self.sparsity = check_sparsity(sparsity)
-        check_pattern(pattern)
-        self.pattern = pattern
+        self.pattern = check_pattern(pattern)  # parsed once: NMPattern, or None
         self.score = check_score(score)
         self.distribution = check_distribution(distribution)
         check_pai_options(num_batches, temperature, rounds, samples_per_class)

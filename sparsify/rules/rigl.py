@@ -91,8 +91,7 @@ class RiGL(Rule):
         pattern: str = "unstructured",
     ):
         self.sparsity = check_sparsity(sparsity)
-        check_pattern(pattern)
-        self.pattern = pattern
+        self.pattern = check_pattern(pattern)  # parsed once: NMPattern, or None
         self.distribution = check_distribution(distribution)
         if not 0 < update_fraction <= 1:
             raise ConfigError(f"update_fraction={update_fraction!r} is invalid: must be in (0, 1]")
