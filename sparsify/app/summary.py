@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from sparsify.app.tracking import WandbLogger
 from sparsify.callbacks import FlopsMonitor, PruneAtEnd
@@ -38,7 +39,7 @@ def summarize(trainer: L.Trainer, model: L.LightningModule, datamodule) -> dict:
     for key in TRACKED_AT_END:  # read before testing, which replaces the logged metrics
         if key in trainer.callback_metrics:
             summary[key] = float(trainer.callback_metrics[key])
-    if _has_data(datamodule, "val"):
+    if _has_data(datamodule, "val") and is_overridden("validation_step", model):
         summary["val_acc"] = _accuracy(trainer, model, datamodule, "val")
     if _has_data(datamodule, "test"):
         pruner = next((c for c in trainer.callbacks if isinstance(c, PruneAtEnd)), None)
