@@ -36,7 +36,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from sparsify.rules.base import Progress, Run
+from sparsify.rules.base import Progress, Rule, Run
 
 
 def lightning_progress(trainer: L.Trainer) -> Progress:
@@ -112,14 +112,24 @@ class RuleCallback(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._log(pl_module, self.epoch_start(lightning_run(trainer, pl_module)), step=False)
 
+    # The step events run at every batch: a rule that leaves one as Rule's no-op skips building
+    # its Run there.
+    def _acts_on(self, event: str) -> bool:
+        return getattr(type(self), event) is not getattr(Rule, event)
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._log(pl_module, self.before_step(lightning_run(trainer, pl_module)), step=True)
+        if self._acts_on("before_step"):
+            self._log(pl_module, self.before_step(lightning_run(trainer, pl_module)), step=True)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if not self._acts_on("before_optimizer_step"):
+            return
         run = dataclasses.replace(lightning_run(trainer, pl_module), optimizers=[optimizer])
         self._log(pl_module, self.before_optimizer_step(run), step=True)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self._acts_on("after_step"):
+            return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         run = lightning_run(trainer, pl_module, loss=loss)
         self._log(pl_module, self.after_step(run), step=True)
