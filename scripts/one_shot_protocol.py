@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], str]:
     if not args.skip_run:
         compare.main(compare_argv)
     rows, trained = gather(runs)
+    if not rows:  # a dry run, or nothing finished yet
+        print("one-shot protocol: no finished run to gather yet")
+        return rows, ""
     args.results.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.results / f"{args.name}.csv")
     plot(rows, args.results / f"{args.name}.png")
