@@ -18,7 +18,7 @@ from sparsify.masks import (
     set_masks,
     sparsity_report,
 )
-from sparsify.reparam import add_masks, prunable_layers
+from sparsify.reparam import LayerSelection, add_masks
 from sparsify.state import effective_weights, saved_masks
 from sparsify.transfer import check_keep
 from sparsify.transfer import transfer_weights as transfer
@@ -92,13 +92,14 @@ class SignTransfer(PortableCheckpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.done:
             return
-        layers = [name for name, _ in prunable_layers(pl_module, self.include, self.exclude)]
+        selection = LayerSelection.of(pl_module, self.include, self.exclude)
+        layers = list(selection.names)
         source = _weights(self.read(self.checkpoint, "checkpoint"), layers, "checkpoint")
         if self.mask_from != "current":
             set_masks(pl_module, self.masks(layers, source))
-        transfer(pl_module, source, self.keep, self.include, self.exclude)
+        transfer(pl_module, source, self.keep, selection)
         self.done = True
-        sparsity = sparsity_report(pl_module, self.include, self.exclude)["global"]
+        sparsity = sparsity_report(pl_module, selection)["global"]
         rank_zero_info(
             f"SignTransfer: {self.keep} of {self.checkpoint}, mask from {self.mask_from}, "
             f"sparsity {sparsity:.4f}"

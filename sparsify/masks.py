@@ -16,7 +16,13 @@ import torch
 from torch import nn
 
 from sparsify.errors import ConfigError, check_choice
-from sparsify.reparam import add_masks, is_transposed, layer_masks, prunable_layers
+from sparsify.reparam import (
+    LayerSelection,
+    add_masks,
+    is_transposed,
+    layer_masks,
+    prunable_layers,
+)
 
 Scope = Literal["global", "layer"]
 SCOPES = get_args(Scope)
@@ -153,8 +159,8 @@ def pattern_key(pattern: str | NMPattern | None) -> dict:
 def pattern_keywords(
     module: nn.Module,
     pattern: str | NMPattern | None,
-    include: Iterable | None,
-    exclude: Iterable | None,
+    include: Iterable | LayerSelection | None = None,
+    exclude: Iterable | None = None,
 ) -> dict:
     """``select_mask``'s ``pattern`` (parsed: ``NMPattern`` or ``None``) and ``transposed``
     keywords for ``module``'s selected layers (``transposed``: the layers that store their
@@ -362,7 +368,7 @@ def _kth_highest(values: torch.Tensor, k: int) -> torch.Tensor:
 @torch.no_grad()
 def set_masks(module: nn.Module, new_masks: dict[str, torch.Tensor]) -> None:
     """Copy 0/1 tensors into the mask buffers of the named layers (adding masks if needed)."""
-    add_masks(module, include=list(new_masks))
+    add_masks(module, LayerSelection(tuple(new_masks)))
     live = layer_masks(module)
     for name, mask in new_masks.items():
         live[name].copy_(mask)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -103,19 +104,45 @@ def _matches(name: str, layer: nn.Module, selectors: Iterable) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class LayerSelection:
+    """Layers named exactly: ``include``/``exclude`` resolved once on a model (``of``).
+
+    Every function that takes ``include`` takes one, and then looks the layers up by name instead
+    of matching patterns and module types again, so a rule prunes, regrows and reports on the
+    layers it chose when training started.
+    """
+
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(
+        cls, module: nn.Module, include: Iterable | None = None, exclude: Iterable | None = None
+    ) -> LayerSelection:
+        return cls(tuple(name for name, _ in prunable_layers(module, include, exclude)))
+
+
 def prunable_layers(
-    module: nn.Module, include: Iterable | None = None, exclude: Iterable | None = None
+    module: nn.Module,
+    include: Iterable | LayerSelection | None = None,
+    exclude: Iterable | None = None,
 ) -> Iterator[tuple[str, nn.Module]]:
     """Yield ``(name, layer)`` for every conv/linear layer, or those selected.
 
     ``include``/``exclude`` hold module-name patterns (fnmatch, e.g. ``"fc"``, ``"layer1.*"``)
-    or module types. ``include`` defaults to every ``nn.Conv1d/2d/3d``, ``nn.Linear`` and
-    ``transformers``' ``Conv1D``. A layer whose weight is shared with another module (a language
-    model's head tied to its token embedding) is never selected: a mask or m ⊙ w on it would
-    untie the two.
+    or module types; ``include`` may also be a ``LayerSelection``, the exact names. ``include``
+    defaults to every ``nn.Conv1d/2d/3d``, ``nn.Linear`` and ``transformers``' ``Conv1D``. A
+    layer whose weight is shared with another module (a language model's head tied to its token
+    embedding) is never selected: a mask or m ⊙ w on it would untie the two.
     """
-    include = list(include) if include is not None else None
     exclude = list(exclude or [])
+    if isinstance(include, LayerSelection):
+        for name in include.names:
+            layer = module.get_submodule(name)
+            if not _matches(name, layer, exclude):
+                yield name, layer
+        return
+    include = list(include) if include is not None else None
     types = prunable_types()
     tied = _tied_layers(module)
     for name, layer in module.named_modules():
@@ -249,6 +276,6 @@ def match_structure(module: nn.Module, state_dict: dict) -> None:
     state_dict = restore_state_dict(state_dict)
     pointwise, masked = pointwise_layers(state_dict), masked_layers(state_dict)
     if masked:
-        add_masks(module, include=masked)
+        add_masks(module, LayerSelection(tuple(masked)))
     if pointwise:
-        reparametrize(module, include=pointwise)
+        reparametrize(module, include=LayerSelection(tuple(pointwise)))

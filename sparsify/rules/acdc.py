@@ -20,13 +20,13 @@ from sparsify.masks import (
     sparsity_report,
 )
 from sparsify.reparam import add_masks, layer_masks, prunable_layers
-from sparsify.rules.base import Rule, Run
+from sparsify.rules.base import LayerRule, Run
 from sparsify.rules.prune_at_end import collapsed_layers_warning
 
 PhaseUnit = Literal["fraction", "epoch"]
 
 
-class ACDC(Rule):
+class ACDC(LayerRule):
     """AC/DC, alternating compressed and dense phases that end compressed.
 
     Peste, Iofinova, Vladu, Alistarh, "AC/DC: Alternating Compressed/DeCompressed Training of
@@ -128,7 +128,7 @@ class ACDC(Rule):
             )
 
     def prepare(self, model: nn.Module) -> None:
-        add_masks(model, self.include, self.exclude)
+        add_masks(model, self.layers(model))
 
     def start(self, run: Run) -> None:
         self.check_epochs(run.progress.total_epochs)
@@ -151,11 +151,10 @@ class ACDC(Rule):
             model,
             self.sparsity,
             self.scope,
-            self.include,
-            self.exclude,
+            self.layers(model),
             layer_floor=self.layer_floor,
         )
-        report = sparsity_report(model, self.include, self.exclude)
+        report = sparsity_report(model, self.layers(model))
         remedy = "use scope='layer' or exclude them"
         if message := collapsed_layers_warning(report, "ACDC", remedy=remedy):
             self.warn(message)
@@ -163,7 +162,7 @@ class ACDC(Rule):
     def decompress(self, model: nn.Module, optimizers: list) -> None:
         """Unmask every selected weight; the ones that were masked restart from 0."""
         live = layer_masks(model)
-        selected = {n: live[n] for n, _ in prunable_layers(model, self.include, self.exclude)}
+        selected = {n: live[n] for n, _ in prunable_layers(model, self.layers(model))}
         restart_(model, {name: m == 0 for name, m in selected.items()}, optimizers)
         set_masks(model, {name: torch.ones_like(m) for name, m in selected.items()})
         if self.reset_momentum:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsify.reparam import LayerSelection
 from sparsify.schedules import Unit
 
 Metrics = dict[str, float]
@@ -146,3 +148,19 @@ class Rule:
 
     def load_state_dict(self, state_dict: dict) -> None:
         pass
+
+
+class LayerRule(Rule):
+    """A rule that acts on the layers ``include``/``exclude`` select. ``layers(model)`` resolves
+    them once per model (the first event that sees it) into a ``LayerSelection``: every later
+    prune, regrowth and report of the run acts on those layers, by name."""
+
+    include: list | None = None
+    exclude: list | None = None
+    _resolved: tuple[weakref.ref, LayerSelection] | None = None
+
+    def layers(self, model: nn.Module) -> LayerSelection:
+        if self._resolved is None or self._resolved[0]() is not model:
+            selection = LayerSelection.of(model, self.include, self.exclude)
+            self._resolved = (weakref.ref(model), selection)
+        return self._resolved[1]

@@ -24,14 +24,14 @@ from torch import nn
 
 from sparsify.errors import ConfigError
 from sparsify.param_groups import isolate
-from sparsify.rules.base import Rule, Run
+from sparsify.rules.base import LayerRule, Run
 from sparsify.soft_masks import SigmoidMask, harden, sigmoid_mask, soft_masks
 from sparsify.state import parametrization_keys
 
 SCORES_GROUP = "cs_scores"
 
 
-class ContinuousSparsification(Rule):
+class ContinuousSparsification(LayerRule):
     """Install CS's ``SigmoidMask`` on every selected weight in ``prepare`` (before the
     optimizers are built, so they see the scores s), run the search rounds and the ticket phase,
     and ``harden`` the mask to 1[s > 0].
@@ -186,7 +186,7 @@ class ContinuousSparsification(Rule):
     # The events.
 
     def prepare(self, model: nn.Module) -> None:
-        sigmoid_mask(model, self.s_init, self.temperature_init, self.include, self.exclude)
+        sigmoid_mask(model, self.s_init, self.temperature_init, self.layers(model))
 
     def attach(self, run: Run) -> None:
         scores = [soft.scores for _, soft in soft_masks(run.model, SigmoidMask)]

@@ -13,13 +13,13 @@ from torch import nn
 
 from sparsify.errors import ConfigError
 from sparsify.reparam import PointwiseProduct, prunable_layers, weight_parametrization
-from sparsify.rules.base import Rule, Run
+from sparsify.rules.base import LayerRule, Run
 from sparsify.state import factors
 
 TARGETS = ("theta", "m")
 
 
-class L1Penalty(Rule):
+class L1Penalty(LayerRule):
     """Add the gradient of ``strength · ‖x‖₁`` before every optimizer step, x being
 
     - ``on="theta"``: the effective weight θ of every prunable layer (m ⊙ w ⊙ mask, w ⊙ mask or
@@ -65,7 +65,7 @@ class L1Penalty(Rule):
         """``(layer, mask)`` of the selected layers: every prunable layer for ``theta``, the
         reparametrized ones (with their mask) for ``m``."""
         layers = []
-        for _, layer in prunable_layers(module, self.include, self.exclude):
+        for _, layer in prunable_layers(module, self.layers(module)):
             product = weight_parametrization(layer, PointwiseProduct)
             if self.on == "theta":
                 layers.append((layer, None))

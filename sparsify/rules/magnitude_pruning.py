@@ -24,11 +24,11 @@ from sparsify.masks import (
     magnitude_prune,
 )
 from sparsify.reparam import add_masks
-from sparsify.rules.base import Rule, Run
+from sparsify.rules.base import LayerRule, Run
 from sparsify.schedules import CubicPruningSchedule, Unit
 
 
-class MagnitudePruning(Rule):
+class MagnitudePruning(LayerRule):
     """Prune the smallest |θ| to the cubic target ``s_t`` at ``start``, every ``frequency``
     after it, and at ``end``, where the sparsity is exactly ``final_sparsity``.
 
@@ -96,7 +96,7 @@ class MagnitudePruning(Rule):
             )
 
     def prepare(self, model: nn.Module) -> None:
-        add_masks(model, self.include, self.exclude)
+        add_masks(model, self.layers(model))
 
     def start(self, run: Run) -> None:
         self.check_length(run.progress.total_epochs, "epoch", "epochs")
@@ -117,8 +117,7 @@ class MagnitudePruning(Rule):
                     module,
                     self.sparsity,
                     self.scope,
-                    self.include,
-                    self.exclude,
+                    self.layers(module),
                     layer_floor=self.layer_floor,
                     pattern=self.pattern,
                 )

@@ -20,13 +20,13 @@ from sparsify.masks import (
     sparsity_report,
 )
 from sparsify.reparam import add_masks, prunable_layers
-from sparsify.rules.base import Rule, Run
+from sparsify.rules.base import LayerRule, Run
 from sparsify.soft_masks import harden
 
 Regrow = Literal["random"]
 
 
-class PruneAtEnd(Rule):
+class PruneAtEnd(LayerRule):
     """Mask the smallest effective weights |θ| to reach ``sparsity`` (``scope`` ``"global"``: one
     threshold over all prunable weights, ``"layer"``: the same sparsity in every layer).
 
@@ -126,7 +126,7 @@ class PruneAtEnd(Rule):
             )
 
     def prepare(self, model: nn.Module) -> None:
-        add_masks(model, self.include, self.exclude)
+        add_masks(model, self.layers(model))
 
     def start(self, run: Run) -> None:
         self.check_epochs(run.progress.total_epochs, "epochs")
@@ -166,14 +166,13 @@ class PruneAtEnd(Rule):
         self.unpruned_state_dict = {k: v.detach().cpu().clone() for k, v in state.items()}
         zeros = {
             name: layer.weight.detach() == 0
-            for name, layer in prunable_layers(model, self.include, self.exclude)
+            for name, layer in prunable_layers(model, self.layers(model))
         }
         new = magnitude_prune(
             model,
             self.sparsity,
             self.scope,
-            self.include,
-            self.exclude,
+            self.layers(model),
             regrow=self.regrow_scores(zeros),
             layer_floor=self.layer_floor,
             pattern=self.pattern,
@@ -193,7 +192,7 @@ class PruneAtEnd(Rule):
                 f"achieved sparsity {self.achieved:.4f} (no exact zero is revived; "
                 "regrow='random' fills the target)"
             )
-        report = sparsity_report(model, self.include, self.exclude)
+        report = sparsity_report(model, self.layers(model))
         if message := collapsed_layers_warning(report, "PruneAtEnd"):
             self.warn(message)
         return {"prune/sparsity": self.achieved}

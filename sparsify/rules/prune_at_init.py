@@ -30,10 +30,10 @@ from sparsify.pai import (
     reinitialize_,
 )
 from sparsify.reparam import add_masks
-from sparsify.rules.base import Rule, Run
+from sparsify.rules.base import LayerRule, Run
 
 
-class PruneAtInit(Rule):
+class PruneAtInit(LayerRule):
     """Mask the model to ``sparsity`` by a pruning-at-initialization ``score`` when training
     starts, once: ``random``, ``magnitude`` (|θ|), ``snip`` (|∂L/∂θ ⊙ θ|, Lee et al. 2019),
     ``grasp`` (θ ⊙ Hg, logits / ``temperature``, Wang et al. 2020) or ``synflow`` (data-free,
@@ -123,7 +123,7 @@ class PruneAtInit(Rule):
         self.done = False
 
     def prepare(self, model: torch.nn.Module) -> None:
-        add_masks(model, self.include, self.exclude)
+        add_masks(model, self.layers(model))
 
     def start(self, run: Run) -> dict[str, float] | None:
         if self.done:
@@ -134,7 +134,7 @@ class PruneAtInit(Rule):
         if permutations is not None:
             reinitialize_(run.model, permutations)
         self.done = True
-        report = sparsity_report(run.model, self.include, self.exclude)
+        report = sparsity_report(run.model, self.layers(run.model))
         return {"pai/sparsity": report["global"]}
 
     def decide(self, run: Run) -> tuple:
@@ -145,7 +145,7 @@ class PruneAtInit(Rule):
             masks = {k: v.bool().cpu() for k, v in self.compute(run).items()}
             permutations = None
             if self.reinitialize:
-                permutations = reinit_permutations(run.model, self.include, self.exclude)
+                permutations = reinit_permutations(run.model, self.layers(run.model))
         return masks, permutations
 
     def compute(self, run: Run) -> dict:
@@ -167,8 +167,7 @@ class PruneAtInit(Rule):
             loss_of=run.loss_of,
             num_batches=self.num_batches,
             dense_layers=self.dense_layers,
-            include=self.include,
-            exclude=self.exclude,
+            include=self.layers(run.model),
             temperature=self.temperature,
             rounds=self.rounds,
             samples_per_class=self.samples_per_class if balanced else None,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 from sparsify.reparam import check_beta, reparametrize
-from sparsify.rules.base import Rule
+from sparsify.rules.base import LayerRule
 
 
-class Reparametrize(Rule):
+class Reparametrize(LayerRule):
     """Apply ``sparsify.reparametrize(model, beta, include, exclude)`` before the optimizer is
     built, so that the trainable ``m, w`` are what the optimizer sees. β = 1 is the PILoT /
     Sign-In initialization, β = 0 the balanced spred split. Idempotent, so it may run in every
@@ -28,4 +28,4 @@ class Reparametrize(Rule):
         self.exclude = exclude
 
     def prepare(self, model: nn.Module) -> None:
-        reparametrize(model, self.beta, self.include, self.exclude)
+        reparametrize(model, self.beta, self.layers(model))

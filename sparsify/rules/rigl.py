@@ -18,10 +18,10 @@ from sparsify.masks import (
     set_masks,
 )
 from sparsify.reparam import add_masks, layer_masks, prunable_layers, weight_parametrization
-from sparsify.rules.base import Rule, Run
+from sparsify.rules.base import LayerRule, Run
 
 
-class RiGL(Rule):
+class RiGL(LayerRule):
     """RiGL ("Rigging the Lottery: Making All Tickets Winners", Evci et al., ICML 2020;
     google-research/rigl; docs/pai.md, "AC/DC and RiGL").
 
@@ -114,14 +114,14 @@ class RiGL(Rule):
         self.hooks: list = []
 
     def prepare(self, model: nn.Module) -> None:
-        add_masks(model, self.include, self.exclude)
+        add_masks(model, self.layers(model))
 
     def start(self, run: Run) -> None:
         if not self.started:
             # Drawn on every process without touching its random state; rank 0's is kept.
             set_masks(run.model, run.broadcast(self.initial_masks(run.model)))
             self.started = True
-        for name, layer in prunable_layers(run.model, self.include, self.exclude):
+        for name, layer in prunable_layers(run.model, self.layers(run.model)):
             parametrization = weight_parametrization(layer)
             self.hooks.append(parametrization.register_forward_hook(self.gradient_hook(name)))
 
@@ -132,15 +132,14 @@ class RiGL(Rule):
             self.sparsity,
             self.distribution,
             self.dense_layers,
-            self.include,
-            self.exclude,
+            self.layers(model),
         )
-        layers = dict(prunable_layers(model, self.include, self.exclude))
+        layers = dict(prunable_layers(model, self.layers(model)))
         with torch.random.fork_rng(devices=[]):
             scores = {name: torch.rand(layer.weight.shape) for name, layer in layers.items()}
         self.info(f"RiGL: random {self.distribution} mask at sparsity {self.sparsity}")
         theta = {name: layer.weight for name, layer in layers.items()}
-        structure = pattern_keywords(model, self.pattern, self.include, self.exclude)
+        structure = pattern_keywords(model, self.pattern, self.layers(model))
         return select_mask(scores, theta, densities=densities, **structure)
 
     def gradient_hook(self, name: str):
@@ -181,7 +180,7 @@ class RiGL(Rule):
     def update(self, run: Run, step: int) -> float:
         """Drop and grow with the recorded gradients, the same on every rank; f_t."""
         model = run.model
-        layers = dict(prunable_layers(model, self.include, self.exclude))
+        layers = dict(prunable_layers(model, self.layers(model)))
         if set(self.grads) != set(layers):
             raise RuntimeError(
                 f"RiGL recorded no gradient for {sorted(set(layers) - set(self.grads))}"
@@ -196,7 +195,7 @@ class RiGL(Rule):
         fraction = rigl_fraction(step, self.update_fraction, self.end_fraction * total)
         weights = {name: layer.weight for name, layer in layers.items()}
         noise = torch.Generator().manual_seed(step)
-        structure = pattern_keywords(model, self.pattern, self.include, self.exclude)
+        structure = pattern_keywords(model, self.pattern, self.layers(model))
         new = rigl_masks(weights, grads, current, fraction, self.drop_noise, noise, **structure)
         grown = {name: (new[name] != 0) & (current[name] == 0) for name in layers}
         restart_(model, grown, run.optimizers)

@@ -7,11 +7,11 @@ from torch import nn
 
 from sparsify.errors import ConfigError
 from sparsify.reparam import check_beta, reparametrize, rescale_
-from sparsify.rules.base import Rule, Run
+from sparsify.rules.base import LayerRule, Run
 from sparsify.sign_flips import inner_scale, sign_flips, signs
 
 
-class SignIn(Rule):
+class SignIn(LayerRule):
     """Sign-In: the kept weights trained as θ = m ⊙ w, rescaled so that weights can change sign.
 
     Gadhikar, Jacobs, Zhou, Burkholz, "Sign-In to the Lottery", NeurIPS 2025 (docs/pai.md,
@@ -63,7 +63,7 @@ class SignIn(Rule):
 
     def prepare(self, model: nn.Module) -> None:
         """θ = m ⊙ w on the selected weights, keeping any mask they have."""
-        reparametrize(model, self.beta, self.include, self.exclude)
+        reparametrize(model, self.beta, self.layers(model))
 
     def rescale(self, model: nn.Module, at: int) -> None:
         """Re-split every θ with m² − w² = β and take its signs as the new reference."""

@@ -20,12 +20,12 @@ from torch import nn
 
 from sparsify.errors import ConfigError
 from sparsify.masks import sparsity_report
-from sparsify.rules.base import Rule, Run
+from sparsify.rules.base import LayerRule, Run
 from sparsify.soft_masks import SoftThreshold, harden, soft_masks, soft_threshold
 from sparsify.state import unmasked_weight
 
 
-class SoftThresholdReparametrization(Rule):
+class SoftThresholdReparametrization(LayerRule):
     """Install STR's ``SoftThreshold`` on every selected weight in ``prepare`` (before the
     optimizers are built, so they see the thresholds s), and ``harden`` it when training ends:
     a plain ``Mask`` with w = θ and mask = 1[θ ≠ 0], so the exact zeros stay and the model
@@ -69,7 +69,7 @@ class SoftThresholdReparametrization(Rule):
         self.harden_at_end = harden_at_end
 
     def prepare(self, model: nn.Module) -> None:
-        soft_threshold(model, self.s_init, self.include, self.exclude)
+        soft_threshold(model, self.s_init, self.layers(model))
 
     def before_optimizer_step(self, run: Run) -> None:
         self.decay_thresholds(run.model, run.optimizers)
@@ -94,7 +94,7 @@ class SoftThresholdReparametrization(Rule):
             return None
         return {
             "str/threshold": float(torch.stack(thresholds).mean()),
-            "str/sparsity": sparsity_report(run.model, self.include, self.exclude)["global"],
+            "str/sparsity": sparsity_report(run.model, self.layers(run.model))["global"],
         }
 
     def end(self, run: Run) -> None:
