@@ -119,3 +119,11 @@ class TrainerDecay(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         self.decay.append([g["weight_decay"] for g in optimizer.param_groups])
+
+
+def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
+    """The two networks have the same parameters and buffers, equal within float tolerance."""
+    one, other = a.state_dict(), b.state_dict()
+    assert list(one) == list(other)
+    for name in one:
+        torch.testing.assert_close(one[name], other[name], rtol=1e-5, atol=1e-6, msg=name)

@@ -11,6 +11,7 @@ from frameworks import (  # noqa: E402
     LightningDecay,
     Net,
     TrainerDecay,
+    assert_same_weights,
     train_hf,
     train_lightning,
 )
@@ -20,13 +21,6 @@ from sparsify.optim import HAM  # noqa: E402
 from sparsify.reparam import pointwise_factors  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    one, other = a.state_dict(), b.state_dict()
-    assert list(one) == list(other)
-    for name in one:
-        torch.testing.assert_close(one[name], other[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_reparametrize(tmp_path):
