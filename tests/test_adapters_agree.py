@@ -2,10 +2,7 @@
 rule (``sparsify.rules``): the same arguments on the same batches give the same training."""
 
 import pytest
-
-pytest.importorskip("transformers")
-
-from frameworks import (  # noqa: E402
+from frameworks import (
     LightningDecay,
     Net,
     TrainerDecay,
@@ -14,7 +11,7 @@ from frameworks import (  # noqa: E402
     train_lightning,
 )
 
-from sparsify import callbacks, hf, reparametrize  # noqa: E402
+from sparsify import callbacks, hf, reparametrize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

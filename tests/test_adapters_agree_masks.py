@@ -5,10 +5,7 @@ same sparsity and the same weights."""
 import lightning as L
 import pytest
 import torch
-
-pytest.importorskip("transformers")
-
-from frameworks import (  # noqa: E402
+from frameworks import (
     LR,
     STEPS_PER_EPOCH,
     LitNet,
@@ -17,12 +14,12 @@ from frameworks import (  # noqa: E402
     train_hf,
     train_lightning,
 )
-from transformers import TrainerCallback  # noqa: E402
+from transformers import TrainerCallback
 
-from sparsify import callbacks, hf  # noqa: E402
-from sparsify.errors import ConfigError  # noqa: E402
-from sparsify.masks import sparsity_report  # noqa: E402
-from sparsify.reparam import layer_masks  # noqa: E402
+from sparsify import callbacks, hf
+from sparsify.errors import ConfigError
+from sparsify.masks import sparsity_report
+from sparsify.reparam import layer_masks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,14 +7,11 @@ import inspect
 import lightning as L
 import pytest
 import torch
+from frameworks import Net, assert_same_weights, train_hf, train_lightning
+from transformers import TrainerCallback
 
-pytest.importorskip("transformers")
-
-from frameworks import Net, assert_same_weights, train_hf, train_lightning  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
-
-from sparsify import callbacks, hf, sparsity_report  # noqa: E402
-from sparsify.reparam import layer_masks  # noqa: E402
+from sparsify import callbacks, hf, sparsity_report
+from sparsify.reparam import layer_masks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,10 +4,7 @@ the same arguments on the same batches give the same training."""
 
 import pytest
 import torch
-
-pytest.importorskip("transformers")
-
-from frameworks import (  # noqa: E402
+from frameworks import (
     LightningDecay,
     Net,
     TrainerDecay,
@@ -16,9 +13,9 @@ from frameworks import (  # noqa: E402
     train_lightning,
 )
 
-from sparsify import callbacks, hf, prune_at_init, sparsity_report  # noqa: E402
-from sparsify.optim import HAM  # noqa: E402
-from sparsify.reparam import pointwise_factors  # noqa: E402
+from sparsify import callbacks, hf, prune_at_init, sparsity_report
+from sparsify.optim import HAM
+from sparsify.reparam import pointwise_factors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
