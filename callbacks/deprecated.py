@@ -19,14 +19,6 @@ class HAM(HAMStep):
         max_weight_norm: as ``HAMStep``.
     """
 
-    def __init__(
-        self,
-        alpha: float = 200.0,
-        beta: float = 1e-3,
-        max_exponent: float | None = 5.0,
-        skip_zeros: bool = True,
-        revert_nan: bool = True,
-        max_weight_norm: float | None = 1000.0,
-    ):
+    def __init__(self, *args, **kwargs):
         warn_renamed("sparsify.callbacks.HAM", "sparsify.callbacks.HAMStep")
-        super().__init__(alpha, beta, max_exponent, skip_zeros, revert_nan, max_weight_norm)
+        super().__init__(*args, **kwargs)

@@ -1,14 +1,17 @@
 """One tiny network trained on the same batches, from the same initialization, under Lightning
 and under Hugging Face's ``Trainer`` (plain SGD with momentum, constant learning rate, weight
 decay on weights and not on biases, as the ``Trainer`` builds it), so that a method's two
-adapters can be compared. Import only after ``pytest.importorskip("transformers")``."""
+adapters can be compared. Importing it skips the test module that imports it where
+``transformers`` is not installed."""
 
 import lightning as L
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
-from transformers import Trainer, TrainerCallback, TrainingArguments
+
+transformers = pytest.importorskip("transformers")
 
 EXAMPLES, BATCH = 64, 16
 STEPS_PER_EPOCH = EXAMPLES // BATCH
@@ -78,14 +81,16 @@ def train_lightning(
     return trainer
 
 
-class InOrder(Trainer):
+class InOrder(transformers.Trainer):
     """A ``Trainer`` that takes the training examples in order, as the Lightning side does."""
 
     def _get_train_sampler(self, train_dataset=None):
         return SequentialSampler(train_dataset or self.train_dataset)
 
 
-def train_hf(net: nn.Module, callbacks: list, epochs: int, tmp_path, **kwargs) -> Trainer:
+def train_hf(
+    net: nn.Module, callbacks: list, epochs: int, tmp_path, **kwargs
+) -> transformers.Trainer:
     inputs, labels = examples()
     settings = {
         "num_train_epochs": epochs, "per_device_train_batch_size": BATCH, "learning_rate": LR,
@@ -94,7 +99,7 @@ def train_hf(net: nn.Module, callbacks: list, epochs: int, tmp_path, **kwargs) -
         "save_strategy": "no", "report_to": "none", "use_cpu": True, "disable_tqdm": True,
         "seed": 0, "dataloader_num_workers": 0, **kwargs,
     }  # fmt: skip
-    args = TrainingArguments(output_dir=str(tmp_path / "hf"), **settings)
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "hf"), **settings)
     dataset = [{"x": x, "labels": y} for x, y in zip(inputs, labels)]
     trainer = InOrder(model=net, args=args, train_dataset=dataset, callbacks=callbacks)
     trainer.train()
@@ -111,7 +116,7 @@ class LightningDecay(L.Callback):
         self.decay.append([g["weight_decay"] for g in optimizer.param_groups])
 
 
-class TrainerDecay(TrainerCallback):
+class TrainerDecay(transformers.TrainerCallback):
     """Each param group's weight decay before every optimizer step."""
 
     def __init__(self):
@@ -119,3 +124,11 @@ class TrainerDecay(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         self.decay.append([g["weight_decay"] for g in optimizer.param_groups])
+
+
+def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
+    """The two networks have the same parameters and buffers, equal within float tolerance."""
+    one, other = a.state_dict(), b.state_dict()
+    assert list(one) == list(other)
+    for name in one:
+        torch.testing.assert_close(one[name], other[name], rtol=1e-5, atol=1e-6, msg=name)

@@ -2,26 +2,18 @@
 rule (``sparsify.rules``): the same arguments on the same batches give the same training."""
 
 import pytest
-import torch
-
-pytest.importorskip("transformers")
-
-from frameworks import (  # noqa: E402
+from frameworks import (
     LightningDecay,
     Net,
     TrainerDecay,
+    assert_same_weights,
     train_hf,
     train_lightning,
 )
 
-from sparsify import callbacks, hf, reparametrize  # noqa: E402
+from sparsify import callbacks, hf, reparametrize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
-        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("target", [None, "pointwise"])

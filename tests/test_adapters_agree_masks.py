@@ -5,23 +5,23 @@ same sparsity and the same weights."""
 import lightning as L
 import pytest
 import torch
+from frameworks import (
+    LR,
+    STEPS_PER_EPOCH,
+    LitNet,
+    Net,
+    assert_same_weights,
+    train_hf,
+    train_lightning,
+)
+from transformers import TrainerCallback
 
-pytest.importorskip("transformers")
-
-from frameworks import LR, STEPS_PER_EPOCH, LitNet, Net, train_hf, train_lightning  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
-
-from sparsify import callbacks, hf  # noqa: E402
-from sparsify.errors import ConfigError  # noqa: E402
-from sparsify.masks import sparsity_report  # noqa: E402
-from sparsify.reparam import layer_masks  # noqa: E402
+from sparsify import callbacks, hf
+from sparsify.errors import ConfigError
+from sparsify.masks import sparsity_report
+from sparsify.reparam import layer_masks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
-        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def assert_same_masks(a: torch.nn.Module, b: torch.nn.Module) -> dict:

@@ -7,14 +7,11 @@ import inspect
 import lightning as L
 import pytest
 import torch
+from frameworks import Net, assert_same_weights, train_hf, train_lightning
+from transformers import TrainerCallback
 
-pytest.importorskip("transformers")
-
-from frameworks import Net, train_hf, train_lightning  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
-
-from sparsify import callbacks, hf, sparsity_report  # noqa: E402
-from sparsify.reparam import layer_masks  # noqa: E402
+from sparsify import callbacks, hf, sparsity_report
+from sparsify.reparam import layer_masks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,11 +71,6 @@ def assert_same_masks(a: list[dict], b: list[dict]) -> None:
         assert x.keys() == y.keys(), step
         for name in x:
             assert torch.equal(x[name], y[name]), f"step {step}, layer {name}"
-
-
-def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
-        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def density(masks: dict) -> float:

@@ -4,29 +4,20 @@ the same arguments on the same batches give the same training."""
 
 import pytest
 import torch
-
-pytest.importorskip("transformers")
-
-from frameworks import (  # noqa: E402
+from frameworks import (
     LightningDecay,
     Net,
     TrainerDecay,
+    assert_same_weights,
     train_hf,
     train_lightning,
 )
 
-from sparsify import callbacks, hf, prune_at_init, sparsity_report  # noqa: E402
-from sparsify.optim import HAM  # noqa: E402
-from sparsify.reparam import pointwise_factors  # noqa: E402
+from sparsify import callbacks, hf, prune_at_init, sparsity_report
+from sparsify.optim import HAM
+from sparsify.reparam import pointwise_factors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    one, other = a.state_dict(), b.state_dict()
-    assert list(one) == list(other)
-    for name in one:
-        torch.testing.assert_close(one[name], other[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_reparametrize(tmp_path):
