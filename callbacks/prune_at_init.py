@@ -14,13 +14,11 @@ from sparsify.callbacks.state_key import argument_key
 
 class PruneAtInit(rules.PruneAtInit, RuleCallback, PortableCheckpoint):
     __doc__ = rules.PruneAtInit.__doc__
+    prepares_every_stage = True
 
     @property
     def state_key(self) -> str:
         return argument_key(self, "score", "sparsity", "distribution", "pattern")
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.prepare(pl_module)  # in every stage: a checkpoint written after pruning loads
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = self.start(lightning_run(trainer, pl_module))

@@ -3,8 +3,6 @@ Lightning adapter of ``sparsify.rules.rigl``."""
 
 from __future__ import annotations
 
-import lightning as L
-
 from sparsify import rules
 from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.callbacks.rule_callback import RuleCallback
@@ -15,9 +13,7 @@ from sparsify.rules.rigl import update_interval  # noqa: F401  (imported from he
 class RiGL(rules.RiGL, RuleCallback, PortableCheckpoint):
     __doc__ = rules.RiGL.__doc__
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # Also outside fit: a checkpoint of a RiGL run loads into the masked model.
-        self.prepare(pl_module)
+    prepares_every_stage = True
 
     @property
     def state_key(self) -> str:

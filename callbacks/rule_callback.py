@@ -99,8 +99,12 @@ class RuleCallback(L.Callback):
     """Lightning hooks → the events of the ``Rule`` this class is mixed with (the rule comes
     first in the bases, so its ``state_dict`` is the one saved)."""
 
+    prepares_every_stage = False
+    """True for a rule that puts masks or m ⊙ w on the model: it prepares in validate and test
+    too, so that a checkpoint of the run loads."""
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit":
+        if stage == "fit" or self.prepares_every_stage:
             self.prepare(pl_module)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

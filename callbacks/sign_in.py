@@ -3,8 +3,6 @@ Lightning adapter of ``sparsify.rules.SignIn``."""
 
 from __future__ import annotations
 
-import lightning as L
-
 from sparsify import rules
 from sparsify.callbacks.portable import PortableCheckpoint
 from sparsify.callbacks.rule_callback import RuleCallback
@@ -14,9 +12,7 @@ from sparsify.callbacks.state_key import argument_key
 class SignIn(rules.SignIn, PortableCheckpoint, RuleCallback):
     __doc__ = rules.SignIn.__doc__
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # every stage, not only fit: a checkpoint of m, w loads into validate and test too
-        self.prepare(pl_module)
+    prepares_every_stage = True
 
     @property
     def state_key(self) -> str:

@@ -74,6 +74,8 @@ class ACDC(LayerRule):
             global pruner; ``sparsify.masks.LAYER_FLOOR``); 0: the plain global threshold.
     """
 
+    state_fields = ("phase",)
+
     def __init__(
         self,
         sparsity: float = 0.9,
@@ -167,12 +169,6 @@ class ACDC(LayerRule):
         set_masks(model, {name: torch.ones_like(m) for name, m in selected.items()})
         if self.reset_momentum:
             zero_momentum_(optimizers)
-
-    def state_dict(self) -> dict:
-        return {"phase": self.phase}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.phase = state_dict["phase"]
 
 
 MOMENTUM_STATES = ("momentum_buffer", "exp_avg")

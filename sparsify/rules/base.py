@@ -143,11 +143,17 @@ class Rule:
         """Warn the user (``warnings``; an adapter may warn once, on the process of rank 0)."""
         warnings.warn(message, stacklevel=3)
 
+    state_fields: tuple[str, ...] = ()
+    """The attributes a resumed run needs back; one that an older checkpoint lacks keeps the
+    value the rule was built with."""
+
     def state_dict(self) -> dict:
-        return {}
+        return {name: getattr(self, name) for name in self.state_fields}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        pass
+        for name in self.state_fields:
+            if name in state_dict:
+                setattr(self, name, state_dict[name])
 
 
 class LayerRule(Rule):

@@ -85,6 +85,8 @@ class ContinuousSparsification(LayerRule):
     give) every epoch.
     """
 
+    state_fields = ("clamped", "saved", "ticket_started", "initial_schedule", "phase_start_step")
+
     def __init__(
         self,
         penalty: float = 1e-8,
@@ -302,22 +304,6 @@ class ContinuousSparsification(LayerRule):
             target = elapsed * max_epochs // length // when[1]
             for _ in range(target - (scheduler.last_epoch - state["last_epoch"])):
                 scheduler.step()
-
-    def state_dict(self) -> dict:
-        return {
-            "clamped": self.clamped,
-            "saved": self.saved,
-            "ticket_started": self.ticket_started,
-            "initial_schedule": self.initial_schedule,
-            "phase_start_step": self.phase_start_step,
-        }
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.clamped = state_dict["clamped"]
-        self.saved = state_dict["saved"]
-        self.ticket_started = state_dict["ticket_started"]
-        self.initial_schedule = state_dict.get("initial_schedule")
-        self.phase_start_step = state_dict.get("phase_start_step", 0)
 
 
 def learning_rates(scheduler) -> list:

@@ -60,6 +60,8 @@ class MagnitudePruning(LayerRule):
     the same times as an uninterrupted one.
     """
 
+    state_fields = ("last_pruned", "sparsity")
+
     def __init__(
         self,
         final_sparsity: float = 0.9,
@@ -122,10 +124,3 @@ class MagnitudePruning(LayerRule):
                     pattern=self.pattern,
                 )
             self.last_pruned = due
-
-    def state_dict(self) -> dict:
-        return {"last_pruned": self.last_pruned, "sparsity": self.sparsity}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.last_pruned = state_dict["last_pruned"]
-        self.sparsity = state_dict["sparsity"]

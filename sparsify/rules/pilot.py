@@ -88,6 +88,8 @@ class PILoT(Rule):
     α, the last accuracy and the reference norm are in ``state_dict``.
     """
 
+    state_fields = ("alpha", "last", "reference_norm", "follows_loss")
+
     def __init__(
         self,
         alpha_init: float = 1e-3,
@@ -262,20 +264,6 @@ class PILoT(Rule):
     def inform(self, message: str) -> None:
         """Say ``message`` once in the log (an adapter says it on the first process only)."""
         log.info(message)
-
-    def state_dict(self) -> dict:
-        return {
-            "alpha": self.alpha,
-            "last": self.last,
-            "reference_norm": self.reference_norm,
-            "follows_loss": self.follows_loss,
-        }
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.alpha = state_dict["alpha"]
-        self.last = state_dict["last"]
-        self.reference_norm = state_dict["reference_norm"]
-        self.follows_loss = state_dict.get("follows_loss", False)
 
 
 @torch.no_grad()

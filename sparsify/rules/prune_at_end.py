@@ -79,6 +79,8 @@ class PruneAtEnd(LayerRule):
         pattern: ``"unstructured"`` or ``"n:m"`` (e.g. ``"2:4"``).
     """
 
+    state_fields = ("pruned", "before", "achieved", "pruned_epoch")
+
     def __init__(
         self,
         sparsity: float,
@@ -210,20 +212,6 @@ class PruneAtEnd(LayerRule):
     def metric(self, run: Run) -> float | None:
         value = run.metrics.get(self.monitor)
         return float(value) if isinstance(value, torch.Tensor) else value
-
-    def state_dict(self) -> dict:
-        return {
-            "pruned": self.pruned,
-            "before": self.before,
-            "achieved": self.achieved,
-            "pruned_epoch": self.pruned_epoch,
-        }
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.pruned = state_dict["pruned"]
-        self.before = state_dict["before"]
-        self.achieved = state_dict.get("achieved")
-        self.pruned_epoch = state_dict.get("pruned_epoch")
 
 
 def collapsed_layers_warning(

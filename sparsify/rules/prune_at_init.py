@@ -85,6 +85,8 @@ class PruneAtInit(LayerRule):
     order and dropout whatever the score. Logs ``pai/sparsity`` once.
     """
 
+    state_fields = ("done",)
+
     def __init__(
         self,
         sparsity: float = 0.9,
@@ -177,9 +179,3 @@ class PruneAtInit(LayerRule):
             invert=self.invert,
             shuffle=self.shuffle,
         )
-
-    def state_dict(self) -> dict:
-        return {"done": self.done}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.done = state_dict["done"]

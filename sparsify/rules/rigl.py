@@ -77,6 +77,8 @@ class RiGL(LayerRule):
         pattern: ``"unstructured"`` or ``"n:m"`` (e.g. ``"2:4"``).
     """
 
+    state_fields = ("started",)
+
     def __init__(
         self,
         sparsity: float = 0.9,
@@ -206,12 +208,6 @@ class RiGL(LayerRule):
         for handle in self.hooks:
             handle.remove()
         self.hooks = []
-
-    def state_dict(self) -> dict:
-        return {"started": self.started}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.started = state_dict["started"]
 
 
 MIN_UPDATES = 20
