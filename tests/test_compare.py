@@ -57,6 +57,14 @@ def test_grid_resumes_after_kill_and_reports(tmp_path, capsys):
     (first_summary,) = first.glob("**/summary.json")
     kept = first_summary.stat().st_mtime_ns
 
+    main([*argv, "--report-only"])  # a report of the grid so far runs and deletes nothing
+    assert "1 of 4 runs finished" in capsys.readouterr().out
+    with open(out / "results.csv") as file:
+        assert [(r["method"], r["sparsity_target"]) for r in csv.DictReader(file)] == [
+            ("gmp", "0.5")
+        ]
+    assert (interrupted / "stale").exists() and not (out / "runs/pai_random").exists()
+
     main([*argv, "--parallel=2"])
 
     bar = capsys.readouterr().err

@@ -13,7 +13,8 @@ a method without one (``method/dense``, family ``reference``) runs once per seed
 reference. Runs live in ``<out_dir>/runs/<method>/s<sparsity>/seed<seed>``; one with a
 ``summary.json`` is done and never re-run, one without (interrupted) is deleted and run again
 from scratch. At the end ``results.csv``, ``results.md`` and the plots are
-written from every finished run of the grid (``sparsify.app.compare_report``).
+written from every finished run of the grid (``sparsify.app.compare_report``); ``--report-only``
+writes them from the runs finished so far and runs nothing, for a grid still running elsewhere.
 
 Where the runs execute is the launcher's business (``sparsify.app.launchers``): ``local`` (this
 machine, one GPU set per run), ``ray`` (a task per run) or ``slurm`` (a job array through
@@ -131,6 +132,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--nodes", type=int, help="slurm: nodes per run (default 1)")
     parser.add_argument(
         "--dry-run", action="store_true", help="print what would run or be submitted, and stop"
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the table and plots of the runs finished so far, run nothing",
     )
     parser.add_argument(
         "--wandb", type=_bool, default=True, help="track runs in W&B, grouped by name"
@@ -543,6 +549,11 @@ def main(argv: list[str]) -> None:
         return
     out = Path(settings["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        for path in write_report(result_rows(runs), out, density_at, settings["published"]):
+            print(f"wrote {path}")
+        print(f"{len(runs) - len(todo)} of {len(runs)} runs finished")
+        return
     shared = {"base": settings["base"], "fit_args": settings["fit_args"]}
     (out / SETTINGS_FILE).write_text(json.dumps(shared, indent=2))
     previous = signal.signal(signal.SIGTERM, _interrupt)
