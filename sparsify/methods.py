@@ -132,6 +132,7 @@ CALLBACK_FAMILIES = {
     "MagnitudePruning": "dense-to-sparse",
     "ACDC": "dense-to-sparse",
     "PILoT": "continuous",
+    "Reparametrize": "continuous",  # m ⊙ w: spred and the switch-off, pruned when training ends
     "ContinuousSparsification": "continuous",
     "SoftThresholdReparametrization": "continuous",
     "L1Penalty": "continuous",
