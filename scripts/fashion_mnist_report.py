@@ -1,6 +1,7 @@
 """The Fashion-MNIST answers (docs/results.md, "Fashion-MNIST"): gathers the grids' rows into one
-CSV, plots test accuracy against sparsity for each network, and prints the papers' claims as
-paired per-seed differences (method A − method B on the same seed and target sparsity).
+CSV, plots test accuracy against sparsity for each network, tabulates it (mean ± std over seeds,
+``<name>_accuracy.md``), and prints the papers' claims as paired per-seed differences (method
+A − method B on the same seed and target sparsity, ``<name>_claims.md``).
 
     python scripts/fashion_mnist_report.py \\
         --grids ../comparisons/fashion_mnist ../comparisons/fashion_mnist_lenet5 --out docs/results
@@ -81,6 +82,26 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):+.2f} ± {spread:.2f}"
 
 
+def accuracy_table(rows: list[dict], model: str) -> str:
+    """Test accuracy (%) of every method on ``model``, mean ± std over seeds, one column per target
+    sparsity (``method/dense``, which has none, in its own column)."""
+    cells: dict[tuple[str, float | None], list[float]] = {}
+    for r in rows:
+        if r["model"] == model and r["test_acc"] is not None:
+            cells.setdefault((r["method"], r["sparsity_target"]), []).append(100 * r["test_acc"])
+    targets = sorted({t for _, t in cells if t is not None})
+    header = ["method", "dense", *(f"{100 * t:g} %" for t in targets)]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for method in dict.fromkeys(m for m, _ in cells):
+        row = [method]
+        for target in [None, *targets]:
+            values = cells.get((method, target))
+            spread = statistics.stdev(values) if values and len(values) > 1 else 0.0
+            row.append(f"{statistics.mean(values):.2f} ± {spread:.2f}" if values else "")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def claims_table(rows: list[dict]) -> str:
     lines = [
         "| network | claim | A − B | sparsity | seeds | mean ± std (points) | A ahead |",
@@ -112,6 +133,11 @@ def main(argv: list[str] | None = None) -> str:
         )
     table = claims_table(rows)
     (args.out / f"{args.name}_claims.md").write_text(table + "\n")
+    accuracy = [
+        f"### {model}\n\n{accuracy_table(rows, model)}\n"
+        for model in dict.fromkeys(r["model"] for r in rows)
+    ]
+    (args.out / f"{args.name}_accuracy.md").write_text("\n".join(accuracy))
     print(table)
     return table
 

@@ -52,3 +52,6 @@ def test_pairs_by_seed_and_target_and_gathers_both_networks(tmp_path):
     assert list(grid[0])[:5] == ["method", "model", "sparsity_target", "seed", "test_acc"]
     assert {row["model"] for row in grid} == {"lenet_300_100", "lenet5"} and len(grid) == 7
     assert (tmp_path / "out" / "fashion_mnist_lenet5.png").stat().st_size > 0
+    accuracy = (tmp_path / "out" / "fashion_mnist_accuracy.md").read_text()
+    assert "| method | dense | 99 % |" in accuracy and "| gmp |  | 73.50 ± 2.12 |" in accuracy
+    assert "| pilot |  | 80.00 ± 10.00 |" in accuracy  # all three seeds, paired or not
