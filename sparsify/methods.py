@@ -125,19 +125,20 @@ def method(name: str) -> MethodRecipe:
 
 
 # A recipe file of the user's own, not registered, gets the family of its first callback named
-# here (recipe order), ``reference`` if it has none and no callback takes a target sparsity.
+# in CALLBACK_FAMILIES (recipe order); failing that, of its first one in FALLBACK_FAMILIES (m ⊙ w
+# trained and pruned when training ends, as spred and the switch-off, is continuous; a prune at
+# the end alone is dense-to-sparse); ``reference`` if none and no callback takes a target.
 CALLBACK_FAMILIES = {
     "PruneAtInit": "PaI",
     "RiGL": "DST",
     "MagnitudePruning": "dense-to-sparse",
     "ACDC": "dense-to-sparse",
     "PILoT": "continuous",
-    "Reparametrize": "continuous",  # m ⊙ w: spred and the switch-off, pruned when training ends
     "ContinuousSparsification": "continuous",
     "SoftThresholdReparametrization": "continuous",
     "L1Penalty": "continuous",
-    "PruneAtEnd": "dense-to-sparse",
 }
+FALLBACK_FAMILIES = {"Reparametrize": "continuous", "PruneAtEnd": "dense-to-sparse"}
 
 
 def family_of(families: list[str]) -> str:

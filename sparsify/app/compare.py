@@ -49,7 +49,14 @@ from sparsify.app.compare_report import log_to_wandb, write_report
 from sparsify.app.launchers import LAUNCHERS, Job, LaunchOptions, describe, finished_summary, launch
 from sparsify.errors import ConfigError
 from sparsify.masks import check_sparsity
-from sparsify.methods import CALLBACK_FAMILIES, DRIVERS, METHODS, MethodRecipe, family_of
+from sparsify.methods import (
+    CALLBACK_FAMILIES,
+    DRIVERS,
+    FALLBACK_FAMILIES,
+    METHODS,
+    MethodRecipe,
+    family_of,
+)
 from sparsify.methods import method as registered_method
 
 GRID_KEYS = ("name", "base", "methods", "sparsities", "seeds", "out_dir", "published")
@@ -259,9 +266,10 @@ def method_label(name: str) -> str:
 def load_method(name: str) -> Method:
     """A method recipe, its label, family and targets: a registered name (``method/gmp``,
     ``sparsify.methods``) or a recipe file of one's own, whose family is that of its callbacks
-    (``sparsify.methods.CALLBACK_FAMILIES``) and whose targets are the arguments ``sparsity``
-    and ``final_sparsity`` of its callbacks (a file with an ``iterative_pruning`` section runs
-    the iterative driver, its target ``iterative_pruning.sparsity``). ``method/ham+method/acdc``
+    (``sparsify.methods.CALLBACK_FAMILIES``, then ``FALLBACK_FAMILIES``) and whose targets are
+    the arguments ``sparsity`` and ``final_sparsity`` of its callbacks (a file with an
+    ``iterative_pruning`` section runs the iterative driver, its target
+    ``iterative_pruning.sparsity``). ``method/ham+method/acdc``
     composes recipes as ``sparsify fit`` composes ``--config``s (callbacks add up, in order),
     labelled ``ham+acdc``, of the family of its first part that prunes."""
     parts = name.split("+")
@@ -327,10 +335,11 @@ def _file_entry(name: str, path: str, recipe: dict) -> MethodRecipe:
 
 
 def _file_family(classes: list[type]) -> str:
-    for cls in classes:
-        for base in cls.__mro__:
-            if base.__name__ in CALLBACK_FAMILIES:
-                return CALLBACK_FAMILIES[base.__name__]
+    for families in (CALLBACK_FAMILIES, FALLBACK_FAMILIES):
+        for cls in classes:
+            for base in cls.__mro__:
+                if base.__name__ in families:
+                    return families[base.__name__]
     return "dense-to-sparse" if any(_target_arg(cls) for cls in classes) else "reference"
 
 
