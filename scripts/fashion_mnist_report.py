@@ -18,7 +18,7 @@ import csv
 import statistics
 from pathlib import Path
 
-from sparsify.app.compare_report import COLUMNS, plot_accuracy
+from sparsify.app.compare_report import COLUMNS, mean_std_text, plot_accuracy
 
 # (claim, method A, method B): each row of the claims table is A − B, paired by seed.
 CLAIMS = (
@@ -83,21 +83,20 @@ def mean_std(values: list[float]) -> str:
 
 
 def accuracy_table(rows: list[dict], model: str) -> str:
-    """Test accuracy (%) of every method on ``model``, mean ± std over seeds, one column per target
-    sparsity (``method/dense``, which has none, in its own column)."""
+    """Test accuracy (%) of every method on ``model``, mean ± std over seeds (the mean alone for
+    one seed), one column per target sparsity (``method/dense``, which has none, in its own
+    column)."""
     cells: dict[tuple[str, float | None], list[float]] = {}
     for r in rows:
         if r["model"] == model and r["test_acc"] is not None:
-            cells.setdefault((r["method"], r["sparsity_target"]), []).append(100 * r["test_acc"])
+            cells.setdefault((r["method"], r["sparsity_target"]), []).append(r["test_acc"])
     targets = sorted({t for _, t in cells if t is not None})
     header = ["method", "dense", *(f"{100 * t:g} %" for t in targets)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for method in dict.fromkeys(m for m, _ in cells):
         row = [method]
         for target in [None, *targets]:
-            values = cells.get((method, target))
-            spread = statistics.stdev(values) if values and len(values) > 1 else 0.0
-            row.append(f"{statistics.mean(values):.2f} ± {spread:.2f}" if values else "")
+            row.append(mean_std_text(cells.get((method, target), []), digits=2))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
