@@ -39,7 +39,9 @@ class FlopsMonitor(L.Callback):
         self._counts: NonzeroCounts | None = None
         self._batch_size = 0
         self._batches = 0
-        self.sparse_total: torch.Tensor | float = 0.0  # Σ examples · inference FLOPs
+        self._sparse_total: torch.Tensor | float = 0.0  # Σ examples · inference FLOPs
+        self._current: torch.Tensor | None = None  # the inference FLOPs of the last steps,
+        self._current_examples = 0  # and their examples, not yet in _sparse_total
         self.dense_total = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -59,9 +61,20 @@ class FlopsMonitor(L.Callback):
             self.dense_per_example = flops(self.uses, dense=True)
             self._counts = NonzeroCounts(self.uses)
         current = self._counts.flops(full=self._batches % self.every_n_steps == 0)
-        self.sparse_total = self.sparse_total + current * self._batch_size
+        if current is not self._current:  # counted again: the steps before are settled
+            self._sparse_total = self.sparse_total
+            self._current, self._current_examples = current, 0
+        self._current_examples += self._batch_size
         self.dense_total += self.dense_per_example * self._batch_size
         self._batches += 1
+
+    @property
+    def sparse_total(self) -> torch.Tensor | float:
+        """Σ over the training examples so far of the inference FLOPs of their step. The steps
+        since the last count are added as one product (integers in float64: exact below 2⁵³)."""
+        if self._current is None:
+            return self._sparse_total
+        return self._sparse_total + self._current * self._current_examples
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.dense_total:  # before the first batch, or a model without conv or linear
@@ -91,6 +104,7 @@ class FlopsMonitor(L.Callback):
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.sparse_total = state_dict["sparse_total"]
+        self._sparse_total = state_dict["sparse_total"]
+        self._current, self._current_examples = None, 0
         self.dense_total = state_dict["dense_total"]
         self._batches = state_dict.get("batches", 0)

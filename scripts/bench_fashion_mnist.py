@@ -9,9 +9,9 @@ same initialization:
 
 - **sparsify**: ``ImageClassifier`` in a Lightning ``Trainer`` set up as ``sparsify fit`` sets it
   up (``configs/defaults.yaml``: ``ModelCheckpoint(save_last=True)``, ``SparsityMonitor``,
-  ``FlopsMonitor``, ``RandomStateCheckpoint``, ``log_every_n_steps=10``, the progress bar
-  drawn every ``PROGRESS_BAR_REFRESH`` batches (``TQDMProgressBar``); a
-  ``CSVLogger``, the logger of ``--wandb=false``; the ``Reparametrize`` callback for m ⊙ w),
+  ``FlopsMonitor``, ``RandomStateCheckpoint``, ``log_every_n_steps=50``, ``NoProfiler``, the
+  progress bar (``TimedProgressBar``); a ``CSVLogger``, the logger of ``--wandb=false``; the
+  ``Reparametrize`` callback for m ⊙ w),
   data from ``FashionMNISTDataModule(loader="device")``;
 - **plain**: the same network from ``create_model`` (and ``reparametrize``) trained by a loop
   written below: forward, cross-entropy, ``zero_grad``, backward, SGD (lr 0.01, momentum 0.9,
@@ -39,10 +39,10 @@ import time
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from sparsify.app.cli import PROGRESS_BAR_REFRESH
+from sparsify.app.progress_bar import TimedProgressBar
 from sparsify.callbacks import (
     FlopsMonitor,
     RandomStateCheckpoint,
@@ -51,6 +51,7 @@ from sparsify.callbacks import (
 )
 from sparsify.datamodules import FashionMNISTDataModule
 from sparsify.lightning.module import ImageClassifier, lr_scheduler
+from sparsify.lightning.profiler import NoProfiler
 from sparsify.models import create_model
 from sparsify.reparam import prunable_layers, reparametrize
 
@@ -98,7 +99,7 @@ def run_sparsify(args, backbone: str, variant: str, folder: str):
     if variant == "m ⊙ w":
         callbacks.append(Reparametrize(beta=1.0))
     if not args.no_progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH))
+        callbacks.append(TimedProgressBar())
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="cpu",
@@ -106,10 +107,11 @@ def run_sparsify(args, backbone: str, variant: str, folder: str):
         default_root_dir=folder,
         logger=CSVLogger(folder),
         callbacks=[*callbacks, clock],
-        log_every_n_steps=10,
+        log_every_n_steps=50,
         limit_train_batches=args.batches or 1.0,
         limit_val_batches=0,
         enable_progress_bar=not args.no_progress_bar,
+        profiler=NoProfiler(),
     )
     trainer.fit(module, datamodule=datamodule(args))
     return clock.seconds, weights(module.model), clock.images

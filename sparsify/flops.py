@@ -151,6 +151,7 @@ class NonzeroCounts:
         self.uses = uses
         self._counts: list[torch.Tensor | None] = [None] * len(uses)
         self._kept: list[tuple | None] = [None] * len(uses)  # what the count can be kept for
+        self._total: torch.Tensor | None = None
 
     def _mask(self, use: WeightUse) -> tuple[torch.Tensor | None, tuple] | None:
         """The mask that moves the zeros of a weight (``None`` for a plain weight) and its
@@ -168,8 +169,9 @@ class NonzeroCounts:
 
     @torch.no_grad()
     def flops(self, full: bool = False) -> torch.Tensor:
-        """2 · Σ positions · nnz(θ) as a 0-d float64 tensor on the weights' device."""
-        parts = []
+        """2 · Σ positions · nnz(θ) as a 0-d float64 tensor on the weights' device: the same
+        tensor as at the last call where no weight was counted again."""
+        recounted = self._total is None
         for i, use in enumerate(self.uses):
             found = self._mask(use)
             version = None if found is None else found[1]
@@ -180,8 +182,12 @@ class NonzeroCounts:
                 mask = None if found is None else found[0]
                 kept = weight.numel() if mask is None else torch.count_nonzero(mask)
                 self._kept[i] = version if version is not None and bool(count == kept) else None
-            parts.append(self._counts[i])
-        return torch.stack(parts).sum() if parts else torch.zeros((), dtype=torch.float64)
+                recounted = True
+        if recounted and self._counts:
+            self._total = torch.stack(self._counts).sum()
+        elif recounted:
+            self._total = torch.zeros((), dtype=torch.float64)
+        return self._total
 
 
 @torch.no_grad()

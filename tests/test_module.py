@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.classification import MulticlassAccuracy
 
 from helpers import trainer
 from sparsify.callbacks import WeightDecaySchedule
@@ -173,9 +174,19 @@ def test_lr_schedule_resumes_exactly(kind):
 
 
 class LoggedEveryStep(ImageClassifier):
-    """The logging as a Lightning user writes it (and as ``ImageClassifier`` did): ``self.log``
-    of the loss tensor and of the accuracy metrics at every step; Lightning averages the tensor
+    """The logging as a Lightning user writes it: ``self.log`` of the loss tensor and of
+    torchmetrics' ``MulticlassAccuracy`` objects at every step; Lightning averages the tensor
     over the epoch weighted by batch size."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reference = torch.nn.ModuleDict(
+            {
+                f"{stage}_top{k}": MulticlassAccuracy(10, top_k=k, average="micro")
+                for stage in ("train", "val", "test")
+                for k in (1, 5)
+            }
+        )
 
     def step(self, batch, stage, batch_idx=0):
         x, y = batch
@@ -187,8 +198,8 @@ class LoggedEveryStep(ImageClassifier):
             (f"{stage}_top5", f"{stage}/acc_top5"),
         ):
             if key in self.accuracy:
-                self.accuracy[key](logits, y)
-                self.log(name, self.accuracy[key], on_epoch=True, prog_bar=name.endswith("acc"))
+                self.reference[key](logits, y)
+                self.log(name, self.reference[key], on_epoch=True, prog_bar=name.endswith("acc"))
         return loss
 
 

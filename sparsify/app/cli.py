@@ -307,22 +307,15 @@ class SparsifyCLI(LightningCLI):
                         print(hint)
 
 
-# Lightning's default RichProgressBar redraws at every batch, a tenth of a LeNet-300-100 step.
-PROGRESS_BAR_REFRESH = 10
-
-
 def add_progress_bar(trainer: Namespace) -> None:
-    """A progress bar drawn every ``PROGRESS_BAR_REFRESH`` batches (``TQDMProgressBar``), unless
-    the bar is off or the configuration names one."""
+    """A ``TimedProgressBar`` (redrawn at most every 0.25 s; Lightning's default Rich bar redraws
+    at every batch), unless the bar is off or the configuration names one."""
     callbacks = trainer.callbacks or []
     if trainer.enable_progress_bar is False or any(
         "ProgressBar" in str(getattr(c, "class_path", type(c).__name__)) for c in callbacks
     ):
         return
-    bar = Namespace(
-        class_path="lightning.pytorch.callbacks.TQDMProgressBar",
-        init_args=Namespace(refresh_rate=PROGRESS_BAR_REFRESH, process_position=0, leave=False),
-    )
+    bar = Namespace(class_path="sparsify.app.progress_bar.TimedProgressBar", init_args=Namespace())
     trainer.callbacks = [*callbacks, bar]
 
 

@@ -22,12 +22,13 @@ from torch.optim.lr_scheduler import (
     MultiStepLR,
     SequentialLR,
 )
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
 from sparsify.checkpoint import read_state_dict
 from sparsify.errors import ConfigError, check_choice
+from sparsify.lightning.metrics import SampleMean
 from sparsify.lora import add_lora, lora_parameters
 from sparsify.models import create_model
 from sparsify.reparam import collapse, match_structure, pointwise_factors
@@ -91,18 +92,35 @@ class TrainingModule(L.LightningModule):
         # Lightning collects the arguments of every __init__ up the subclass chain.
         self.save_hyperparameters()
         # The mean loss of each stage over the samples (each batch's loss counted once per
-        # sample, as Lightning averages a logged tensor); NaN kept, which also drops the
-        # metric's ``weight`` argument; not reduced over processes (each rank logs its own).
-        # ModuleDict keys may not shadow Module attributes such as ``train``.
+        # sample, as Lightning averages a logged tensor); not reduced over processes (each
+        # rank logs its own). ModuleDict keys may not shadow Module attributes such as ``train``.
         self.mean_loss = torch.nn.ModuleDict(
             {
-                f"{stage}_loss": MeanMetric(nan_strategy="disable", sync_on_compute=False)
+                f"{stage}_loss": SampleMean(sync_on_compute=False)
                 for stage in ("train", "val", "test")
             }
         )
 
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning sets _current_fx_name around every hook it calls, some twenty times a
+        # training step, and nn.Module.__setattr__ looks for a parameter, buffer or submodule
+        # of that name each time.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         match_structure(self, checkpoint["state_dict"])
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # A batch of tensors already there (the device loaders') is passed on as it is;
+        # Lightning's default walks it through apply_to_collection at every step.
+        if isinstance(batch, (tuple, list)) and all(
+            isinstance(t, torch.Tensor) and t.device == device for t in batch
+        ):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def step(self, batch, stage: str, batch_idx: int = 0) -> torch.Tensor:
         """The loss of ``batch``, the ``batch_idx``-th of the epoch, logged under ``stage``
@@ -117,6 +135,10 @@ class TrainingModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self.step(batch, "test", batch_idx)
+
+    def loss_metric(self, stage: str, loss: torch.Tensor, samples: int) -> tuple:
+        """The ``log_metrics`` entry of ``stage``'s mean loss for a batch of ``samples``."""
+        return self.mean_loss[f"{stage}_loss"], (loss.detach() * samples, samples), True
 
     def log_metrics(
         self, stage: str, batch_idx: int, metrics: dict[str, tuple[Metric, tuple, bool]]
@@ -240,14 +262,9 @@ class ImageClassifier(TrainingModule):
         # ModuleDict keys may not shadow Module attributes such as ``train``.
         self.accuracy = torch.nn.ModuleDict()
         for stage in ("train", "val", "test"):
-            # No argument checks at every batch: cross-entropy has refused bad labels already.
-            self.accuracy[f"{stage}_top1"] = MulticlassAccuracy(
-                num_classes, average="micro", validate_args=False
-            )
+            self.accuracy[f"{stage}_top1"] = SampleMean()
             if num_classes >= 5 and stage != "train":
-                self.accuracy[f"{stage}_top5"] = MulticlassAccuracy(
-                    num_classes, top_k=5, average="micro", validate_args=False
-                )
+                self.accuracy[f"{stage}_top5"] = SampleMean()
 
     def on_fit_start(self) -> None:
         if self.hparams.compile:
@@ -270,19 +287,15 @@ class ImageClassifier(TrainingModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        logits, n = logits.detach(), len(y)
         metrics = {
-            f"{stage}/loss": (
-                self.mean_loss[f"{stage}_loss"],
-                (loss.detach().expand(len(y)),),
-                True,
-            )
+            f"{stage}/loss": self.loss_metric(stage, loss, n),
         }
-        for key, name in (
-            (f"{stage}_top1", f"{stage}/acc"),
-            (f"{stage}_top5", f"{stage}/acc_top5"),
-        ):
-            if key in self.accuracy:
-                metrics[name] = (self.accuracy[key], (logits.detach(), y), name.endswith("acc"))
+        correct = (logits.argmax(dim=1) == y).sum()
+        metrics[f"{stage}/acc"] = (self.accuracy[f"{stage}_top1"], (correct, n), True)
+        if f"{stage}_top5" in self.accuracy:
+            top5 = logits.topk(5, dim=1).indices.eq(y[:, None]).any(dim=1).sum()
+            metrics[f"{stage}/acc_top5"] = (self.accuracy[f"{stage}_top5"], (top5, n), False)
         self.log_metrics(stage, batch_idx, metrics)
         return loss
 
@@ -389,11 +402,7 @@ class LanguageModel(TrainingModule):
         )
         logits = logits.detach()
         metrics = {
-            f"{stage}/loss": (
-                self.mean_loss[f"{stage}_loss"],
-                (loss.detach().expand(len(targets)),),
-                True,
-            ),
+            f"{stage}/loss": self.loss_metric(stage, loss, len(targets)),
             f"{stage}/ppl": (self.metrics[f"{stage}_ppl"], (logits.float(), targets), True),
             f"{stage}/acc": (
                 self.metrics[f"{stage}_acc"],
@@ -465,12 +474,5 @@ class Regressor(TrainingModule):
                 )
             prediction = prediction.reshape(y.shape)
         loss = F.mse_loss(prediction, y)
-        metrics = {
-            f"{stage}/loss": (
-                self.mean_loss[f"{stage}_loss"],
-                (loss.detach().expand(len(y)),),
-                True,
-            )
-        }
-        self.log_metrics(stage, batch_idx, metrics)
+        self.log_metrics(stage, batch_idx, {f"{stage}/loss": self.loss_metric(stage, loss, len(y))})
         return loss
