@@ -288,11 +288,11 @@ class ImageClassifier(TrainingModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         logits, n = logits.detach(), len(y)
+        correct = (logits.argmax(dim=1) == y).sum()
         metrics = {
             f"{stage}/loss": self.loss_metric(stage, loss, n),
+            f"{stage}/acc": (self.accuracy[f"{stage}_top1"], (correct, n), True),
         }
-        correct = (logits.argmax(dim=1) == y).sum()
-        metrics[f"{stage}/acc"] = (self.accuracy[f"{stage}_top1"], (correct, n), True)
         if f"{stage}_top5" in self.accuracy:
             top5 = logits.topk(5, dim=1).indices.eq(y[:, None]).any(dim=1).sum()
             metrics[f"{stage}/acc_top5"] = (self.accuracy[f"{stage}_top5"], (top5, n), False)
