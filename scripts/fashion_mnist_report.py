@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 from pathlib import Path
 
-from sparsify.app.compare_report import COLUMNS, mean_std_text, plot_accuracy
+from sparsify.app.compare_report import COLUMNS, mean_std, mean_std_text, plot_accuracy
 
 # (claim, method A, method B): each row of the claims table is A − B, paired by seed.
 CLAIMS = (
@@ -77,11 +76,6 @@ def paired(rows: list[dict], model: str, a: str, b: str) -> list[tuple[float, li
     return out
 
 
-def mean_std(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):+.2f} ± {spread:.2f}"
-
-
 def accuracy_table(rows: list[dict], model: str) -> str:
     """Test accuracy (%) of every method on ``model``, mean ± std over seeds (the mean alone for
     one seed), one column per target sparsity (``method/dense``, which has none, in its own
@@ -110,9 +104,10 @@ def claims_table(rows: list[dict]) -> str:
         for claim, a, b in CLAIMS:
             for target, diffs in paired(rows, model, a, b):
                 ahead = sum(d > 0 for d in diffs)
+                mean, std = mean_std(diffs)
                 lines.append(
                     f"| {model} | {claim} | {a} − {b} | {100 * target:g} % | {len(diffs)} | "
-                    f"{mean_std(diffs)} | {ahead}/{len(diffs)} |"
+                    f"{mean:+.2f} ± {std:.2f} | {ahead}/{len(diffs)} |"
                 )
     return "\n".join(lines)
 
