@@ -2,8 +2,10 @@
 replaced: the progress bar, the profiler, the batch transfer, the module's attribute setting and
 the metric updated at every batch."""
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.profilers import SimpleProfiler
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -32,6 +34,33 @@ def test_the_progress_bar_redraws_by_the_clock_and_at_the_last_batch(monkeypatch
     assert not bar._should_update(9, 20)
     with pytest.raises(ConfigError, match="refresh_seconds=-1 is invalid"):
         TimedProgressBar(refresh_seconds=-1)
+
+
+@pytest.mark.parametrize("refresh_seconds, draws", [(0.0, 6 + 1), (3600.0, 2 + 1)])
+def test_lightning_redraws_the_bar_when_the_clock_says(tmp_path, refresh_seconds, draws):
+    """Through Lightning's own hooks: every batch with no wait, else the first and the last (and
+    the end of the epoch, always)."""
+
+    class CountedBar(TimedProgressBar):
+        drawn = 0
+
+        def get_metrics(self, trainer, pl_module):  # read at every redraw
+            self.drawn += 1
+            return super().get_metrics(trainer, pl_module)
+
+    bar = CountedBar(refresh_seconds=refresh_seconds)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=6,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[bar],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(BoringModel())
+    assert bar.drawn == draws
 
 
 @pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
